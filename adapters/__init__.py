@@ -1,0 +1,1 @@
+"""Vendor-facing ingestion: REST API, CSV exports, OneRoster 1.2."""

@@ -1,0 +1,67 @@
+"""The one reader of the environment: every option is an ``EJX_*`` variable."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Frozen configuration, built once per process by the bootstrap or the CLI."""
+
+    model_config = SettingsConfigDict(env_prefix="EJX_", frozen=True, extra="ignore")
+
+    state_dir: Path = Field(default=Path(".ejx"), description="Where local infra, keys and logs live.")
+    kafka_bootstrap: str | None = Field(default=None, description="Existing Kafka; when set nothing is started.")
+    database_url: str | None = Field(default=None, description="Existing PostgreSQL DSN; when set nothing is started.")
+
+    kafka_version: str = Field(default="3.9.1", description="Apache Kafka release run locally.")
+    kafka_port: int = Field(default=19092, description="Local broker's PLAINTEXT port.")
+    kafka_controller_port: int = Field(default=19093, description="Local broker's KRaft controller port.")
+    kafka_heap: str = Field(default="-Xms256m -Xmx512m", description="JVM heap flags of the local broker.")
+    postgres_port: int = Field(default=15432, description="Local PostgreSQL port.")
+
+    events_topic: str = Field(default="ejx.events.v1", description="Canonical events, key = school_id.")
+    dlq_topic: str = Field(default="ejx.events.dlq.v1", description="Rejected events with fault headers.")
+    interagency_topic: str = Field(default="ejx.outbound.interagency.v1", description="Signed envelopes, key = recipient.")
+    topic_partitions: int = Field(default=3, description="Partitions of topics ejx creates.")
+
+    http_host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
+    http_port: int = Field(default=8080, description="Port the HTTP server binds.")
+    portal_url: str | None = Field(default=None, description="Where the relay POSTs envelopes for the portal.")
+
+    sender: str = Field(default="EJX", description="Our mnemonic in envelope headers.")
+    key_file: Path | None = Field(default=None, description="Signing key (PEM); default <state_dir>/keys/ejx.key.")
+    cert_file: Path | None = Field(default=None, description="Signing certificate (PEM); default <state_dir>/keys/ejx.crt.")
+    trust_file: Path | None = Field(default=None, description="Trusted certificates (PEM bundle) for verification.")
+
+    log_level: str = Field(default="info", description="Minimum level of structured logs.")
+
+    @cached_property
+    def kafka_address(self) -> str:
+        """Bootstrap servers: the configured ones, else the local broker's."""
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @cached_property
+    def database_dsn(self) -> str:
+        """The configured DSN, else the local cluster's."""
+        return self.database_url or f"postgresql://ejx@127.0.0.1:{self.postgres_port}/ejx"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.state_dir / "keys"
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.key_file or self.keys_dir / "ejx.key"
+
+    @property
+    def signing_cert_file(self) -> Path:
+        return self.cert_file or self.keys_dir / "ejx.crt"
+
+    @property
+    def trusted_certs_file(self) -> Path:
+        return self.trust_file or self.signing_cert_file

@@ -1,0 +1,1 @@
+"""Kafka consumers: router (envelopes, outbox) and analytics (projections)."""
