@@ -17,7 +17,6 @@ from broker.settings import Settings
 
 # Modules that export a ``commands`` list of click commands or groups.
 COMMAND_MODULES = (
-    "broker.localinfra.commands",
     "broker.db",
 )
 

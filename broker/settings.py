@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 
 from pydantic import Field
@@ -40,12 +39,12 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="info", description="Minimum level of structured logs.")
 
-    @cached_property
+    @property
     def kafka_address(self) -> str:
         """Bootstrap servers: the configured ones, else the local broker's."""
         return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
 
-    @cached_property
+    @property
     def database_dsn(self) -> str:
         """The configured DSN, else the local cluster's."""
         return self.database_url or f"postgresql://ejx@127.0.0.1:{self.postgres_port}/ejx"
