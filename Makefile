@@ -1,0 +1,43 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# System packages are installed when we are root; otherwise the exact apt-get line is printed.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+EJX    := $(BIN)/ejx
+# Debian packages the tests need: xmlsec1 (independent signature checks), Chromium (dashboard test).
+# PostgreSQL's server is installed by `ejx infra up` itself when missing.
+APT_TEST := xmlsec1 chromium chromium-driver
+
+.PHONY: demo test setup infra down bench test-deps clean
+
+demo: setup
+	$(EJX) demo
+
+test: setup test-deps
+	$(BIN)/pytest -q -p no:cacheprovider tests
+
+setup: $(VENV)/.installed infra
+
+$(VENV)/.installed: pyproject.toml
+	command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+test-deps:
+	@bash .ci/apt-install $(APT_TEST)
+
+infra: $(VENV)/.installed
+	$(EJX) infra up
+	$(EJX) db migrate
+
+down:
+	$(EJX) infra down
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean: down
+	rm -rf .ejx $(VENV)
