@@ -179,7 +179,7 @@ class XmlDsigSigner:
         # itself, cut at the slots, so signing needs no canonicalisation of its own markup.
         head, rest = _c14n(self._template[0]).split(_ID_SLOT.encode())
         self._canonical_parts = (head, *rest.split(_DIGEST_SLOT.encode()))
-        log.info("signing.signer_ready", method=method.uri, subject=certificate.subject.rfc4514_string(),
+        log.debug("signing.signer_ready", method=method.uri, subject=certificate.subject.rfc4514_string(),
                  sha256=certificate.fingerprint(hashes.SHA256()).hex())
 
     @classmethod
@@ -244,7 +244,7 @@ class Verifier:
         self._pinned = {c.public_bytes(serialization.Encoding.DER) for c in trusted}
         self._authorities = [c for c in trusted if _is_ca(c)]
         self._trust_cache: dict[bytes, _Trust] = {}
-        log.info("signing.verifier_ready", pinned=len(self._pinned), authorities=len(self._authorities),
+        log.debug("signing.verifier_ready", pinned=len(self._pinned), authorities=len(self._authorities),
                  methods=sorted(options.signature_methods))
 
     @classmethod
