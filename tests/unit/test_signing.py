@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from lxml import etree
 from signxml import XMLSigner, XMLVerifier
@@ -59,7 +60,6 @@ def signed(signer: XmlDsigSigner, **fields) -> etree._Element:
 
 
 def pem(certificate: x509.Certificate) -> str:
-    from cryptography.hazmat.primitives.serialization import Encoding
     return certificate.public_bytes(Encoding.PEM).decode()
 
 
