@@ -11,6 +11,7 @@ import csv
 import hashlib
 import hmac
 import io
+import re
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from broker.settings import Settings
 log = structlog.get_logger(__name__)
 
 TOKEN_PREFIX = "ejx_"
+VENDOR_NAME = re.compile(r"[a-z0-9][a-z0-9\-]{1,63}")  # the events XSD's VendorType
 SCHOOL_COLUMNS = ("school_id", "name", "district", "vendor")
 # Russian headers of registry exports, mapped to ours.
 SCHOOL_HEADER_ALIASES = {
@@ -74,8 +76,9 @@ class Registry:
     async def add_vendor(self, vendor_id: str) -> str:
         """Register a vendor and return its bearer token — the only time it is visible."""
         vendor_id = vendor_id.strip()
-        if not vendor_id or len(vendor_id) > 64 or not vendor_id.isprintable() or " " in vendor_id:
-            raise InvalidContent(f"vendor name {vendor_id!r} must be 1–64 printable characters without spaces")
+        if not VENDOR_NAME.fullmatch(vendor_id):
+            raise InvalidContent(f"vendor name {vendor_id!r} must be 2–64 of a-z, 0-9 and '-' "
+                                 "(it becomes SourceSystem in every event)")
         token = new_token()
         try:
             await self._pool.execute("INSERT INTO vendors (vendor_id, token_hash) VALUES ($1, $2)",
