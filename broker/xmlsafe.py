@@ -4,7 +4,7 @@ Hostile input is refused by a byte scan before libxml2 sees it where a scan
 can tell: size, encoding, any DOCTYPE (so no DTD and no entity declarations at
 all) and an upper bound on the element count, which bounds the tree before it
 is built. What only the tree can tell (depth, text and attribute sizes,
-processing instructions, XInclude) is then checked by XPath, in C. libxml2
+processing instructions, XInclude) is checked on that bounded tree. libxml2
 runs with DTD loading, entity substitution and network access off, and keeps
 its own depth (256) and text-node limits, as a second line of defence.
 
@@ -23,7 +23,7 @@ from lxml import etree
 
 from broker.faults import InvalidContent
 
-_XINCLUDE = ("http://www.w3.org/2001/XInclude", "http://www.w3.org/2003/XInclude")
+_XINCLUDE = ("{http://www.w3.org/2001/XInclude}", "{http://www.w3.org/2003/XInclude}")
 
 _DECLARATION = re.compile(rb"<\?xml[ \t\r\n][^>]{0,200}?\?>")
 _PSEUDO_ATTRIBUTE = re.compile(rb"""(version|encoding|standalone)\s*=\s*["']([^"']*)["']""")
@@ -56,7 +56,7 @@ def parse(data: bytes, *, limits: XmlLimits = XmlLimits()) -> etree._Element:
         root = etree.fromstring(data, parser)
     except etree.XMLSyntaxError as error:
         raise _malformed(parser, error) from None
-    _check_tree(root, limits)
+    _check_tree(root, data, limits)
     return root
 
 
@@ -94,7 +94,7 @@ def _thread_parser() -> etree.XMLParser:
             attribute_defaults=False,
             huge_tree=False,
             remove_comments=True,
-            remove_pis=False,  # kept so that _check_tree can refuse them
+            remove_pis=False,  # kept so that they can be refused
             collect_ids=False,
         )
     return parser
@@ -130,26 +130,37 @@ def _check_bytes(data: bytes, limits: XmlLimits) -> None:
         raise InvalidContent(f"document has more than {limits.max_elements} elements")
 
 
-def _check_tree(root: etree._Element, limits: XmlLimits) -> None:
-    """Enforce the limits libxml2 does not know, in C, on a tree already bounded in size."""
-    too_deep = root.xpath("/*" + "/*" * limits.max_depth)
-    if too_deep:
-        raise _refused(too_deep[0], f"nesting deeper than {limits.max_depth} elements")
-    long_text = root.xpath("//text()[string-length() > $n]", n=limits.max_text)
-    if long_text:
-        raise _refused(long_text[0].getparent(), f"text is longer than {limits.max_text} characters")
-    long_attribute = root.xpath("//@*[string-length() > $n]", n=limits.max_text)
-    if long_attribute:
-        raise _refused(long_attribute[0].getparent(),
-                       f"attribute {long_attribute[0].attrname} is longer than {limits.max_text} characters")
-    xinclude = root.xpath("//*[namespace-uri() = $a or namespace-uri() = $b]", a=_XINCLUDE[0], b=_XINCLUDE[1])
-    if xinclude:
-        raise _refused(xinclude[0], "XInclude is not accepted")
-    instruction = root.xpath("//processing-instruction()")
-    if instruction:
-        raise InvalidContent(f"line {instruction[0].sourceline}: processing instruction "
-                             f"<?{instruction[0].target}?> is not accepted",
-                             details={"line": instruction[0].sourceline})
+def _check_tree(root: etree._Element, data: bytes, limits: XmlLimits) -> None:
+    """Enforce what only the tree can tell, on a tree whose size is already bounded.
+
+    Checks that cannot fail are skipped: no text can be longer than the document,
+    and no nesting deeper than its number of tags.
+    """
+    if data.count(b"<") > limits.max_depth:
+        too_deep = root.xpath("/*" + "/*" * limits.max_depth)
+        if too_deep:
+            raise _refused(too_deep[0], f"nesting deeper than {limits.max_depth} elements")
+    check_text = len(data) > limits.max_text
+    for node in root.iter():
+        tag = node.tag
+        if not isinstance(tag, str):  # comments are removed while parsing, so a PI
+            raise _instruction(node)
+        if tag.startswith(_XINCLUDE):
+            raise _refused(node, "XInclude is not accepted")
+        if check_text:
+            for text in (node.text, node.tail):
+                if text is not None and len(text) > limits.max_text:
+                    raise _refused(node, f"text is longer than {limits.max_text} characters")
+            for name, value in node.attrib.items():
+                if len(value) > limits.max_text:
+                    raise _refused(node, f"attribute {name} is longer than {limits.max_text} characters")
+    for sibling in (*root.itersiblings(preceding=True), *root.itersiblings()):
+        raise _instruction(sibling)
+
+
+def _instruction(node: etree._Element) -> InvalidContent:
+    return InvalidContent(f"line {node.sourceline}: processing instruction <?{node.target}?> is not accepted",
+                          details={"line": node.sourceline})
 
 
 def _refused(node: etree._Element, reason: str) -> InvalidContent:
