@@ -1,0 +1,180 @@
+"""XML pipeline throughput on one core: ``python -m bench.xml_bench [--seconds N] [--profile]``.
+
+For a one-event envelope and each algorithm it measures parse+validate,
+build+validate+sign, sign alone, verify, and raw ``cryptography`` signing of a
+SHA-256 digest with the same key. "sign / raw" says how much of a signature's
+cost is XML work: 100 % would be none at all.
+
+Each operation is timed on its own (its set-up, such as copying an unsigned
+envelope, is outside the clock), so op/s is 1 / mean latency of one process.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import copy
+import hashlib
+import pstats
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
+from lxml import etree
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from broker import keys, logs, xmlsafe
+from broker.envelope import build_envelope
+from broker.signing import Verifier, XmlDsigSigner
+from broker.validation import Schemas
+
+EVENT = Path(__file__).resolve().parent.parent / "schemas" / "examples" / "events" / "valid" / "GradePosted.xml"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One measured step: ``setup()`` makes its input off the clock, ``run(input)`` is timed."""
+
+    name: str
+    setup: Callable[[], object]
+    run: Callable[[object], object]
+
+
+@dataclass(frozen=True)
+class Result:
+    algorithm: str
+    name: str
+    latencies_ns: list[int]
+
+    @property
+    def per_second(self) -> float:
+        return 1e9 / statistics.fmean(self.latencies_ns)
+
+    def percentile_us(self, q: int) -> float:
+        ordered = sorted(self.latencies_ns)
+        return ordered[min(len(ordered) - 1, len(ordered) * q // 100)] / 1000
+
+
+def operations(algorithm: keys.KeyAlgorithm, event: etree._Element, schemas: Schemas) -> list[Operation]:
+    key = keys.generate_key(algorithm)
+    certificate = keys.self_signed_certificate(key)
+    signer = XmlDsigSigner(key, certificate)
+    verifier = Verifier([certificate])
+    unsigned = build_envelope(event, recipient="EPGU")
+    signed = signer.sign(copy.deepcopy(unsigned))
+    signed_bytes = xmlsafe.to_bytes(signed)
+    digest = hashlib.sha256(signed_bytes).digest()
+
+    def build_validate_sign(_: object) -> etree._Element:
+        envelope = build_envelope(event, recipient="EPGU")
+        schemas.validate_envelope(envelope)
+        return signer.sign(envelope)
+
+    def parse_validate(_: object) -> None:
+        schemas.validate_envelope(xmlsafe.parse(signed_bytes))
+
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        def raw_sign(_: object) -> bytes:
+            return key.sign(digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+    else:
+        def raw_sign(_: object) -> bytes:
+            return key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+
+    return [
+        Operation("parse+validate", lambda: None, parse_validate),
+        Operation("build+validate+sign", lambda: None, build_validate_sign),
+        Operation("sign", lambda: copy.deepcopy(unsigned), signer.sign),
+        Operation("verify", lambda: signed, verifier.verify),
+        Operation("raw sign", lambda: None, raw_sign),
+    ]
+
+
+def measure(operation: Operation, seconds: float, tick: Callable[[float], None]) -> list[int]:
+    """Run ``operation`` for about ``seconds`` of its own time (after a short warm-up)."""
+    for _ in range(50):
+        operation.run(operation.setup())
+    latencies: list[int] = []
+    spent = 0
+    budget = int(seconds * 1e9)
+    while spent < budget:
+        argument = operation.setup()
+        start = time.perf_counter_ns()
+        operation.run(argument)
+        elapsed = time.perf_counter_ns() - start
+        latencies.append(elapsed)
+        spent += elapsed
+        if len(latencies) % 200 == 0:
+            tick(spent / 1e9)
+    tick(spent / 1e9)
+    return latencies
+
+
+def report(results: list[Result], console: Console) -> None:
+    table = Table(title="ejx XML pipeline, one core, one-event envelope")
+    for column in ("algorithm", "operation", "op/s", "p50 µs", "p99 µs"):
+        table.add_column(column, justify="left" if column in ("algorithm", "operation") else "right")
+    for result in results:
+        table.add_row(result.algorithm, result.name, f"{result.per_second:,.0f}",
+                      f"{result.percentile_us(50):,.1f}", f"{result.percentile_us(99):,.1f}")
+    console.print(table)
+    for algorithm in dict.fromkeys(r.algorithm for r in results):
+        rate = {r.name: r.per_second for r in results if r.algorithm == algorithm}
+        console.print(f"{algorithm}: sign / raw = {rate['sign'] / rate['raw sign']:.0%}  "
+                      f"(build+validate+sign / raw = {rate['build+validate+sign'] / rate['raw sign']:.0%})")
+
+
+def profile(operation: Operation, seconds: float, console: Console) -> None:
+    """Where one operation's time goes, by own time."""
+    profiler = cProfile.Profile()
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        argument = operation.setup()
+        profiler.enable()
+        operation.run(argument)
+        profiler.disable()
+    console.print(f"\n[bold]profile of {operation.name}[/bold] (own time)")
+    pstats.Stats(profiler, stream=console.file).sort_stats("tottime").print_stats(12)
+
+
+@click.command()
+@click.option("--seconds", type=float, default=2.0, show_default=True, help="Measured time per operation.")
+@click.option("--event", "event_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=EVENT, show_default=True, help="The event put in the envelope.")
+@click.option("--profile", "profiled", is_flag=True, help="Also profile sign and verify for each algorithm.")
+def main(seconds: float, event_file: Path, profiled: bool) -> None:
+    """Measure the XML pipeline of ejx on one core."""
+    logs.configure("warning")
+    console = Console()
+    schemas = Schemas.load()
+    event = xmlsafe.parse(event_file.read_bytes())
+    schemas.validate_event(event)
+    plan = [(algorithm, op) for algorithm in keys.KeyAlgorithm for op in operations(algorithm, event, schemas)]
+    results = []
+    with Progress(TextColumn("{task.description:<32}"), BarColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:
+        overall = progress.add_task("all operations", total=seconds * len(plan))
+        for index, (algorithm, operation) in enumerate(plan):
+            task = progress.add_task(f"{algorithm.value} {operation.name}", total=seconds)
+
+            def tick(done: float, task=task, index=index) -> None:
+                progress.update(task, completed=done)
+                progress.update(overall, completed=index * seconds + min(done, seconds))
+
+            results.append(Result(algorithm.value, operation.name, measure(operation, seconds, tick)))
+            progress.remove_task(task)
+    report(results, console)
+    if profiled:
+        for algorithm, operation in plan:
+            if operation.name in ("sign", "verify"):
+                console.print(f"[bold]{algorithm.value}[/bold]")
+                profile(operation, seconds, console)
+
+
+if __name__ == "__main__":
+    main()
