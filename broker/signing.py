@@ -30,7 +30,7 @@ from typing import Protocol
 
 import structlog
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
@@ -180,7 +180,7 @@ class XmlDsigSigner:
         head, rest = _c14n(self._template[0]).split(_ID_SLOT.encode())
         self._canonical_parts = (head, *rest.split(_DIGEST_SLOT.encode()))
         log.debug("signing.signer_ready", method=method.uri, subject=certificate.subject.rfc4514_string(),
-                 sha256=certificate.fingerprint(hashes.SHA256()).hex())
+                  sha256=certificate.fingerprint(hashes.SHA256()).hex())
 
     @classmethod
     def from_pem_files(cls, key_file: Path, cert_file: Path, *, password: bytes | None = None) -> XmlDsigSigner:
@@ -245,7 +245,7 @@ class Verifier:
         self._authorities = [c for c in trusted if _is_ca(c)]
         self._trust_cache: dict[bytes, _Trust] = {}
         log.debug("signing.verifier_ready", pinned=len(self._pinned), authorities=len(self._authorities),
-                 methods=sorted(options.signature_methods))
+                  methods=sorted(options.signature_methods))
 
     @classmethod
     def from_pem_files(cls, paths: Iterable[Path], *, options: VerifierOptions = VerifierOptions()) -> Verifier:
@@ -308,18 +308,18 @@ class Verifier:
     def _trust(self, der: bytes) -> _Trust:
         try:
             certificate = x509.load_der_x509_certificate(der)
-        except ValueError as error:
-            raise SignatureVerificationFault(f"X509Certificate is not a certificate: {error}") from None
+            public_key = certificate.public_key()
+            subject = certificate.subject.rfc4514_string()
+        except (ValueError, UnsupportedAlgorithm) as error:
+            raise SignatureVerificationFault(f"X509Certificate is not a usable certificate: {error}") from None
         chain = [certificate]
         if der not in self._pinned:
             issuer = self._issuer(certificate)
             if issuer is None:
-                raise SignatureVerificationFault(
-                    f"certificate {certificate.subject.rfc4514_string()} is neither pinned nor issued by a "
-                    "trusted CA")
+                raise SignatureVerificationFault(f"certificate {subject} is neither pinned nor issued by a trusted CA")
             chain.append(issuer)
-        _check_key_usage(certificate)
-        return _Trust(certificate=certificate, public_key=certificate.public_key(),
+        _check_key_usage(certificate, subject)
+        return _Trust(certificate=certificate, public_key=public_key,
                       not_before=max(c.not_valid_before_utc for c in chain),
                       not_after=min(c.not_valid_after_utc for c in chain))
 
@@ -418,19 +418,21 @@ def _base64(element: etree._Element, what: str) -> bytes:
         raise SignatureVerificationFault(f"{what} is not base64") from None
 
 
-def _check_key_usage(certificate: x509.Certificate) -> None:
+def _check_key_usage(certificate: x509.Certificate, subject: str) -> None:
     try:
         usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
         return
+    except ValueError as error:
+        raise SignatureVerificationFault(f"certificate {subject} has malformed extensions: {error}") from None
     if not (usage.digital_signature or usage.content_commitment):
-        raise SignatureVerificationFault(f"certificate {certificate.subject.rfc4514_string()} is not for signatures")
+        raise SignatureVerificationFault(f"certificate {subject} is not for signatures")
 
 
 def _is_ca(certificate: x509.Certificate) -> bool:
     try:
         return certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
+    except (x509.ExtensionNotFound, ValueError):
         return False
 
 

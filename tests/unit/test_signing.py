@@ -458,3 +458,10 @@ def test_we_verify_signxml_signatures(pair, verifier):
         envelope, key=key, cert=[cert], reference_uri=f"#{envelope[0].get('Id')}")
     verified = verifier.verify(etree.fromstring(etree.tostring(by_signxml)))
     assert verified.header.recipient == "EPGU"
+
+
+def test_garbage_certificate_is_a_fault_not_a_crash(signer, verifier):
+    envelope = signed(signer)
+    envelope.find(f".//{DS}X509Certificate").text = base64.b64encode(b"\x30\x03junk").decode()
+    with pytest.raises(SignatureVerificationFault, match="not a usable certificate"):
+        verifier.verify(envelope)
