@@ -1,0 +1,262 @@
+"""The ingest core: vendor input → canonical events → authorised → deduplicated → on Kafka.
+
+Transport-free (no FastAPI, no CSV): the REST API, the CSV import and the
+OneRoster adapter all hand raw events to :class:`IngestService`.
+
+Two policies over the same pipeline:
+
+* :meth:`IngestService.submit` — a REST request: all or nothing. Every bad
+  event is listed in one InvalidContent (or AccessDenied) fault and nothing is
+  produced; otherwise every event is on Kafka before it returns.
+* :meth:`IngestService.import_batch` — a file import: bad rows are reported
+  back and the good ones published (a 1 GB export with three bad lines must
+  still load).
+
+ejx assigns ``event_id`` (a UUIDv5 of the idempotency key, so a repeated event
+has the same id even if the ledger never heard of it) and ``recorded_at``;
+``source_system`` is the authenticated vendor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+from lxml import etree
+
+from adapters.ledger import IngestLedger, LedgerEntry
+from adapters.payload import PayloadFormat, PayloadLimits, json_events, payload_format, xml_events
+from adapters.problems import Problem
+from adapters.publisher import EventRecord, EventSink
+from broker import model, xmlsafe
+from broker.faults import AccessDenied, Fault, InvalidContent, UnknownMessageType
+from broker.registry import Registry, Vendor
+from broker.validation import Schemas
+
+log = structlog.get_logger(__name__)
+
+# Fixed forever: event ids already issued are derived from it.
+EVENT_ID_NAMESPACE = uuid.UUID("0d3f8a52-7c1e-5b6a-9e40-6a7c2b1e0e1d")
+
+_PLACEHOLDER_ID = "00000000-0000-4000-8000-000000000000"
+
+HEADER_EVENT_TYPE = "event_type"
+HEADER_IDEMPOTENCY_KEY = "idempotency_key"
+HEADER_EVENT_ID = "event_id"
+HEADER_SOURCE_SYSTEM = "source_system"
+
+
+def event_id_for(idempotency_key: str) -> uuid.UUID:
+    """The event_id of the event with this key, the same on every retry."""
+    return uuid.uuid5(EVENT_ID_NAMESPACE, idempotency_key)
+
+
+@dataclass(frozen=True)
+class CanonicalEvent:
+    """A validated event in its canonical form, ready for the ledger and the topic."""
+
+    index: int
+    event: model.Event
+    xml: bytes
+
+    @property
+    def idempotency_key(self) -> str:
+        return self.event.idempotency_key
+
+    def ledger_entry(self) -> LedgerEntry:
+        e = self.event
+        return LedgerEntry(self.idempotency_key, e.event_id, e.source_system, e.source_record_id, int(e.version),
+                           _event_type(e), e.school_id)
+
+    def record(self) -> EventRecord:
+        e = self.event
+        return EventRecord(
+            key=e.school_id.encode("utf-8"), value=self.xml,
+            headers=((HEADER_EVENT_TYPE, _event_type(e).encode()),
+                     (HEADER_IDEMPOTENCY_KEY, self.idempotency_key.encode("utf-8")),
+                     (HEADER_EVENT_ID, str(e.event_id).encode()),
+                     (HEADER_SOURCE_SYSTEM, e.source_system.encode("utf-8"))))
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the vendor is told about one accepted event."""
+
+    index: int
+    event_id: uuid.UUID
+    idempotency_key: str
+    duplicate: bool
+    """Accepted before (or earlier in the same request): not produced again."""
+
+    def as_dict(self) -> dict[str, object]:
+        return {"index": self.index, "event_id": str(self.event_id),
+                "idempotency_key": self.idempotency_key, "duplicate": self.duplicate}
+
+
+class Canonicaliser:
+    """Raw vendor events (JSON objects or XML elements) → canonical events, or problems."""
+
+    def __init__(self, schemas: Schemas, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._schemas = schemas
+        self._clock = clock
+
+    def from_dicts(self, vendor: Vendor, items: Iterable[tuple[int, object]]
+                   ) -> tuple[list[CanonicalEvent], list[Problem]]:
+        good, bad = [], []
+        for index, item in items:
+            try:
+                good.append(self._from_dict(vendor, index, item))
+            except Fault as fault:
+                bad.append(_problem(index, fault, default_path="/"))
+        return good, bad
+
+    def from_elements(self, vendor: Vendor, elements: Iterable[tuple[int, etree._Element]]
+                      ) -> tuple[list[CanonicalEvent], list[Problem]]:
+        good, bad = [], []
+        for index, element in elements:
+            try:
+                self._schemas.validate_event(element)
+                good.append(self._canonical(vendor, index, _model_call(model.event_from_xml, element)))
+            except Fault as fault:
+                bad.append(_problem(index, fault, default_path=xmlsafe.location(element)))
+        return good, bad
+
+    def _from_dict(self, vendor: Vendor, index: int, item: object) -> CanonicalEvent:
+        if not isinstance(item, dict):
+            raise InvalidContent(f"an event is a JSON object, not {type(item).__name__}")
+        data = dict(item)
+        # Assigned by ejx; placeholders let the model build before the key is known.
+        data["event_id"] = _PLACEHOLDER_ID
+        data["recorded_at"] = self._clock().isoformat()
+        data.setdefault("source_system", vendor.vendor_id)
+        return self._canonical(vendor, index, _model_call(model.event_from_dict, data))
+
+    def _canonical(self, vendor: Vendor, index: int, event: model.Event) -> CanonicalEvent:
+        event = dataclasses.replace(event, event_id=event_id_for(event.idempotency_key),
+                                    recorded_at=self._clock())
+        document = event.to_xml()
+        # Our own output is validated too: the topic holds only events valid against the XSD.
+        self._schemas.validate_event(xmlsafe.parse(document))
+        return CanonicalEvent(index, event, document)
+
+
+class IngestService:
+    """Authenticates vendors and takes their events to the topic exactly once."""
+
+    def __init__(self, *, registry: Registry, ledger: IngestLedger, sink: EventSink, schemas: Schemas,
+                 limits: PayloadLimits = PayloadLimits(),
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.registry = registry
+        self.ledger = ledger
+        self.limits = limits
+        self._sink = sink
+        self._canonical = Canonicaliser(schemas, clock=clock)
+
+    async def authenticate(self, token: str | None) -> Vendor:
+        try:
+            return await self.registry.authenticate(token)
+        except Fault as fault:
+            log.info("ingest.rejected", code=fault.code, reason=fault.description)
+            raise
+
+    async def submit(self, vendor: Vendor, body: bytes, content_type: str | None) -> list[Receipt]:
+        """One REST request, all or nothing: receipts once Kafka has every event, else a Fault."""
+        kind = payload_format(content_type)
+        if kind is PayloadFormat.JSON:
+            good, bad = self._canonical.from_dicts(vendor, enumerate(json_events(body, self.limits)))
+        else:
+            good, bad = self._canonical.from_elements(vendor, enumerate(xml_events(body, self.limits)))
+        return await self.submit_canonical(vendor, good, bad)
+
+    async def submit_dicts(self, vendor: Vendor, items: Sequence[tuple[int, object]]) -> list[Receipt]:
+        """Like :meth:`submit` for (index, event in JSON form) pairs, e.g. mapped from OneRoster."""
+        good, bad = self._canonical.from_dicts(vendor, items)
+        return await self.submit_canonical(vendor, good, bad)
+
+    async def submit_canonical(self, vendor: Vendor, good: list[CanonicalEvent],
+                               bad: list[Problem]) -> list[Receipt]:
+        if bad:
+            raise self._refused(vendor, InvalidContent, bad, total=len(good) + len(bad))
+        denied = await self._denied(vendor, good)
+        if denied:
+            raise self._refused(vendor, AccessDenied, denied, total=len(good))
+        return await self._publish(vendor, good)
+
+    async def import_batch(self, vendor: Vendor, items: Sequence[tuple[int, object]]
+                           ) -> tuple[list[Receipt], list[Problem]]:
+        """A batch of import rows: publish the good ones (all or nothing), report the bad ones."""
+        good, bad = self._canonical.from_dicts(vendor, items)
+        denied = await self._denied(vendor, good)
+        if denied:
+            refused = {p.index for p in denied}
+            good = [c for c in good if c.index not in refused]
+            bad = sorted(bad + denied, key=lambda p: p.index)
+        for problem in bad:
+            log.info("ingest.rejected", vendor_id=vendor.vendor_id, **problem.as_dict())
+        return await self._publish(vendor, good), bad
+
+    async def _denied(self, vendor: Vendor, events: Sequence[CanonicalEvent]) -> list[Problem]:
+        owners = await self.registry.school_vendors(c.event.school_id for c in events)
+        denied = []
+        for c in events:
+            if c.event.source_system != vendor.vendor_id:
+                denied.append(Problem(c.index, "/source_system",
+                                      f"vendor {vendor.vendor_id!r} may not send for source system "
+                                      f"{c.event.source_system!r}", AccessDenied.code))
+            elif owners.get(c.event.school_id) != vendor.vendor_id:
+                denied.append(Problem(c.index, "/school_id",
+                                      f"school {c.event.school_id!r} is not registered to vendor "
+                                      f"{vendor.vendor_id!r}", AccessDenied.code))
+        return denied
+
+    async def _publish(self, vendor: Vendor, events: Sequence[CanonicalEvent]) -> list[Receipt]:
+        first: dict[str, CanonicalEvent] = {}
+        for c in events:
+            first.setdefault(c.idempotency_key, c)
+        async with self.ledger.claim([c.ledger_entry() for c in first.values()]) as claim:
+            fresh = {entry.idempotency_key for entry in claim.fresh}
+            await self._sink.publish([first[key].record() for key in first if key in fresh])
+        receipts = []
+        for c in events:
+            key = c.idempotency_key
+            produced_here = key in fresh and first[key] is c
+            event_id = claim.known.get(key, c.event.event_id)
+            receipts.append(Receipt(c.index, event_id, key, duplicate=not produced_here))
+            log.info("ingest.accepted", vendor_id=vendor.vendor_id, index=c.index, event_id=str(event_id),
+                     event_type=_event_type(c.event), school_id=c.event.school_id,
+                     idempotency_key=key, duplicate=not produced_here)
+        return receipts
+
+    def _refused(self, vendor: Vendor, kind: type[Fault], problems: list[Problem], *, total: int) -> Fault:
+        for problem in problems:
+            log.info("ingest.rejected", vendor_id=vendor.vendor_id, **problem.as_dict())
+        verb = "invalid" if kind is InvalidContent else "not allowed for this vendor"
+        return kind(f"{len(problems)} of {total} event(s) {verb}; nothing was accepted",
+                    details={"errors": [p.as_dict() for p in problems]})
+
+
+def _event_type(event: model.Event) -> str:
+    return event.type.value
+
+
+def _model_call(function: Callable, argument: object) -> model.Event:
+    """Model errors and malformed values become InvalidContent."""
+    try:
+        return function(argument)
+    except model.UnknownEventType as error:
+        raise UnknownMessageType(str(error), details={"path": "/type"}) from None
+    except model.ModelError as error:
+        raise InvalidContent(str(error), details={"path": f"/{error.field}"} if error.field else {}) from None
+
+
+def _problem(index: int, fault: Fault, *, default_path: str) -> Problem:
+    errors = fault.details.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        first = errors[0]
+        reason = "; ".join(str(e.get("reason") or e.get("message") or e) for e in errors)
+        return Problem(index, str(first.get("path") or default_path), reason, fault.code)
+    return Problem(index, str(fault.details.get("path") or default_path), fault.description, fault.code)

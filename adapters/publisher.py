@@ -1,0 +1,150 @@
+"""Publishing accepted events to the events topic, all or nothing.
+
+Each batch is sent inside one Kafka transaction: if Kafka fails midway the
+transaction is aborted (or, if we cannot even reach the coordinator, it times
+out and the coordinator aborts it), so ``read_committed`` consumers never see a
+half-sent batch. The vendor gets 202 only after the commit was acknowledged.
+
+A small pool of transactional producers lets concurrent requests publish in
+parallel: one producer has at most one open transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from broker.faults import Failure
+from broker.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One canonical event as it goes on the topic."""
+
+    key: bytes
+    """The school_id: all events of a school stay in order on one partition."""
+    value: bytes
+    """Canonical event XML."""
+    headers: tuple[tuple[str, bytes], ...]
+
+
+class EventSink(Protocol):
+    """Where accepted events go; ``publish`` returns only once all are durable, else raises a Fault."""
+
+    async def publish(self, records: Sequence[EventRecord]) -> None: ...
+
+
+@dataclass(frozen=True)
+class PublisherOptions:
+    """How the Kafka publisher behaves; safe defaults."""
+
+    producers: int = 4
+    """Transactional producers, i.e. batches in flight at once."""
+    timeout_s: float = 15.0
+    """Longest wait for one batch to be committed before it is aborted and a 503 returned."""
+    transactional_id_prefix: str | None = None
+    """Stable per instance in production (a restart then fences its predecessor's open
+    transactions); a random one per process when None."""
+
+
+class KafkaPublisher:
+    """Transactional, idempotent (acks=all) producers on the events topic."""
+
+    def __init__(self, settings: Settings, *, options: PublisherOptions = PublisherOptions(),
+                 producer_factory: Callable[[str], AIOKafkaProducer] | None = None) -> None:
+        self._settings = settings
+        self._options = options
+        self._topic = settings.events_topic
+        prefix = options.transactional_id_prefix or f"ejx-ingest-{uuid.uuid4().hex[:12]}"
+        self._idle: asyncio.Queue[str] = asyncio.Queue()
+        for slot in range(options.producers):
+            self._idle.put_nowait(f"{prefix}-{slot}")
+        self._producers: dict[str, AIOKafkaProducer] = {}
+        self._factory = producer_factory or self._default_factory
+
+    def _default_factory(self, transactional_id: str) -> AIOKafkaProducer:
+        from broker import kafka  # the one place that knows how producers are configured
+        return kafka.producer(self._settings, transactional_id=transactional_id)
+
+    async def publish(self, records: Sequence[EventRecord]) -> None:
+        if not records:
+            return
+        transactional_id = await self._idle.get()
+        try:
+            producer = await self._started(transactional_id)
+            await self._send_in_transaction(producer, transactional_id, records)
+        finally:
+            self._idle.put_nowait(transactional_id)
+
+    async def stop(self) -> None:
+        """Stop every producer; the publisher starts new ones if used again."""
+        for transactional_id in list(self._producers):
+            await self._discard(transactional_id)
+
+    async def _started(self, transactional_id: str) -> AIOKafkaProducer:
+        producer = self._producers.get(transactional_id)
+        if producer is not None:
+            return producer
+        producer = self._factory(transactional_id)
+        try:
+            async with asyncio.timeout(self._options.timeout_s):
+                await producer.start()
+        except (KafkaError, OSError, TimeoutError) as error:
+            await _stop_quietly(producer)
+            log.warning("ingest.kafka_unavailable", bootstrap=self._settings.kafka_address, error=repr(error))
+            raise Failure(f"Kafka at {self._settings.kafka_address} is unavailable: {error!r}") from error
+        self._producers[transactional_id] = producer
+        return producer
+
+    async def _send_in_transaction(self, producer: AIOKafkaProducer, transactional_id: str,
+                                   records: Sequence[EventRecord]) -> None:
+        try:
+            async with asyncio.timeout(self._options.timeout_s):
+                await producer.begin_transaction()
+                deliveries = [await producer.send(self._topic, value=record.value, key=record.key,
+                                                  headers=list(record.headers))
+                              for record in records]
+                await asyncio.gather(*deliveries)
+                await producer.commit_transaction()
+        except (KafkaError, OSError, TimeoutError) as error:
+            # Abort if we can; if we cannot, the coordinator aborts the transaction on its
+            # timeout. Either way read_committed consumers never see these records.
+            await self._abort(producer, transactional_id)
+            log.warning("ingest.kafka_failed", records=len(records), error=repr(error))
+            raise Failure(f"Kafka did not acknowledge the events: {error!r}") from error
+        except BaseException:
+            await self._abort(producer, transactional_id)  # cancelled request: never leave it open
+            raise
+
+    async def _abort(self, producer: AIOKafkaProducer, transactional_id: str) -> None:
+        """Abort, then replace the producer: its successor's InitProducerId (same
+        transactional id) fences it and aborts anything it left open."""
+        try:
+            async with asyncio.timeout(5):
+                await producer.abort_transaction()
+        except Exception as error:  # noqa: BLE001 - the producer is replaced below either way
+            log.debug("ingest.abort_failed", error=repr(error))
+        await self._discard(transactional_id)
+
+    async def _discard(self, transactional_id: str) -> None:
+        producer = self._producers.pop(transactional_id, None)
+        if producer is not None:
+            await _stop_quietly(producer)
+
+
+async def _stop_quietly(producer: AIOKafkaProducer) -> None:
+    try:
+        async with asyncio.timeout(5):
+            await producer.stop()
+    except Exception as error:  # noqa: BLE001 - a broken producer is being thrown away
+        log.debug("ingest.producer_stop_failed", error=repr(error))
