@@ -14,6 +14,7 @@ from broker.model.fields import FieldSpec, field_specs, from_text, to_text
 from broker.model.marks import Mark, MarkScale
 
 NAMESPACE = "urn://ejx/events/1"
+NAMESPACE_PREFIX = "{" + NAMESPACE + "}"
 
 MARK_ELEMENTS: dict[MarkScale, str] = {
     MarkScale.FIVE_POINT: "FivePoint",
@@ -58,7 +59,7 @@ def event_of(cls: type, element):
     found: dict[str, object] = {}
     pending = children(element)
     for spec in field_specs(cls):
-        if pending and pending[0].tag == _qualified(spec.element):
+        if pending and pending[0].tag == NAMESPACE_PREFIX + spec.element:
             child = pending.pop(0)
             found[spec.name] = child
             values[spec.name] = _read(spec, child)
@@ -82,7 +83,7 @@ def local_name(element) -> str:
 
 
 def expect_namespace(element) -> None:
-    if not element.tag.startswith("{" + NAMESPACE + "}"):
+    if not element.tag.startswith(NAMESPACE_PREFIX):
         raise ModelError(f"{_where(element)}: {local_name(element)} must be in namespace {NAMESPACE}")
 
 
@@ -90,7 +91,7 @@ def _read(spec: FieldSpec, child) -> object:
     try:
         if spec.kind is Mark:
             return _read_mark(child)
-        if children(child):
+        if len(child):
             raise ModelError(f"{spec.element} holds text, not elements")
         return from_text(spec.kind, child.text or "")
     except ModelError as error:
@@ -105,7 +106,7 @@ def _read_mark(element) -> Mark:
 
 
 def _qualified(name: str) -> str:
-    return f"{{{NAMESPACE}}}{name}"
+    return NAMESPACE_PREFIX + name
 
 
 def _where(element) -> str:
