@@ -1,0 +1,206 @@
+"""The transactional outbox: envelopes waiting for delivery, written with the business rows.
+
+Writers enqueue on the connection of their own unit of work, so a message exists
+exactly when the transaction that produced it committed. The relay claims rows
+with a short lease (``FOR UPDATE SKIP LOCKED`` in a transaction of its own) and
+delivers outside any transaction: a delivery never holds locks or the xmin
+horizon back while it waits on a receiver.
+
+Order per ``(destination, partition_key)``: only the earliest pending row of a key
+is claimable, by ``(xact_id, id)``, and only once its transaction is below every
+running one, so a row still being committed can never be overtaken.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+class Status:
+    """Values of ``outbox.status``."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """One envelope to enqueue for one destination."""
+
+    message_id: uuid.UUID
+    destination: str
+    """Delivery channel: "portal", "interagency"."""
+    partition_key: str
+    """Order is kept among messages with the same destination and key (the school)."""
+    payload: bytes
+    """The signed envelope, exactly as it goes on the wire."""
+    recipient: str
+    content_type: str
+    idempotency_key: str | None = None
+    reference_message_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A claimed row: what a destination needs to deliver it."""
+
+    id: int
+    message_id: uuid.UUID
+    destination: str
+    partition_key: str
+    payload: bytes
+    recipient: str
+    content_type: str
+    attempts: int
+    """Including the attempt this claim is for."""
+    lease_id: uuid.UUID
+    reference_message_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class DestinationSummary:
+    """Counts for one destination, as ``ejx outbox status`` shows them."""
+
+    destination: str
+    pending: int
+    delivered: int
+    dead: int
+    oldest_pending: datetime | None
+
+
+@dataclass(frozen=True)
+class DeadMessage:
+    destination: str
+    message_id: uuid.UUID
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+
+
+_COLUMNS = ("message_id", "destination", "partition_key", "payload", "recipient", "content_type",
+            "idempotency_key", "reference_message_id")
+
+
+async def enqueue(conn: asyncpg.Connection, messages: Sequence[NewMessage]) -> int:
+    """Insert ``messages`` on the caller's transaction; an existing (message_id, destination) is kept.
+
+    Returns how many rows were new.
+    """
+    if not messages:
+        return 0
+    columns = list(zip(*((m.message_id, m.destination, m.partition_key, m.payload, m.recipient,
+                          m.content_type, m.idempotency_key, m.reference_message_id) for m in messages)))
+    rows = await conn.fetch(
+        f"""INSERT INTO outbox ({", ".join(_COLUMNS)})
+            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[],
+                                 $7::text[], $8::uuid[])
+            ON CONFLICT (message_id, destination) DO NOTHING
+            RETURNING id""", *columns)
+    return len(rows)
+
+
+async def claim(pool: asyncpg.Pool, *, limit: int, lease: timedelta) -> list[OutboxMessage]:
+    """Lease up to ``limit`` due rows, at most one per (destination, partition_key), oldest first.
+
+    The lease pushes ``next_attempt_at`` forward and counts the attempt: a relay that
+    dies mid-delivery leaves the row to be claimed again once the lease ends.
+    """
+    lease_id = uuid.uuid4()
+    rows = await pool.fetch(
+        """WITH horizon AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),
+           due AS (
+               SELECT o.id FROM outbox o, horizon h
+               WHERE o.status = 'pending' AND o.next_attempt_at <= now() AND o.xact_id < h.xmin
+                 AND NOT EXISTS (
+                     SELECT 1 FROM outbox e
+                     WHERE e.status = 'pending' AND e.destination = o.destination
+                       AND e.partition_key = o.partition_key AND (e.xact_id, e.id) < (o.xact_id, o.id))
+               ORDER BY o.next_attempt_at, o.id
+               LIMIT $1
+               FOR UPDATE OF o SKIP LOCKED)
+           UPDATE outbox SET attempts = outbox.attempts + 1, next_attempt_at = now() + $2::interval,
+                             lease_id = $3
+           FROM due WHERE outbox.id = due.id AND outbox.status = 'pending'
+           RETURNING outbox.id, outbox.message_id, outbox.destination, outbox.partition_key, outbox.payload,
+                     outbox.recipient, outbox.content_type, outbox.attempts, outbox.reference_message_id""",
+        limit, lease, lease_id)
+    return sorted((OutboxMessage(lease_id=lease_id, **dict(row)) for row in rows), key=lambda m: m.id)
+
+
+async def mark_delivered(pool: asyncpg.Pool, ids: Iterable[int]) -> None:
+    """Delivered is final, whichever lease got there first."""
+    await pool.execute(
+        """UPDATE outbox SET status = 'delivered', delivered_at = now(), last_error = NULL, lease_id = NULL
+           WHERE id = ANY($1::bigint[]) AND status = 'pending'""", list(ids))
+
+
+async def mark_retry(pool: asyncpg.Pool, message: OutboxMessage, *, delay: timedelta, error: str) -> None:
+    """Schedule the next attempt, unless another lease has taken the row since."""
+    await pool.execute(
+        """UPDATE outbox SET next_attempt_at = now() + $2::interval, last_error = $3, lease_id = NULL
+           WHERE id = $1 AND status = 'pending' AND lease_id = $4""",
+        message.id, delay, error[:2000], message.lease_id)
+
+
+async def mark_dead(pool: asyncpg.Pool, message: OutboxMessage, *, error: str) -> None:
+    """Park the row for an operator; later rows of its key are no longer held back by it."""
+    await pool.execute(
+        """UPDATE outbox SET status = 'dead', last_error = $2, lease_id = NULL
+           WHERE id = $1 AND status = 'pending' AND lease_id = $3""",
+        message.id, error[:2000], message.lease_id)
+
+
+async def redrive(pool: asyncpg.Pool, *, destination: str | None = None, since: datetime | None = None) -> int:
+    """Return dead rows to pending with a fresh attempt budget; their MessageIDs stay the same."""
+    status = await pool.execute(
+        """UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_id = NULL
+           WHERE status = 'dead' AND ($1::text IS NULL OR destination = $1)
+             AND ($2::timestamptz IS NULL OR created_at >= $2)""",
+        destination, since)
+    count = int(status.split()[-1])
+    log.info("outbox.redriven", rows=count, destination=destination, since=since)
+    return count
+
+
+async def sweep(pool: asyncpg.Pool, *, older_than: timedelta, chunk: int = 5000) -> int:
+    """Delete delivered rows past retention, in chunks so no statement holds the table long."""
+    total = 0
+    while True:
+        status = await pool.execute(
+            """DELETE FROM outbox WHERE id IN (
+                   SELECT id FROM outbox WHERE status = 'delivered' AND delivered_at < now() - $1::interval
+                   LIMIT $2 FOR UPDATE SKIP LOCKED)""", older_than, chunk)
+        deleted = int(status.split()[-1])
+        total += deleted
+        if deleted < chunk:
+            break
+    if total:
+        log.info("outbox.swept", rows=total, older_than_s=older_than.total_seconds())
+    return total
+
+
+async def summary(pool: asyncpg.Pool) -> list[DestinationSummary]:
+    rows = await pool.fetch(
+        """SELECT destination,
+                  count(*) FILTER (WHERE status = 'pending') AS pending,
+                  count(*) FILTER (WHERE status = 'delivered') AS delivered,
+                  count(*) FILTER (WHERE status = 'dead') AS dead,
+                  min(created_at) FILTER (WHERE status = 'pending') AS oldest_pending
+           FROM outbox GROUP BY destination ORDER BY destination""")
+    return [DestinationSummary(**dict(row)) for row in rows]
+
+
+async def dead_messages(pool: asyncpg.Pool, *, limit: int = 20) -> list[DeadMessage]:
+    rows = await pool.fetch(
+        """SELECT destination, message_id, attempts, last_error, created_at FROM outbox
+           WHERE status = 'dead' ORDER BY id DESC LIMIT $1""", limit)
+    return [DeadMessage(**dict(row)) for row in rows]

@@ -1,0 +1,118 @@
+"""Helpers of the delivery tests: a real uvicorn server on 127.0.0.1, signing pairs, envelopes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import uuid
+from collections.abc import AsyncIterator
+
+import uvicorn
+from lxml import etree
+
+from broker import keys, xmlsafe
+from broker.envelope import build_envelope, new_message_id
+from broker.outbox import NewMessage
+from broker.signing import Verifier, XmlDsigSigner
+
+EVENT = """<GradePosted xmlns="urn://ejx/events/1">
+  <EventId>{event_id}</EventId><SchemaVersion>1.0</SchemaVersion><SourceSystem>dnevnik-plus</SourceSystem>
+  <SourceRecordId>{record}</SourceRecordId><Version>{version}</Version>
+  <OccurredAt>2026-10-05T09:15:00+03:00</OccurredAt><RecordedAt>2026-10-05T09:20:31+03:00</RecordedAt>
+  <SchoolId>{school}</SchoolId><AcademicYear>2026-2027</AcademicYear><ActorId>tc-77b0c3d2</ActorId>
+  <StudentId>st-77k3f9q2m</StudentId><ClassUnit>5А</ClassUnit><SubjectCode>MATH</SubjectCode>
+  <TeacherId>tc-77b0c3d2</TeacherId><LessonId>lesson-88121</LessonId><LessonDate>2026-10-05</LessonDate>
+  <WorkType>Контрольная работа</WorkType><Weight>2</Weight><Mark><FivePoint>5</FivePoint></Mark>
+  <CountsInAverage>true</CountsInAverage><TermId>2026-2027-q1</TermId>
+</GradePosted>"""
+
+
+def event_xml(record: str, *, school: str = "sch-77-0412", version: int = 1, kind: str = "GradePosted") -> bytes:
+    """A canonical GradePosted (or, by renaming the root, another type's shape for routing only)."""
+    text = EVENT.format(event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"{record}/{version}"), record=record,
+                        version=version, school=school)
+    if kind != "GradePosted":
+        text = text.replace("GradePosted", kind)
+    return text.encode()
+
+
+def signing_pair() -> tuple[XmlDsigSigner, Verifier]:
+    key = keys.generate_key(keys.KeyAlgorithm.ECDSA)
+    certificate = keys.self_signed_certificate(key)
+    return XmlDsigSigner(key, certificate), Verifier([certificate])
+
+
+def signed_message(signer: XmlDsigSigner, *, destination: str = "portal", recipient: str = "EPGU",
+                   partition_key: str = "sch-1", record: str | None = None) -> NewMessage:
+    record = record or uuid.uuid4().hex
+    message_id = new_message_id()
+    envelope = signer.sign(build_envelope(xmlsafe.parse(event_xml(record)), recipient=recipient,
+                                          message_id=message_id))
+    return NewMessage(message_id=message_id, destination=destination, partition_key=partition_key,
+                      payload=xmlsafe.to_bytes(envelope), recipient=recipient, content_type="GradePosted",
+                      idempotency_key=f"dnevnik-plus:{record}:1")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def serving(app, *, port: int | None = None) -> AsyncIterator[str]:
+    """Run ``app`` under uvicorn in this event loop; yields its base URL."""
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="off", access_log=False))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn stopped before it started")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def root_name(payload: bytes) -> str:
+    return etree.QName(xmlsafe.parse(payload)).localname
+
+
+async def eventually(check, *, timeout: float = 60.0, every: float = 0.05):
+    """Poll ``check`` (async, returns a truthy value when done) until it holds; fail after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
+        await asyncio.sleep(every)
+
+
+class Outage:
+    """ASGI wrapper answering 500 to the first ``failures`` requests (or all while ``down``)."""
+
+    def __init__(self, app, *, failures: int = 0, down: bool = False) -> None:
+        self.app = app
+        self.only: str | None = None
+        """When set, only requests for this MessageID (X-Ejx-Message-Id) are refused."""
+        self.failures = failures
+        self.down = down
+        self.refused = 0
+
+    async def __call__(self, scope, receive, send):
+        targeted = self.only is None or (b"x-ejx-message-id", self.only.encode()) in scope.get("headers", [])
+        if scope["type"] == "http" and targeted and (self.down or self.failures > 0):
+            self.failures -= 1
+            self.refused += 1
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"portal is down"})
+            return
+        await self.app(scope, receive, send)

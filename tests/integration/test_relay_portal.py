@@ -1,0 +1,170 @@
+"""Relay → reference portal over real HTTP: outages, dead rows, redrive, duplicates, order."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from broker import outbox
+from broker.backoff import Backoff
+from broker.db import UnitOfWork
+from broker.delivery import PortalDestination
+from broker.receivers import ReceiverLog, portal_receiver_app
+from broker.relay import Relay, RelayOptions
+from tests.delivery_support import Outage, eventually, serving, signed_message, signing_pair
+
+FAST = RelayOptions(backoff=Backoff(base_s=0.01, cap_s=0.05), idle_poll_s=0.01, max_attempts=50)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return signing_pair()
+
+
+async def _enqueue(pool, *messages):
+    async with UnitOfWork(pool) as uow:
+        await outbox.enqueue(uow.connection, messages)
+        await uow.commit()
+
+
+async def _status(pool, message):
+    return await pool.fetchrow("SELECT status, attempts, last_error FROM outbox WHERE message_id = $1",
+                               message.message_id)
+
+
+@pytest.fixture
+async def portal(db_pool, pair):
+    """The reference portal behind a switchable outage; yields (outage, journal, url)."""
+    journal = ReceiverLog(db_pool, "portal")
+    outage = Outage(portal_receiver_app(verifier=pair[1], journal=journal))
+    async with serving(outage) as base:
+        yield outage, journal, f"{base}/envelopes"
+
+
+async def _running(relay: Relay):
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    return stop, task
+
+
+async def test_outage_then_recovery_delivers_exactly_once(db_pool, pair, portal):
+    outage, journal, url = portal
+    outage.failures = 4
+    message = signed_message(pair[0])
+    await _enqueue(db_pool, message)
+    destination = PortalDestination(url)
+    stop, task = await _running(Relay(db_pool, {"portal": destination}, options=FAST))
+    try:
+        row = await eventually(lambda: _delivered(db_pool, message))
+    finally:
+        stop.set()
+        await task
+        await destination.close()
+    assert outage.refused == 4
+    assert row["attempts"] == 5
+    assert await journal.message_ids() == {message.message_id: 1}
+
+
+async def _delivered(pool, message):
+    row = await _status(pool, message)
+    return row if row["status"] == "delivered" else None
+
+
+async def test_permanent_failure_is_dead_and_redrive_delivers_once(db_pool, pair, portal):
+    outage, journal, url = portal
+    outage.down = True
+    message = signed_message(pair[0])
+    await _enqueue(db_pool, message)
+    destination = PortalDestination(url)
+    relay = Relay(db_pool, {"portal": destination}, options=dataclasses.replace(FAST, max_attempts=3))
+    stop, task = await _running(relay)
+    try:
+        async def dead():
+            row = await _status(db_pool, message)
+            return row if row["status"] == "dead" else None
+        row = await eventually(dead)
+        assert row["attempts"] == 3 and "HTTP 500" in row["last_error"]
+        assert await journal.message_ids() == {}
+
+        outage.down = False
+        assert await outbox.redrive(db_pool, destination="portal") == 1
+        await eventually(lambda: _delivered(db_pool, message))
+    finally:
+        stop.set()
+        await task
+        await destination.close()
+    assert await journal.message_ids() == {message.message_id: 1}
+    assert await outbox.redrive(db_pool) == 0
+
+
+async def test_bad_signature_is_dead_at_once(db_pool, pair, portal):
+    _, journal, url = portal
+    good = signed_message(pair[0])
+    forged = dataclasses.replace(good, payload=good.payload.replace(b"<FivePoint>5<", b"<FivePoint>2<"))
+    await _enqueue(db_pool, forged)
+    destination = PortalDestination(url)
+    try:
+        await Relay(db_pool, {"portal": destination}, options=FAST).drain()
+    finally:
+        await destination.close()
+    row = await _status(db_pool, forged)
+    assert (row["status"], row["attempts"]) == ("dead", 1)
+    assert "SignatureVerificationFault" in row["last_error"]
+    report = await journal.report()
+    assert (report.received, report.bad_signatures) == (0, 1)
+
+
+async def test_message_already_at_the_portal_counts_as_delivered(db_pool, pair, portal):
+    _, journal, url = portal
+    message = signed_message(pair[0])
+    destination = PortalDestination(url)
+    try:
+        first = await destination._client.post(url, content=message.payload)
+        assert first.status_code == 200
+        await _enqueue(db_pool, message)
+        assert await Relay(db_pool, {"portal": destination}, options=FAST).drain() == 1
+    finally:
+        await destination.close()
+    assert (await _status(db_pool, message))["status"] == "delivered"
+    report = await journal.report()
+    assert (report.received, report.duplicates) == (1, 1)
+
+
+async def test_a_key_is_delivered_in_order_even_when_its_first_message_needs_retries(db_pool, pair, portal):
+    outage, journal, url = portal
+    first = signed_message(pair[0], partition_key="sch-7")
+    second = signed_message(pair[0], partition_key="sch-7")
+    outage.only, outage.failures = str(first.message_id), 3
+    await _enqueue(db_pool, first)
+    await _enqueue(db_pool, second)
+    destination = PortalDestination(url)
+    stop, task = await _running(Relay(db_pool, {"portal": destination}, options=FAST))
+    try:
+        await eventually(lambda: _delivered(db_pool, second))
+    finally:
+        stop.set()
+        await task
+        await destination.close()
+    order = await db_pool.fetch("SELECT message_id FROM receiver_messages ORDER BY first_received_at")
+    assert [r["message_id"] for r in order] == [first.message_id, second.message_id]
+
+
+async def test_a_row_committed_late_is_not_overtaken_by_a_later_row_of_its_key(db_pool, pair, portal):
+    _, journal, url = portal
+    first = signed_message(pair[0], partition_key="sch-9")
+    second = signed_message(pair[0], partition_key="sch-9")
+    destination = PortalDestination(url)
+    relay = Relay(db_pool, {"portal": destination}, options=FAST)
+    try:
+        async with UnitOfWork(db_pool) as slow:
+            await outbox.enqueue(slow.connection, [first])      # smaller id, still uncommitted
+            await _enqueue(db_pool, second)                     # larger id, committed first
+            assert (await relay.run_once()).claimed == 0
+            await slow.commit()
+        assert await relay.drain() == 2
+    finally:
+        await destination.close()
+    order = await db_pool.fetch("SELECT message_id FROM receiver_messages ORDER BY first_received_at")
+    assert [r["message_id"] for r in order] == [first.message_id, second.message_id]
