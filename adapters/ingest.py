@@ -157,11 +157,7 @@ class IngestService:
         self._canonical = Canonicaliser(schemas, clock=clock)
 
     async def authenticate(self, token: str | None) -> Vendor:
-        try:
-            return await self.registry.authenticate(token)
-        except Fault as fault:
-            log.info("ingest.rejected", code=fault.code, reason=fault.description)
-            raise
+        return await self.registry.authenticate(token)
 
     async def submit(self, vendor: Vendor, body: bytes, content_type: str | None) -> list[Receipt]:
         """One REST request, all or nothing: receipts once Kafka has every event, else a Fault."""
@@ -214,6 +210,8 @@ class IngestService:
         return denied
 
     async def _publish(self, vendor: Vendor, events: Sequence[CanonicalEvent]) -> list[Receipt]:
+        if not events:
+            return []
         first: dict[str, CanonicalEvent] = {}
         for c in events:
             first.setdefault(c.idempotency_key, c)
