@@ -1,0 +1,102 @@
+"""The publisher's transaction discipline, over producers that fail where we tell them to."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka.errors import KafkaConnectionError
+
+from adapters.publisher import EventRecord, KafkaPublisher, PublisherOptions
+from broker.faults import Failure
+from broker.settings import Settings
+
+RECORDS = [EventRecord(b"sch-1", b"<e/>", (("event_type", b"GradePosted"),)) for _ in range(3)]
+
+
+class Producer:
+    """Records what the publisher asks of it; ``fail_at`` names the step that raises."""
+
+    def __init__(self, journal: list[str], fail_at: str | None) -> None:
+        self.journal = journal
+        self.fail_at = fail_at
+
+    async def _step(self, name: str) -> None:
+        self.journal.append(name)
+        if self.fail_at == name:
+            raise KafkaConnectionError(f"{name} failed")
+
+    async def start(self) -> None:
+        await self._step("start")
+
+    async def begin_transaction(self) -> None:
+        await self._step("begin")
+
+    async def send(self, topic, *, value, key, headers):  # noqa: ANN001, ANN201
+        await self._step("send")
+        delivered = asyncio.get_running_loop().create_future()
+        delivered.set_result(None)
+        return delivered
+
+    async def commit_transaction(self) -> None:
+        await self._step("commit")
+
+    async def abort_transaction(self) -> None:
+        await self._step("abort")
+
+    async def stop(self) -> None:
+        self.journal.append("stop")
+
+
+def publisher(journal: list[str], failures: list[str | None]) -> KafkaPublisher:
+    plan = iter(failures)
+    return KafkaPublisher(Settings(), options=PublisherOptions(producers=1, timeout_s=5),
+                          producer_factory=lambda _id: Producer(journal, next(plan)))
+
+
+async def test_a_batch_is_one_transaction_committed_after_every_send():
+    journal: list[str] = []
+    await publisher(journal, [None]).publish(RECORDS)
+    assert journal == ["start", "begin", "send", "send", "send", "commit"]
+
+
+@pytest.mark.parametrize("step", ["send", "commit"])
+async def test_a_failure_midway_aborts_and_replaces_the_producer(step):
+    journal: list[str] = []
+    sink = publisher(journal, [step, None])
+    with pytest.raises(Failure) as caught:
+        await sink.publish(RECORDS)
+    assert caught.value.retriable and caught.value.http_status == 503
+    assert journal[-2:] == ["abort", "stop"]
+    journal.clear()
+    await sink.publish(RECORDS)  # a fresh producer: its InitProducerId fences the old one
+    assert journal == ["start", "begin", "send", "send", "send", "commit"]
+
+
+async def test_an_unreachable_kafka_is_a_retriable_failure_and_is_retried_next_time():
+    journal: list[str] = []
+    sink = publisher(journal, ["start", None])
+    with pytest.raises(Failure):
+        await sink.publish(RECORDS)
+    assert "begin" not in journal
+    await sink.publish(RECORDS)
+    assert journal.count("start") == 2 and journal[-1] == "commit"
+
+
+async def test_a_hanging_kafka_times_out_into_a_failure():
+    class Hangs(Producer):
+        async def commit_transaction(self) -> None:
+            await asyncio.Event().wait()
+
+    journal: list[str] = []
+    sink = KafkaPublisher(Settings(), options=PublisherOptions(producers=1, timeout_s=0.2),
+                          producer_factory=lambda _id: Hangs(journal, None))
+    with pytest.raises(Failure):
+        await sink.publish(RECORDS)
+    assert journal[-2:] == ["abort", "stop"]
+
+
+async def test_nothing_to_publish_touches_no_producer():
+    journal: list[str] = []
+    await publisher(journal, []).publish([])
+    assert journal == []
