@@ -1,0 +1,52 @@
+"""broker.kafka's own rules: options refused at once, unreachable clusters reported as Failure."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from broker import kafka
+from broker.faults import Failure
+from broker.settings import Settings
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def test_consumer_refuses_to_override_commit_policy() -> None:
+    with pytest.raises(ValueError, match="enable_auto_commit"):
+        kafka.consumer(Settings(), "t", group_id="g", enable_auto_commit=True)
+
+
+async def test_blank_ids_are_refused() -> None:
+    with pytest.raises(ValueError):
+        kafka.consumer(Settings(), "t", group_id=" ")
+    with pytest.raises(ValueError):
+        kafka.producer(Settings(), transactional_id="")
+
+
+async def test_ensure_topics_refuses_zero_partitions() -> None:
+    with pytest.raises(ValueError):
+        await kafka.ensure_topics(Settings(), ["t"], partitions=0)
+
+
+async def test_wait_ready_on_a_closed_port_is_a_retriable_failure() -> None:
+    with pytest.raises(Failure) as raised:
+        await kafka.wait_ready(f"127.0.0.1:{closed_port()}", timeout=1.5)
+    assert raised.value.retriable
+
+
+async def test_producer_start_on_a_closed_port_is_a_retriable_failure() -> None:
+    settings = Settings(kafka_bootstrap=f"127.0.0.1:{closed_port()}")
+    with pytest.raises(Failure):
+        async with kafka.running(kafka.producer(settings)):
+            pass
+
+
+def test_headers_round_trip() -> None:
+    headers = {"fault-code": "InvalidContent", "description": "оценка вне шкалы"}
+    assert kafka.decode_headers(kafka.encode_headers(headers)) == headers
