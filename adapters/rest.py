@@ -1,0 +1,160 @@
+"""The vendors' REST API: ``POST /v1/events`` and ``POST /v1/oneroster/results``.
+
+Only HTTP lives here — reading the body within limits, the bearer token, and
+turning faults into answers (status from ``fault.http_status``, body from
+``fault.as_dict()``). Everything else is :class:`adapters.ingest.IngestService`.
+Checks run cheapest first: token, content type, size, then content.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import structlog
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from adapters import examples
+from adapters.ingest import IngestService, Receipt
+from adapters.oneroster import OneRosterMapper
+from adapters.payload import PayloadFormat, check_declared_size, json_document, over_size, payload_format
+from broker.faults import (AccessDenied, Failure, Fault, InvalidContent, SenderIsNotRegistered,
+                           UnknownMessageType)
+
+log = structlog.get_logger(__name__)
+
+RETRY_AFTER_S = 5
+
+_bearer = HTTPBearer(auto_error=False, description="The vendor's token from `ejx vendors add`.")
+
+
+class AcceptedEvent(BaseModel):
+    index: int = Field(description="Position of the event in the request, 0-based.")
+    event_id: uuid.UUID = Field(description="Assigned by ejx; the same for a repeated idempotency key.")
+    idempotency_key: str = Field(description="source_system + source_record_id + version.")
+    duplicate: bool = Field(description="Accepted before (or earlier in this request): not produced again.")
+
+
+class Accepted(BaseModel):
+    """Every event of the request is on Kafka (or was, from an earlier request)."""
+
+    accepted: int
+    duplicates: int
+    event_ids: list[uuid.UUID]
+    events: list[AcceptedEvent]
+
+
+class FaultBody(BaseModel):
+    """Every error answer; ``details.errors`` lists each refused event."""
+
+    code: str = Field(examples=["InvalidContent"])
+    description: str
+    retriable: bool
+    details: dict[str, object] = Field(default_factory=dict, examples=[{"errors": [
+        {"index": 3, "path": "/mark/value", "reason": "'6' is not a five-point mark", "code": "InvalidContent"}]}])
+
+
+_FAULTS = {
+    400: f"{InvalidContent.code} (every bad event in `details.errors`: index, path, reason) or "
+         f"{UnknownMessageType.code}; nothing was accepted.",
+    401: f"{SenderIsNotRegistered.code}: the bearer token is missing or unknown.",
+    403: f"{AccessDenied.code}: a school is not registered to this vendor, or source_system is not the "
+         "vendor; nothing was accepted.",
+    413: f"{InvalidContent.code}: the body is over the size limit or holds too many events.",
+    415: f"{InvalidContent.code}: the content type is not application/json or application/xml.",
+    503: f"{Failure.code} (retriable): Kafka or the database is unavailable; nothing was accepted. "
+         "Retry after `Retry-After` seconds with the same body.",
+}
+_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": FaultBody, "description": text} for status, text in _FAULTS.items()}
+
+
+def fault_response(fault: Fault) -> JSONResponse:
+    """The answer to a fault: its own status and wire form; retriable ones say when to retry."""
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if fault.retriable else {}
+    if fault.http_status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(fault.as_dict(), status_code=fault.http_status, headers=headers)
+
+
+def accepted_response(receipts: list[Receipt]) -> JSONResponse:
+    body = Accepted(accepted=len(receipts), duplicates=sum(r.duplicate for r in receipts),
+                    event_ids=[r.event_id for r in receipts],
+                    events=[AcceptedEvent(**r.as_dict()) for r in receipts])
+    return JSONResponse(body.model_dump(mode="json"), status_code=202)
+
+
+def ingest_router(service: IngestService, *, oneroster: OneRosterMapper | None = None) -> APIRouter:
+    """Routes for vendors; ``oneroster`` defaults to a mapper over the service's ledger."""
+    router = APIRouter(tags=["ingest"])
+    mapper = oneroster or OneRosterMapper()
+
+    async def read_body(request: Request) -> bytes:
+        """The body within the size limit, counted as it streams in (Content-Length may lie)."""
+        limits = service.limits
+        check_declared_size(request.headers.get("content-length"), limits)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_bytes:
+                raise over_size(size, limits)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @router.post(
+        "/v1/events", status_code=202, response_model=Accepted, responses=_RESPONSES,
+        summary="Publish events",
+        description=(
+            "One event or a JSON list of up to 1,000 (`application/json`), or one event element or an "
+            "`EventBatch` (`application/xml`, namespace `urn://ejx/events/1`). All or nothing: 202 only "
+            "once Kafka has acknowledged every event. `event_id` and `recorded_at` are assigned by ejx; "
+            "`source_system` is the authenticated vendor. Repeating an idempotency key "
+            "(source_system + source_record_id + version) returns the first event_id and publishes nothing."),
+        openapi_extra={"requestBody": {"required": True, "content": examples.request_body_content()}},
+    )
+    async def post_events(request: Request,
+                          credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> JSONResponse:
+        try:
+            vendor = await service.authenticate(credentials.credentials if credentials else None)
+            structlog.contextvars.bind_contextvars(vendor_id=vendor.vendor_id)
+            payload_format(request.headers.get("content-type"))
+            body = await read_body(request)
+            receipts = await service.submit(vendor, body, request.headers.get("content-type"))
+        except Fault as fault:
+            log.info("ingest.request_refused", status=fault.http_status, code=fault.code)
+            return fault_response(fault)
+        finally:
+            structlog.contextvars.unbind_contextvars("vendor_id")
+        return accepted_response(receipts)
+
+    @router.post(
+        "/v1/oneroster/results", status_code=202, response_model=Accepted, responses=_RESPONSES,
+        summary="Publish OneRoster 1.2 gradebook results",
+        description=(
+            "A OneRoster 1.2 gradebook bundle as JSON: `results` plus the `lineItems`, `classes`, "
+            "`academicSessions` (and optionally `scoreScales`) they refer to. Each result becomes "
+            "GradePosted (first version), GradeCorrected (later versions) or GradeRetracted "
+            "(`status: tobedeleted`). All or nothing, like `/v1/events`."),
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"type": "object"}, "example": examples.ONEROSTER_BUNDLE}}}},
+    )
+    async def post_oneroster_results(request: Request,
+                                     credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+                                     ) -> JSONResponse:
+        try:
+            vendor = await service.authenticate(credentials.credentials if credentials else None)
+            if payload_format(request.headers.get("content-type")) is not PayloadFormat.JSON:
+                raise InvalidContent("OneRoster results are accepted as application/json only")
+            body = await read_body(request)
+            bundle = json_document(body, service.limits)
+            items = await mapper.events(bundle, source_system=vendor.vendor_id, ledger=service.ledger)
+            receipts = await service.submit_dicts(vendor, items)
+        except Fault as fault:
+            log.info("ingest.request_refused", status=fault.http_status, code=fault.code,
+                     endpoint="oneroster")
+            return fault_response(fault)
+        return accepted_response(receipts)
+
+    return router
