@@ -19,6 +19,7 @@ from broker.settings import Settings
 COMMAND_MODULES = (
     "broker.db",
     "broker.registry",
+    "adapters.commands",
 )
 
 
