@@ -49,7 +49,7 @@ class PortalOptions:
 
     timeout_s: float = 10.0
     """Per request; a timeout is a retriable failure (keep it below the relay's lease)."""
-    max_connections: int = 64
+    max_connections: int = 16
     """Concurrent requests to the portal."""
 
 

@@ -35,7 +35,7 @@ class RelayOptions:
 
     batch_size: int = 200
     """Rows claimed per round (at most one per destination and key)."""
-    concurrency: int = 64
+    concurrency: int = 16
     """Deliveries in flight at once within a round."""
     max_attempts: int = 12
     """After this many failed attempts a row is dead."""
