@@ -18,6 +18,7 @@ from broker.settings import Settings
 # Modules that export a ``commands`` list of click commands or groups.
 COMMAND_MODULES = (
     "broker.db",
+    "broker.xmlcommands",
     "broker.registry",
     "adapters.commands",
 )
