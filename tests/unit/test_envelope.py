@@ -1,0 +1,178 @@
+"""Envelope building and reading, and the envelope schema around real events."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from broker import keys, xmlsafe
+from broker.envelope import (ENVELOPE_NS, EVENTS_NS, EnvelopeHeader, MessageType, build_envelope, read_envelope,
+                             sender_provided_data)
+from broker.faults import InvalidContent, UnknownMessageType
+from broker.signing import Verifier, XmlDsigSigner
+from broker.validation import Schemas
+
+ENV = f"{{{ENVELOPE_NS}}}"
+EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
+
+
+@pytest.fixture(scope="module")
+def schemas() -> Schemas:
+    return Schemas.load()
+
+
+@pytest.fixture(scope="module")
+def events() -> dict[str, etree._Element]:
+    """Every valid event example from XML core, by file name."""
+    found = {path.stem: xmlsafe.parse(path.read_bytes())
+             for path in sorted((EXAMPLES / "events" / "valid").glob("*.xml"))}
+    assert {"GradePosted", "AttendanceMarked", "EventBatch"} <= found.keys(), f"event examples missing: {sorted(found)}"
+    return found
+
+
+@pytest.fixture
+def event(events) -> etree._Element:
+    return events["GradePosted"]
+
+
+def test_header_is_inside_the_signed_block(event):
+    envelope = build_envelope(event, recipient="EPGU")
+    data = sender_provided_data(envelope)
+    assert [etree.QName(c).localname for c in envelope] == ["SenderProvidedData"]
+    assert [etree.QName(c).localname for c in data] == ["Header", "MessagePrimaryContent"]
+    assert data.get("Id") == f"ejx-{data.findtext(f'{ENV}Header/{ENV}MessageID')}"
+
+
+def test_message_id_is_a_fresh_lowercase_version_1_uuid(event):
+    first = read_envelope(build_envelope(event, recipient="EPGU"))[0].message_id
+    second = read_envelope(build_envelope(event, recipient="EPGU"))[0].message_id
+    assert first.version == second.version == 1 and first != second
+    text = build_envelope(event, recipient="EPGU").findtext(f".//{ENV}MessageID")
+    assert text == text.lower()
+
+
+def test_build_then_read_round_trips_every_field(event):
+    reference, mid = uuid.uuid1(), uuid.uuid1()
+    sent = datetime(2025, 3, 14, 9, 26, 53, 589000, tzinfo=timezone(timedelta(hours=3)))
+    envelope = build_envelope(event, recipient="RSMEV", sender="EJX", message_type=MessageType.RESPONSE, test=True,
+                              reference_message_id=str(reference), message_id=mid, sending_timestamp=sent)
+    header, content = read_envelope(envelope)
+    assert header == EnvelopeHeader(message_id=mid, message_type=MessageType.RESPONSE, sender="EJX",
+                                    recipient="RSMEV", sending_timestamp=sent, test=True,
+                                    reference_message_id=reference)
+    assert etree.tostring(content, method="c14n", exclusive=True) == etree.tostring(event, method="c14n", exclusive=True)
+
+
+def test_event_is_copied_not_moved(event):
+    before = etree.tostring(event)
+    parent = event.getparent()
+    build_envelope(event, recipient="EPGU")
+    assert event.getparent() is parent and etree.tostring(event) == before
+
+
+def test_event_bytes_go_through_the_hardened_parser(event):
+    envelope = build_envelope(xmlsafe.to_bytes(event), recipient="EPGU")
+    assert read_envelope(envelope)[1].tag == event.tag
+    with pytest.raises(InvalidContent, match="DOCTYPE"):
+        build_envelope(b'<!DOCTYPE x [<!ENTITY a "b">]><x/>', recipient="EPGU")
+
+
+@pytest.mark.parametrize("message_id, message", [
+    (uuid.uuid4(), "version-1"),
+    (str(uuid.uuid1()).upper(), "lower case"),
+    ("not-a-uuid", "not a UUID"),
+])
+def test_message_id_must_be_lowercase_version_1(event, message_id, message):
+    with pytest.raises(InvalidContent, match=message):
+        build_envelope(event, recipient="EPGU", message_id=message_id)
+
+
+def test_timestamp_needs_a_zone(event):
+    with pytest.raises(InvalidContent, match="time zone"):
+        build_envelope(event, recipient="EPGU", sending_timestamp=datetime(2025, 1, 1))
+
+
+def test_only_events_go_in(event):
+    with pytest.raises(UnknownMessageType, match="not in the events namespace"):
+        build_envelope(etree.Element("{urn:other}Thing"), recipient="EPGU")
+
+
+def test_read_refuses_broken_structure(event):
+    envelope = build_envelope(event, recipient="EPGU")
+    content = envelope.find(f".//{ENV}MessagePrimaryContent")
+    content.append(copy.deepcopy(content[0]))
+    with pytest.raises(InvalidContent, match="exactly one element, found 2"):
+        read_envelope(envelope)
+    envelope = build_envelope(event, recipient="EPGU")
+    header = envelope.find(f".//{ENV}Header")
+    envelope.insert(0, header)
+    with pytest.raises(InvalidContent, match="first element|exactly one Header"):
+        read_envelope(envelope)
+    with pytest.raises(InvalidContent, match="expected"):
+        read_envelope(event)
+
+
+# --- the schema ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("message_type", list(MessageType))
+def test_built_envelopes_of_every_type_and_event_are_schema_valid(schemas, events, message_type):
+    for event in events.values():
+        envelope = build_envelope(event, recipient="EPGU", message_type=message_type, test=True,
+                                  reference_message_id=uuid.uuid1())
+        schemas.validate_envelope(envelope)
+
+
+def test_schema_checks_the_primary_content_strictly(schemas, event):
+    envelope = build_envelope(event, recipient="EPGU")
+    content = envelope.find(f".//{ENV}MessagePrimaryContent")[0]
+    content.append(etree.Element(f"{{{EVENTS_NS}}}NotInTheSchema"))
+    with pytest.raises(InvalidContent):
+        schemas.validate_envelope(envelope)
+
+
+@pytest.mark.parametrize("mutate", [
+    pytest.param(lambda e: e.find(f".//{ENV}MessageID").__setattr__("text", str(uuid.uuid4())), id="uuid4"),
+    pytest.param(lambda e: e.find(f".//{ENV}MessageID").__setattr__("text", str(uuid.uuid1()).upper()), id="upper"),
+    pytest.param(lambda e: e.find(f".//{ENV}MessageType").__setattr__("text", "PUSH"), id="message-type"),
+    pytest.param(lambda e: e.find(f".//{ENV}Recipient").__setattr__("text", "epgu portal"), id="mnemonic"),
+    pytest.param(lambda e: e.find(f".//{ENV}SendingTimestamp").__setattr__("text", "2025-01-01T10:00:00"),
+                 id="naive-timestamp"),
+    pytest.param(lambda e: e[0].attrib.pop("Id"), id="no-id"),
+    pytest.param(lambda e: e.insert(0, e.find(f".//{ENV}Header")), id="header-outside-signed-block"),
+    pytest.param(lambda e: etree.SubElement(e.find(f".//{ENV}Header"), f"{ENV}TestMessage").__setattr__(
+        "text", "yes"), id="test-message-not-empty"),
+    pytest.param(lambda e: etree.SubElement(e, f"{ENV}CallerInformationSystemSignature").append(
+        etree.Element("{urn:evil}Signature")), id="foreign-signature"),
+])
+def test_schema_refuses(schemas, event, mutate):
+    envelope = build_envelope(event, recipient="EPGU")
+    mutate(envelope)
+    with pytest.raises(InvalidContent):
+        schemas.validate_envelope(envelope)
+
+
+def test_unknown_event_type_is_reported_as_such(schemas):
+    with pytest.raises(UnknownMessageType):
+        schemas.validate_event(etree.Element(f"{{{EVENTS_NS}}}GradeDeleted"))
+
+
+def test_sending_timestamp_is_utc_by_default(event):
+    header, _ = read_envelope(build_envelope(event, recipient="EPGU"))
+    assert header.sending_timestamp.tzinfo is not None
+    assert abs(header.sending_timestamp - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+def test_every_example_event_survives_sign_serialise_verify(events):
+    """The router's path: build and sign in memory, send bytes; the receiver parses and verifies."""
+    key = keys.generate_key(keys.KeyAlgorithm.ECDSA)
+    certificate = keys.self_signed_certificate(key)
+    signer, verifier = XmlDsigSigner(key, certificate), Verifier([certificate])
+    for name, event in events.items():
+        sent = xmlsafe.to_bytes(signer.sign(build_envelope(event, recipient="EPGU")))
+        verified = verifier.verify(xmlsafe.parse(sent))
+        assert etree.QName(verified.content).localname == etree.QName(event).localname, name
