@@ -24,6 +24,8 @@ PASSED = "зач"
 FAILED = "незач"
 # Attendance statuses that count as being at the lesson.
 ATTENDED = frozenset({"present", "late"})
+# Distribution labels every report lists, in this order (CSV columns).
+FIXED_LABELS = ("5", "4", "3", "2", "1", PASSED, FAILED)
 
 
 class Dimension(StrEnum):
@@ -55,6 +57,11 @@ def five_point(scale: str, value: str) -> int | None:
     if scale != FIVE_POINT or value not in {"1", "2", "3", "4", "5"}:
         return None
     return int(value)
+
+
+def distribution_label(scale: str, value: str) -> str:
+    """Five-point and pass-fail marks by value ("5", "зач"); others with their scale ("ten:9")."""
+    return value if scale in (FIVE_POINT, PASS_FAIL) else f"{scale}:{value}"
 
 
 def parse_dimensions(text: str | None) -> tuple[Dimension, ...]:
@@ -96,7 +103,7 @@ class GradeGroup:
     mean_five_point: float | None
     """Plain mean of numeric five-point marks; None if the group has none."""
     distribution: dict[str, int]
-    """Marks by value, e.g. {"5": 3, "зач": 2, "н/а": 1}."""
+    """Marks by :func:`distribution_label`, e.g. {"5": 3, "зач": 2, "ten:9": 1}."""
     passed: int
     """Pass-fail marks «зач»."""
     failed: int
@@ -138,7 +145,8 @@ def summarise(dimensions: Sequence[Dimension], marks: Iterable[MarkCount],
     for mark in marks:
         tally = tallies.setdefault(mark.key, _Tally())
         tally.count += mark.count
-        tally.distribution[mark.value] = tally.distribution.get(mark.value, 0) + mark.count
+        label = distribution_label(mark.scale, mark.value)
+        tally.distribution[label] = tally.distribution.get(label, 0) + mark.count
         points = five_point(mark.scale, mark.value)
         if points is not None:
             tally.points += points * mark.count
@@ -173,8 +181,8 @@ def summarise(dimensions: Sequence[Dimension], marks: Iterable[MarkCount],
 
 
 def _mark_order(value: str) -> tuple[int, str]:
-    """5, 4, 3, 2, 1 first, then зач, незач, осв, н/а, then anything else."""
-    fixed = ["5", "4", "3", "2", "1", PASSED, FAILED, "осв", "н/а"]
+    """5, 4, 3, 2, 1 first, then зач, незач, then marks of other scales."""
+    fixed = list(FIXED_LABELS)
     return (fixed.index(value), "") if value in fixed else (len(fixed), value)
 
 

@@ -23,13 +23,13 @@ def test_mean_distribution_and_pass_share_of_one_group() -> None:
     key = ("Центральный", "s1")
     marks = [MarkCount(key, "five-point", "5", 2), MarkCount(key, "five-point", "3", 1),
              MarkCount(key, "pass-fail", "зач", 3), MarkCount(key, "pass-fail", "незач", 1),
-             MarkCount(key, "ten", "9", 1)]
+             MarkCount(key, "ten", "9", 1), MarkCount(key, "ten", "5", 1)]
     [group] = summarise((D, S), marks, [])
     assert group.key == {"district": "Центральный", "school": "s1"}
-    assert group.count == 8
-    assert group.mean_five_point == pytest.approx(13 / 3, abs=1e-4)  # (5+5+3)/3; ten-point marks excluded
-    assert group.distribution == {"5": 2, "3": 1, "зач": 3, "незач": 1, "9": 1}
-    assert list(group.distribution) == ["5", "3", "зач", "незач", "9"]
+    assert group.count == 9
+    assert group.mean_five_point == pytest.approx(13 / 3, abs=1e-4)  # (5+5+3)/3; the ten-point 5 is neither a 5 nor in the mean
+    assert group.distribution == {"5": 2, "3": 1, "зач": 3, "незач": 1, "ten:5": 1, "ten:9": 1}
+    assert list(group.distribution) == ["5", "3", "зач", "незач", "ten:5", "ten:9"]
     assert (group.passed, group.failed, group.pass_share) == (3, 1, 0.75)
 
 
