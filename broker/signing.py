@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import hashlib
 import hmac
 import re
@@ -81,16 +80,17 @@ class RsaSha256:
 
     uri = RSA_SHA256
     min_bits = 2048
+    _padding, _hash = padding.PKCS1v15(), hashes.SHA256()
 
     def fits(self, key: PublicKeyTypes) -> bool:
         return isinstance(key, rsa.RSAPublicKey) and key.key_size >= self.min_bits
 
     def sign(self, key: PrivateKeyTypes, data: bytes) -> bytes:
-        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        return key.sign(data, self._padding, self._hash)
 
     def verify(self, key: PublicKeyTypes, signature: bytes, data: bytes) -> bool:
         try:
-            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+            key.verify(signature, data, self._padding, self._hash)
         except InvalidSignature:
             return False
         return True
@@ -101,12 +101,13 @@ class EcdsaP256Sha256:
 
     uri = ECDSA_SHA256
     size = 32
+    _ecdsa = ec.ECDSA(hashes.SHA256())
 
     def fits(self, key: PublicKeyTypes) -> bool:
         return isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
 
     def sign(self, key: PrivateKeyTypes, data: bytes) -> bytes:
-        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+        r, s = decode_dss_signature(key.sign(data, self._ecdsa))
         return r.to_bytes(self.size, "big") + s.to_bytes(self.size, "big")
 
     def verify(self, key: PublicKeyTypes, signature: bytes, data: bytes) -> bool:
@@ -115,7 +116,7 @@ class EcdsaP256Sha256:
         r = int.from_bytes(signature[:self.size], "big")
         s = int.from_bytes(signature[self.size:], "big")
         try:
-            key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+            key.verify(encode_dss_signature(r, s), data, self._ecdsa)
         except InvalidSignature:
             return False
         return True
@@ -204,7 +205,7 @@ class XmlDsigSigner:
         digest = base64.b64encode(hashlib.sha256(_c14n(data)).digest())
         head, middle, tail = self._canonical_parts
         value = self._method.sign(self._key, b"".join((head, ref_id.encode(), middle, digest, tail)))
-        signature = copy.deepcopy(self._template)
+        signature = self._template.__deepcopy__(None)  # lxml's own subtree copy, without copy's memo
         reference = signature[0][2]
         reference.set("URI", f"#{ref_id}")
         reference[2].text = digest.decode()
