@@ -95,23 +95,30 @@ def operations(algorithm: keys.KeyAlgorithm, event: etree._Element, schemas: Sch
     ]
 
 
-def measure(operation: Operation, seconds: float, tick: Callable[[float], None]) -> list[int]:
-    """Run ``operation`` for about ``seconds`` of its own time (after a short warm-up)."""
-    for _ in range(50):
-        operation.run(operation.setup())
-    latencies: list[int] = []
-    spent = 0
-    budget = int(seconds * 1e9)
-    while spent < budget:
-        argument = operation.setup()
-        start = time.perf_counter_ns()
-        operation.run(argument)
-        elapsed = time.perf_counter_ns() - start
-        latencies.append(elapsed)
-        spent += elapsed
-        if len(latencies) % 200 == 0:
-            tick(spent / 1e9)
-    tick(spent / 1e9)
+def measure(ops: list[Operation], seconds: float, tick: Callable[[int, float], None]) -> list[list[int]]:
+    """Latencies of each operation over about ``seconds`` of its own time.
+
+    The operations take turns in short slices, so a neighbour's load on a
+    shared machine weighs on all of them alike and the sign / raw ratio stays
+    honest even when absolute figures drift.
+    """
+    for operation in ops:
+        for _ in range(50):
+            operation.run(operation.setup())
+    latencies: list[list[int]] = [[] for _ in ops]
+    spent = [0] * len(ops)
+    budget, turn = int(seconds * 1e9), int(0.05 * 1e9)
+    while min(spent) < budget:
+        for index, operation in enumerate(ops):
+            slice_end = min(budget, spent[index] + turn)
+            while spent[index] < slice_end:
+                argument = operation.setup()
+                start = time.perf_counter_ns()
+                operation.run(argument)
+                elapsed = time.perf_counter_ns() - start
+                latencies[index].append(elapsed)
+                spent[index] += elapsed
+            tick(index, spent[index] / 1e9)
     return latencies
 
 
@@ -154,26 +161,21 @@ def main(seconds: float, event_file: Path, profiled: bool) -> None:
     schemas = Schemas.load()
     event = xmlsafe.parse(event_file.read_bytes())
     schemas.validate_event(event)
-    plan = [(algorithm, op) for algorithm in keys.KeyAlgorithm for op in operations(algorithm, event, schemas)]
+    plans = {algorithm: operations(algorithm, event, schemas) for algorithm in keys.KeyAlgorithm}
     results = []
-    with Progress(TextColumn("{task.description:<32}"), BarColumn(), TimeRemainingColumn(),
+    with Progress(TextColumn("{task.description:<28}"), BarColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as progress:
-        overall = progress.add_task("all operations", total=seconds * len(plan))
-        for index, (algorithm, operation) in enumerate(plan):
-            task = progress.add_task(f"{algorithm.value} {operation.name}", total=seconds)
-
-            def tick(done: float, task=task, index=index) -> None:
-                progress.update(task, completed=done)
-                progress.update(overall, completed=index * seconds + min(done, seconds))
-
-            results.append(Result(algorithm.value, operation.name, measure(operation, seconds, tick)))
-            progress.remove_task(task)
+        for algorithm, ops in plans.items():
+            tasks = [progress.add_task(f"{algorithm.value} {op.name}", total=seconds) for op in ops]
+            latencies = measure(ops, seconds, lambda index, done: progress.update(tasks[index], completed=done))
+            results += [Result(algorithm.value, op.name, lat) for op, lat in zip(ops, latencies)]
     report(results, console)
     if profiled:
-        for algorithm, operation in plan:
-            if operation.name in ("sign", "verify"):
-                console.print(f"[bold]{algorithm.value}[/bold]")
-                profile(operation, seconds, console)
+        for algorithm, ops in plans.items():
+            for operation in ops:
+                if operation.name in ("sign", "verify"):
+                    console.print(f"[bold]{algorithm.value}[/bold]")
+                    profile(operation, seconds, console)
 
 
 if __name__ == "__main__":
