@@ -83,8 +83,8 @@ class IngestLedger:
                     outcome.known = {row["idempotency_key"]: row["event_id"] for row in rows}
                 yield outcome
                 await uow.commit()
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.DeadlockDetectedError,
-                asyncpg.InterfaceError) as error:
+        except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.DeadlockDetectedError,
+                asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as error:
             raise Failure(f"the ingest ledger is unavailable: {error!r}") from error
 
     async def known(self, keys: Sequence[str]) -> dict[str, uuid.UUID]:

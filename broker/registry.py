@@ -14,6 +14,7 @@ import io
 import re
 import secrets
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +24,7 @@ import click
 import structlog
 
 from broker.db import UnitOfWork, create_pool
-from broker.faults import AccessDenied, InvalidContent, SenderIsNotRegistered
+from broker.faults import AccessDenied, Failure, InvalidContent, SenderIsNotRegistered
 from broker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -67,6 +68,16 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+@contextmanager
+def _database_faults() -> Iterator[None]:
+    """A database that cannot answer is a retriable Failure (503), not a crash."""
+    try:
+        yield
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError) as error:
+        raise Failure(f"the registry database is unavailable: {error!r}") from error
+
+
 class Registry:
     """Vendors and schools in PostgreSQL; settings at construction, data at call time."""
 
@@ -95,8 +106,9 @@ class Registry:
 
     async def vendor(self, vendor_id: str) -> Vendor:
         """The named, enabled vendor (for imports run by an operator on a vendor's behalf)."""
-        row = await self._pool.fetchrow(
-            "SELECT vendor_id, created_at FROM vendors WHERE vendor_id = $1 AND disabled_at IS NULL", vendor_id)
+        with _database_faults():
+            row = await self._pool.fetchrow(
+                "SELECT vendor_id, created_at FROM vendors WHERE vendor_id = $1 AND disabled_at IS NULL", vendor_id)
         if row is None:
             raise SenderIsNotRegistered(f"no enabled vendor {vendor_id!r}; see `ejx vendors list`")
         return Vendor(row["vendor_id"], row["created_at"])
@@ -106,9 +118,10 @@ class Registry:
         if not token:
             raise SenderIsNotRegistered("a bearer token is required (Authorization: Bearer <token>)")
         digest = token_hash(token)
-        row = await self._pool.fetchrow(
-            "SELECT vendor_id, created_at, token_hash FROM vendors WHERE token_hash = $1 AND disabled_at IS NULL",
-            digest)
+        with _database_faults():
+            row = await self._pool.fetchrow(
+                "SELECT vendor_id, created_at, token_hash FROM vendors WHERE token_hash = $1 AND disabled_at IS NULL",
+                digest)
         # The lookup is by hash, so timing reveals nothing about the token; compare anyway.
         if row is None or not hmac.compare_digest(bytes(row["token_hash"]), digest):
             raise SenderIsNotRegistered("the bearer token does not belong to a registered vendor")
@@ -120,8 +133,9 @@ class Registry:
 
     async def school_vendors(self, school_ids: Iterable[str]) -> dict[str, str]:
         """``school_vendor`` for many schools in one round trip; unknown schools are absent."""
-        rows = await self._pool.fetch("SELECT school_id, vendor_id FROM schools WHERE school_id = ANY($1::text[])",
-                                      sorted(set(school_ids)))
+        with _database_faults():
+            rows = await self._pool.fetch(
+                "SELECT school_id, vendor_id FROM schools WHERE school_id = ANY($1::text[])", sorted(set(school_ids)))
         return {row["school_id"]: row["vendor_id"] for row in rows}
 
     async def authorise(self, vendor: Vendor, school_id: str) -> None:

@@ -14,6 +14,7 @@ from lxml import etree
 from adapters import examples
 from adapters.payload import PayloadLimits
 from broker import kafka, model, xmlsafe
+from broker.db import create_pool
 from adapters.ingest import Canonicaliser
 from broker.registry import Vendor
 from tests.integration.ingest_support import (OTHER_SCHOOL, SCHOOL, VENDOR, api, bearer, ingest_service,
@@ -300,3 +301,13 @@ async def test_openapi_documents_both_endpoints_with_an_example_of_every_event_t
     assert {"202", "400", "401", "403", "413", "415", "503"} <= set(post["responses"])
     assert "/v1/oneroster/results" in spec["paths"]
     assert copy.deepcopy(spec["components"]["securitySchemes"]["HTTPBearer"])["scheme"] == "bearer"
+
+
+async def test_a_database_that_cannot_answer_is_503_not_a_crash(ingest_settings, db_pool, tokens):
+    pool = await create_pool(ingest_settings, max_size=2)
+    async with ingest_service(ingest_settings, pool) as service, api(service) as client:
+        await pool.close()  # every query now fails the way a lost connection does
+        answer = await client.post("/v1/events", json=grade("g-1"), headers=bearer(tokens.vendor))
+    assert answer.status_code == 503 and answer.json()["code"] == "Failure"
+    assert "Retry-After" in answer.headers
+    await assert_nothing_accepted(ingest_settings, db_pool)
