@@ -124,7 +124,3 @@ async def _partitions(reader, topic: str) -> list[TopicPartition]:  # noqa: ANN0
 
 async def ledger_size(pool: asyncpg.Pool) -> int:
     return await pool.fetchval("SELECT count(*) FROM ingest_keys")
-
-
-async def gather(*requests):  # noqa: ANN001, ANN201
-    return await asyncio.gather(*requests)
