@@ -3,7 +3,7 @@
 A result is one student's score on one line item. It becomes:
 
 * GradePosted — the first version of the result ejx sees;
-* GradeCorrected — a later version (``dateLastModified`` moved on) of a result
+* GradeCorrected — another version (``dateLastModified`` moved on) of a result
   already posted; ``grade_ref`` is the result's sourcedId;
 * GradeRetracted — ``status: tobedeleted``.
 
@@ -153,7 +153,9 @@ class OneRosterMapper:
             return None
         mark = self._mark(result, line_item, book)
         first = seen.get(record_id)
-        if first is not None and first[1] < version:
+        # Any other version of a posted result corrects it (a late, older one included: consumers
+        # order by version); the same version again is the same event, deduplicated by its key.
+        if first is not None and first[1] != version:
             return {"type": "GradeCorrected", **common, "grade_ref": record_id, "mark": mark,
                     "reason": result.get("comment") or DEFAULT_CORRECTION_REASON}
         subjects = klass.get("subjectCodes") or []

@@ -19,7 +19,8 @@ from pydantic import BaseModel, Field
 from adapters import examples
 from adapters.ingest import IngestService, Receipt
 from adapters.oneroster import OneRosterMapper
-from adapters.payload import PayloadFormat, check_declared_size, json_document, over_size, payload_format
+from adapters.payload import (PayloadFormat, UnsupportedContentType, check_declared_size, json_document, over_size,
+                              payload_format)
 from broker.faults import (AccessDenied, Failure, Fault, InvalidContent, SenderIsNotRegistered,
                            UnknownMessageType)
 
@@ -146,7 +147,7 @@ def ingest_router(service: IngestService, *, oneroster: OneRosterMapper | None =
         try:
             vendor = await service.authenticate(credentials.credentials if credentials else None)
             if payload_format(request.headers.get("content-type")) is not PayloadFormat.JSON:
-                raise InvalidContent("OneRoster results are accepted as application/json only")
+                raise UnsupportedContentType("OneRoster results are accepted as application/json only")
             body = await read_body(request)
             bundle = json_document(body, service.limits)
             items = await mapper.events(bundle, source_system=vendor.vendor_id, ledger=service.ledger)

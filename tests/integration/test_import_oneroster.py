@@ -77,3 +77,14 @@ async def test_a_gradebook_directory_imports_once(ingest_settings, db_pool, form
             assert problems == [] and len(receipts) == 4
     events = events_of(await read_topic(ingest_settings, ingest_settings.events_topic))
     assert sorted(e.source_record_id for e in events.values()) == ["res-1", "res-2", "res-3", "res-4"]
+
+
+async def test_oneroster_results_are_json_only(ingest_settings, db_pool):
+    tokens = await register(db_pool)
+    async with ingest_service(ingest_settings, db_pool) as service, api(service) as client:
+        answer = await client.post("/v1/oneroster/results", content=b"<results/>",
+                                   headers={"Content-Type": "application/xml", **bearer(tokens.vendor)})
+        anonymous = await client.post("/v1/oneroster/results", json=read_bundle(BUNDLE))
+    assert answer.status_code == 415 and answer.json()["code"] == "InvalidContent"
+    assert anonymous.status_code == 401
+    assert await read_topic(ingest_settings, ingest_settings.events_topic) == []

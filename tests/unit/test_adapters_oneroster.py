@@ -98,3 +98,10 @@ async def test_unmappable_results_are_all_listed_with_their_index():
 async def test_a_bundle_without_results_is_invalid():
     with pytest.raises(InvalidContent):
         await OneRosterMapper().map({"lineItems": []}, source_system="v", ledger=LedgerSeen())
+
+
+async def test_an_older_version_arriving_late_is_a_correction_not_a_second_posting():
+    bundle = read_bundle(BUNDLES / "json")
+    seen = LedgerSeen({"res-1": ms("2026-10-15T00:00:00+00:00")})
+    events = dict((await OneRosterMapper().map(bundle, source_system="dnevnik-plus", ledger=seen)).events)
+    assert events[0]["type"] == "GradeCorrected"
