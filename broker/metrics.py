@@ -12,9 +12,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
+import structlog
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+log = structlog.get_logger(__name__)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -87,17 +90,12 @@ def postgres_probe(pool: asyncpg.Pool) -> Probe:
     return probe
 
 
-def kafka_probe(bootstrap_servers: str) -> Probe:
-    """Reachable means a metadata round trip with the cluster succeeds."""
-    from aiokafka.admin import AIOKafkaAdminClient
+def kafka_probe(bootstrap_servers: str, *, timeout_s: float = 3.0) -> Probe:
+    """Reachable means the cluster answers a metadata request."""
+    from broker import kafka
 
     async def probe() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000)
-        try:
-            await admin.start()
-            await admin.describe_cluster()
-        finally:
-            await admin.close()
+        await kafka.wait_ready(bootstrap_servers, timeout=timeout_s)
     return probe
 
 
@@ -115,8 +113,9 @@ def health_router(*, pool: asyncpg.Pool | None, probes: dict[str, Probe],
         if pool is not None:
             try:
                 await asyncio.wait_for(refresh_outbox_rows(pool), options.probe_timeout_s)
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
-                pass  # the scrape still answers; ejx_outbox_rows keeps its last values and /readyz says why
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as error:
+                # The scrape still answers; ejx_outbox_rows keeps its last values and /readyz says why.
+                log.warning("metrics.outbox_unreadable", reason=f"{type(error).__name__}: {error}")
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/healthz", summary="The process is up")

@@ -1,0 +1,77 @@
+"""/metrics, /healthz, /readyz and the pipeline view against the real PostgreSQL and Kafka."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+from fastapi import FastAPI
+
+from broker import metrics
+from broker.metrics import health_router, kafka_probe, postgres_probe
+from broker.monitoring_api import monitoring_router
+
+
+async def add_outbox_rows(pool, destination: str, **statuses: int) -> None:  # noqa: ANN001
+    for status, count in statuses.items():
+        for _ in range(count):
+            await pool.execute(
+                "INSERT INTO outbox (message_id, destination, partition_key, payload, status, delivered_at) "
+                "VALUES ($1, $2, 'sch-1', '\\x00', $3, CASE WHEN $3 = 'delivered' THEN now() END)",
+                uuid.uuid4(), destination, status)
+
+
+def app_for(pool, probes) -> httpx.AsyncClient:  # noqa: ANN001
+    app = FastAPI()
+    app.include_router(health_router(pool=pool, probes=probes))
+    app.include_router(monitoring_router(pool=pool))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ejx")
+
+
+async def test_metrics_expose_every_series_and_outbox_rows_from_postgresql(db_pool) -> None:  # noqa: ANN001
+    destination = f"dest-{uuid.uuid4().hex[:6]}"
+    await add_outbox_rows(db_pool, destination, pending=2, dead=1, delivered=3)
+    metrics.DELIVERIES.labels(destination, "delivered").inc()
+    metrics.RELAY_DELIVERY_LATENCY.labels(destination).observe(0.3)
+    async with app_for(db_pool, {}) as client:
+        answer = await client.get("/metrics")
+    text = answer.text
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    for name in ("ejx_events_ingested_total", "ejx_events_rejected_total", "ejx_envelopes_signed_total",
+                 "ejx_deliveries_total", "ejx_outbox_rows", "ejx_consumer_lag",
+                 "ejx_relay_delivery_latency_seconds_bucket"):
+        assert f"# TYPE {name.removesuffix('_total').removesuffix('_bucket')}" in text, name
+    assert f'ejx_outbox_rows{{destination="{destination}",status="pending"}} 2.0' in text
+    assert f'ejx_outbox_rows{{destination="{destination}",status="dead"}} 1.0' in text
+    assert f'ejx_deliveries_total{{destination="{destination}",outcome="delivered"}} 1.0' in text
+    assert f'ejx_relay_delivery_latency_seconds_count{{destination="{destination}"}} 1.0' in text
+
+
+async def test_pipeline_view_counts_outbox_rows_and_recent_deliveries(db_pool) -> None:  # noqa: ANN001
+    destination = f"dest-{uuid.uuid4().hex[:6]}"
+    await add_outbox_rows(db_pool, destination, pending=1, dead=2, delivered=6)
+    async with app_for(db_pool, {}) as client:
+        body = (await client.get("/v1/monitoring/pipeline")).json()
+    [row] = [r for r in body["outbox"] if r["destination"] == destination]
+    assert row == {"destination": destination, "pending": 1, "dead": 2, "delivered_recently": 6,
+                   "delivered_per_minute": 0.1}  # 6 in the last 60 minutes
+    assert set(body["consumer_lag"]) == {"router", "analytics"}
+
+
+async def test_health_and_readiness(db_pool, kafka_bootstrap) -> None:  # noqa: ANN001
+    ready = {"postgresql": postgres_probe(db_pool), "kafka": kafka_probe(kafka_bootstrap)}
+    async with app_for(db_pool, ready) as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        answer = await client.get("/readyz")
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ready", "checks": {"postgresql": "ok", "kafka": "ok"}}
+
+
+async def test_not_ready_when_kafka_does_not_answer(db_pool) -> None:  # noqa: ANN001
+    probes = {"postgresql": postgres_probe(db_pool), "kafka": kafka_probe("127.0.0.1:1", timeout_s=1)}
+    async with app_for(db_pool, probes) as client:
+        answer = await client.get("/readyz")
+    assert answer.status_code == 503
+    body = answer.json()
+    assert body["status"] == "unavailable" and body["checks"]["postgresql"] == "ok"
+    assert body["checks"]["kafka"] != "ok"
