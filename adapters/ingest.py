@@ -123,7 +123,7 @@ class Canonicaliser:
                 event = _model_call(model.event_from_xml, element)
                 event = dataclasses.replace(event, event_id=event_id_for(event.idempotency_key),
                                             recorded_at=self._clock())
-                good.append(self._canonical(vendor, index, event))
+                good.append(self._canonical(index, event, id_from=event.idempotency_key))
             except Fault as fault:
                 bad.append(_problem(index, fault, default_path=xmlsafe.location(element)))
         return good, bad
@@ -138,10 +138,11 @@ class Canonicaliser:
         guess = f"{data.get('source_system')}/{data.get('source_record_id')}/{data.get('version')}"
         data["event_id"] = str(event_id_for(guess))
         data["recorded_at"] = self._clock().isoformat()
-        return self._canonical(vendor, index, _model_call(model.event_from_dict, data))
+        return self._canonical(index, _model_call(model.event_from_dict, data), id_from=guess)
 
-    def _canonical(self, vendor: Vendor, index: int, event: model.Event) -> CanonicalEvent:
-        if event.event_id != event_id_for(event.idempotency_key):
+    def _canonical(self, index: int, event: model.Event, *, id_from: str) -> CanonicalEvent:
+        """``id_from``: the key the event's id was derived from; fixed here if it is not the real key."""
+        if event.idempotency_key != id_from:
             event = dataclasses.replace(event, event_id=event_id_for(event.idempotency_key))
         document = event.to_xml()
         # Our own output is validated too, so the topic holds only events valid against the XSD.
