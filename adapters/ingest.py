@@ -42,8 +42,6 @@ log = structlog.get_logger(__name__)
 # Fixed forever: event ids already issued are derived from it.
 EVENT_ID_NAMESPACE = uuid.UUID("0d3f8a52-7c1e-5b6a-9e40-6a7c2b1e0e1d")
 
-_OWN_OUTPUT = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-
 HEADER_EVENT_TYPE = "event_type"
 HEADER_IDEMPOTENCY_KEY = "idempotency_key"
 HEADER_EVENT_ID = "event_id"
@@ -103,6 +101,8 @@ class Canonicaliser:
     def __init__(self, schemas: Schemas, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._schemas = schemas
         self._clock = clock
+        # For re-reading our own output; one per instance (lxml parsers are not for sharing across threads).
+        self._own_output = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
     def from_dicts(self, vendor: Vendor, items: Iterable[tuple[int, object]]
                    ) -> tuple[list[CanonicalEvent], list[Problem]]:
@@ -148,7 +148,7 @@ class Canonicaliser:
         # Our own output is validated too, so the topic holds only events valid against the XSD.
         # These bytes were serialised a moment ago by the model, not received: no need for
         # the hostile-input checks of xmlsafe.parse, only for a parser that resolves nothing.
-        self._schemas.validate_event(etree.fromstring(document, _OWN_OUTPUT))
+        self._schemas.validate_event(etree.fromstring(document, self._own_output))
         return CanonicalEvent(index, event, document)
 
 
