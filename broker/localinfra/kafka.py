@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import fcntl
+import hashlib
 import os
 import shutil
 import signal
@@ -125,21 +126,29 @@ class LocalKafka:
                 raise Failure("Maven (mvn) not found: run `apt-get install -y maven` "
                               "or set EJX_KAFKA_BOOTSTRAP to an existing Kafka")
             pom = self.cache_dir / "pom.xml"
-            pom.write_bytes(resources.files(__package__).joinpath(POM).read_bytes())
-            shutil.rmtree(self.libs_dir, ignore_errors=True)
+            pom.write_bytes(_pom_bytes())
+            # Fetched beside, then swapped in: a broker running from the old jars keeps finding its classes.
+            staging = self.cache_dir / "libs.partial"
+            shutil.rmtree(staging, ignore_errors=True)
             log.info("kafka.fetching_jars", version=self._settings.kafka_version, libs=str(self.libs_dir))
             started = time.monotonic()
             done = subprocess.run(
                 [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-                 f"-DoutputDirectory={self.libs_dir}", "-DincludeScope=runtime",
+                 f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
                  f"-Dkafka.version={self._settings.kafka_version}",
                  f"-Dejx.logging={'reload4j' if self._major == 3 else 'log4j2'}"],
                 capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=self.cache_dir)
-            jars = sorted(path.name for path in self.libs_dir.glob("*.jar"))
+            jars = sorted(path.name for path in staging.glob("*.jar"))
             if done.returncode != 0 or f"kafka_2.13-{self._settings.kafka_version}.jar" not in jars:
                 output = (done.stdout + done.stderr).strip()[-1500:]
                 raise Failure(f"Maven could not fetch Kafka {self._settings.kafka_version}: {output}")
-            (self.cache_dir / LIBS_MARKER).write_text("\n".join(jars) + "\n")
+            retired = self.cache_dir / "libs.retired"
+            shutil.rmtree(retired, ignore_errors=True)
+            if self.libs_dir.exists():
+                self.libs_dir.rename(retired)
+            staging.rename(self.libs_dir)
+            shutil.rmtree(retired, ignore_errors=True)
+            (self.cache_dir / LIBS_MARKER).write_text("\n".join([_pom_digest(), *jars]) + "\n")
             log.info("kafka.jars_ready", jars=len(jars), seconds=round(time.monotonic() - started, 1))
             return self.libs_dir
 
@@ -157,7 +166,8 @@ class LocalKafka:
         try:
             asyncio.run(self._until_usable(time.monotonic() + READY_TIMEOUT))
         except Failure as failure:
-            self.down()
+            self._stop(pid)
+            self.pid_file.unlink(missing_ok=True)
             raise Failure(f"{failure.description}\n--- broker log ---\n{self._log_tail()}") from failure
         log.info("kafka.ready", pid=pid, bootstrap=self.address, seconds=round(time.monotonic() - started, 1))
         return self.address
@@ -166,16 +176,7 @@ class LocalKafka:
         """SIGTERM (controlled shutdown), SIGKILL after a timeout; idempotent."""
         pid = self._pid()
         if pid is not None:
-            os.killpg(pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while self._alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if self._alive(pid):
-                log.warning("kafka.killed", pid=pid, after_seconds=STOP_TIMEOUT)
-                os.killpg(pid, signal.SIGKILL)
-                while self._alive(pid):
-                    time.sleep(0.1)
-            log.info("kafka.stopped", pid=pid)
+            self._stop(pid)
         self.pid_file.unlink(missing_ok=True)
 
     def is_up(self) -> bool:
@@ -196,8 +197,8 @@ class LocalKafka:
             raise Failure(f"{self.root} holds Kafka {formatted_with} data, settings ask for "
                           f"{self._settings.kafka_version}: delete {self.root} or set EJX_KAFKA_VERSION={formatted_with}")
         self.config_file.write_text(render_properties(server_properties(self._settings, data_dir=self.data_dir)))
-        self._logging_config().write_bytes(
-            resources.files(__package__).joinpath(self._logging_config().name).read_bytes())
+        logging_config = self._logging_config()
+        logging_config.write_bytes(resources.files(__package__).joinpath(logging_config.name).read_bytes())
         if (self.data_dir / "meta.properties").exists():
             return
         done = subprocess.run(
@@ -216,6 +217,11 @@ class LocalKafka:
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                 start_new_session=True, cwd=self.root)
         self.pid_file.write_text(f"{process.pid}\n")
+        # Popen can return before the child's command line shows kafka.Kafka; until it does,
+        # _alive() would take our own broker for a stranger.
+        deadline = time.monotonic() + 10
+        while not self._alive(process.pid) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
         return process.pid
 
     async def _until_usable(self, deadline: float) -> None:
@@ -261,16 +267,31 @@ class LocalKafka:
         return pid if self._alive(pid) else None
 
     def _alive(self, pid: int) -> bool:
-        """Running (not a zombie) and it is kafka.Kafka with our config, not a recycled pid."""
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+        """Running, and it is kafka.Kafka with our config, not a recycled pid."""
+        if not _running(pid):
+            return False
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except FileNotFoundError:
             return False
         return b"kafka.Kafka" in argv and str(self.config_file).encode() in argv
+
+    def _stop(self, pid: int) -> None:
+        """Signal the broker's whole session (it leads one), escalating to SIGKILL."""
+        for sig, patience in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + patience
+            while _running(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not _running(pid):
+                break
+            log.warning("kafka.not_stopping", pid=pid, signal=sig.name, waited_seconds=patience)
+        if _running(pid):
+            raise Failure(f"Kafka (pid {pid}) survived SIGKILL")
+        log.info("kafka.stopped", pid=pid)
 
     def _refuse_busy_ports(self) -> None:
         for port in (self._settings.kafka_port, self._settings.kafka_controller_port):
@@ -280,10 +301,12 @@ class LocalKafka:
                                   "EJX_KAFKA_PORT / EJX_KAFKA_CONTROLLER_PORT to free ports")
 
     def _libs_complete(self) -> bool:
+        """Fetched by this very pom (a changed pom refetches) and no jar deleted since."""
         marker = self.cache_dir / LIBS_MARKER
         if not marker.exists():
             return False
-        return all((self.libs_dir / name).exists() for name in marker.read_text().split())
+        digest, *jars = marker.read_text().split() or [""]
+        return digest == _pom_digest() and all((self.libs_dir / name).exists() for name in jars)
 
     @contextmanager
     def _cache_lock(self) -> Iterator[None]:
@@ -299,3 +322,24 @@ class LocalKafka:
             if path.exists():
                 parts.append(f"[{path.name}]\n{path.read_text(errors='replace')[-chars:]}")
         return "\n".join(parts) or f"(no log under {self.logs_dir})"
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (a child of ours that exited is reaped here)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _pom_bytes() -> bytes:
+    return resources.files(__package__).joinpath(POM).read_bytes()
+
+
+def _pom_digest() -> str:
+    return hashlib.sha256(_pom_bytes()).hexdigest()
