@@ -10,12 +10,14 @@ projection must stay exactly as it was.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from broker import kafka
+from broker.faults import Failure
 from broker.settings import Settings
 from broker.validation import Schemas
 from consumers.analytics import AnalyticsConsumer, AnalyticsOptions
@@ -81,3 +83,27 @@ async def test_topic_gives_the_hand_computed_projections_and_a_replay_changes_no
     assert await snapshot(db_pool) == before
     assert await db_pool.fetchval("SELECT count(*) FROM inbox WHERE consumer = 'analytics'") == len(JOURNAL) - 2
     await assert_expected(db_pool)
+
+
+async def test_a_malformed_event_goes_to_the_dlq_and_the_next_one_is_applied(
+        db_settings, db_pool, fresh_topic) -> None:  # noqa: ANN001
+    dlq_topic = f"{fresh_topic}.dlq"
+    await kafka.ensure_topics(db_settings, [dlq_topic], partitions=1)
+    settings = db_settings.model_copy(update={"events_topic": fresh_topic, "dlq_topic": dlq_topic})
+    await register(db_pool)
+    good = JOURNAL[1]  # g7 v1, a GradePosted of sch-001
+    async with kafka.running(kafka.producer(settings)) as producer:
+        await producer.send_and_wait(fresh_topic, b"<GradePosted xmlns='urn://ejx/events/1'/>", key=b"sch-001",
+                                     headers=[("event_type", b"GradePosted")])
+        await producer.send_and_wait(fresh_topic, good.event.to_xml(), key=b"sch-001", headers=headers(good))
+
+    await consume_all(settings, db_pool, f"ejx-analytics-{uuid.uuid4().hex[:8]}")
+    assert await db_pool.fetchval("SELECT mark_value FROM diary_grades WHERE grade_record_id = 'g7'") == "3"
+    async with kafka.running(kafka.consumer(settings, dlq_topic, group_id=None)) as reader, \
+            asyncio.timeout(CATCH_UP_LIMIT_S):
+        rejected = await reader.getone()
+    with contextlib.suppress(Failure):  # cleanup of a test topic is best effort
+        await kafka.delete_topics(settings, [dlq_topic])
+    found = kafka.decode_headers(rejected.headers)
+    assert found["fault_code"] == "InvalidContent" and found["consumer"] == "analytics"
+    assert found["event_type"] == "GradePosted" and rejected.key == b"sch-001"
