@@ -17,9 +17,11 @@ from broker.settings import Settings
 
 # Modules that export a ``commands`` list of click commands or groups.
 COMMAND_MODULES = (
+    "broker.localinfra.commands",
     "broker.db",
     "broker.xmlcommands",
     "broker.registry",
+    "broker.diary_access",
     "adapters.commands",
 )
 
