@@ -131,14 +131,8 @@ async def ensure_topics(
     for name, code, *message in response.topic_errors:
         if code == 0:
             log.info("kafka.topic_created", topic=name, partitions=count, replication_factor=replication_factor)
-            continue
-        error = for_code(code)
-        if error is TopicAlreadyExistsError:
-            continue
-        detail = message[0] if message and message[0] else error.__name__
-        if error.retriable:
-            raise Failure(f"creating topic {name} failed: {detail}")
-        raise ValueError(f"creating topic {name} was refused: {detail}")
+        elif for_code(code) is not TopicAlreadyExistsError:
+            _raise_for(code, f"creating topic {name}", message[0] if message else None)
 
 
 async def delete_topics(settings: Settings, names: Iterable[str]) -> None:
@@ -149,9 +143,17 @@ async def delete_topics(settings: Settings, names: Iterable[str]) -> None:
     async with _admin(settings.kafka_address) as admin:
         response = await admin.delete_topics(names)
     for name, code in response.topic_error_codes:
-        error = for_code(code)
-        if code != 0 and error is not UnknownTopicOrPartitionError:
-            raise Failure(f"deleting topic {name} failed: {error.__name__}")
+        if code != 0 and for_code(code) is not UnknownTopicOrPartitionError:
+            _raise_for(code, f"deleting topic {name}", None)
+
+
+def _raise_for(code: int, action: str, message: str | None) -> None:
+    """A retriable broker error becomes a Failure; a refusal stays aiokafka's own error class."""
+    error = for_code(code)
+    detail = f"{action} failed: {message or error.__name__}"
+    if error.retriable:
+        raise Failure(detail)
+    raise error(detail)
 
 
 async def wait_ready(bootstrap: str, *, timeout: float) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import socket
+import uuid
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import InvalidReplicationFactorError
 
 from broker import kafka
 from broker.faults import Failure
@@ -50,3 +53,28 @@ async def test_producer_start_on_a_closed_port_is_a_retriable_failure() -> None:
 def test_headers_round_trip() -> None:
     headers = {"fault-code": "InvalidContent", "description": "оценка вне шкалы"}
     assert kafka.decode_headers(kafka.encode_headers(headers)) == headers
+
+
+
+async def partition_count(bootstrap: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return len(described["partitions"])
+
+
+@pytest.mark.kafka
+async def test_ensure_topics_leaves_an_existing_topic_as_it_is(
+        kafka_settings: Settings, kafka_bootstrap: str, fresh_topic: str) -> None:
+    await kafka.ensure_topics(kafka_settings, [fresh_topic], partitions=1)
+    assert await partition_count(kafka_bootstrap, fresh_topic) == 3
+
+
+@pytest.mark.kafka
+async def test_a_topic_the_cluster_cannot_hold_is_refused_not_retried(
+        kafka_settings: Settings, kafka_bootstrap: str) -> None:
+    with pytest.raises(InvalidReplicationFactorError):
+        await kafka.ensure_topics(kafka_settings, [f"ejx.test.{uuid.uuid4().hex[:12]}"], replication_factor=99)
