@@ -116,3 +116,16 @@ class Outage:
             await send({"type": "http.response.body", "body": b"portal is down"})
             return
         await self.app(scope, receive, send)
+
+
+def term_grade_xml(record: str, *, school: str = "sch-77-0412", version: int = 1) -> bytes:
+    """A canonical TermGradeFinalized, built through the model."""
+    from datetime import UTC, datetime
+
+    from broker.model import Mark, MarkScale, TermGradeFinalized, TermPeriod
+    now = datetime(2026, 12, 25, 9, 0, tzinfo=UTC)
+    return TermGradeFinalized(
+        event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"{record}/{version}"), source_system="dnevnik-plus",
+        source_record_id=record, version=version, occurred_at=now, recorded_at=now, school_id=school,
+        academic_year="2026-2027", actor_id="tc-77b0c3d2", student_id="st-77k3f9q2m", subject_code="MATH",
+        term_id="2026-2027-q2", period=TermPeriod.QUARTER, mark=Mark(MarkScale.FIVE_POINT, "4")).to_xml()

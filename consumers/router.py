@@ -1,0 +1,344 @@
+"""The router: canonical events → signed envelopes in the outbox, one PostgreSQL transaction per batch.
+
+For each batch from ``ejx.events.v1`` the router parses and validates every
+event, routes it (:mod:`broker.routing`), builds, validates and signs one
+envelope per recipient, and commits the outbox rows together with the events'
+inbox keys (consumer "router"). Kafka offsets are committed only after that
+commit, so a crash in between re-reads the batch and the inbox turns every
+event of it into a skip: nothing is delivered twice.
+
+Invalid or unroutable events go to ``ejx.events.dlq.v1`` with fault headers
+and are committed; a retriable failure (PostgreSQL or Kafka down, signer
+unavailable) rewinds to the batch's first offsets and retries after a backoff.
+
+A TestMessage (``test_message`` header) becomes an envelope with TestMessage,
+which receivers record and never apply; its inbox key is kept apart so that it
+never shadows the real event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from lxml import etree
+
+from broker import kafka, outbox, xmlsafe
+from broker.backoff import Backoff
+from broker.db import UnitOfWork
+from broker.envelope import build_envelope, new_message_id
+from broker.faults import Failure, Fault, InvalidContent, UnknownMessageType
+from broker.model import Event
+from broker.outbox import NewMessage
+from broker.routing import Route, RoutingTable
+from broker.settings import Settings
+from broker.signing import Signer
+from broker.validation import Schemas, read_events
+
+log = structlog.get_logger(__name__)
+
+CONSUMER = "router"
+"""Name in the inbox and in DLQ headers."""
+HEADER_TEST_MESSAGE = "test_message"
+HEADER_FAULT_CODE = "fault_code"
+HEADER_FAULT_DESCRIPTION = "fault_description"
+HEADER_CONSUMER = "consumer"
+
+
+@dataclass(frozen=True)
+class RouterOptions:
+    """How the router reads, batches and retries."""
+
+    group_id: str = "ejx-router"
+    """Kafka consumer group on the events topic."""
+    max_records: int = 500
+    """Most records per batch (one PostgreSQL transaction)."""
+    poll_timeout_ms: int = 500
+    """How long one poll waits before checking whether to stop."""
+    backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.5, cap_s=30.0))
+    """Pause before retrying a batch after a retriable failure."""
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did; the router's unit of progress."""
+
+    routed: int = 0
+    """Events that got outbox rows in this batch."""
+    skipped: int = 0
+    """Events the inbox had seen (or repeated within the batch)."""
+    rejected: int = 0
+    """Events sent to the DLQ (or, in a replay, counted only)."""
+    messages: int = 0
+    """Outbox rows written."""
+    redelivered: int = 0
+    """Seen events given new envelopes referencing their originals (replay --redeliver)."""
+
+
+AfterCommit = Callable[[BatchOutcome], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    record: ConsumerRecord
+    root: etree._Element
+    event: Event
+    test: bool
+
+    @property
+    def inbox_key(self) -> str:
+        key = self.event.idempotency_key
+        return f"test:{key}" if self.test else key
+
+
+@dataclass(frozen=True)
+class _Rejected:
+    record: ConsumerRecord
+    fault: Fault
+
+
+class Router:
+    """Consumes the events topic; ``run`` until ``stop``; ``process`` for one batch (also used by replay)."""
+
+    def __init__(self, settings: Settings, *, pool: asyncpg.Pool, producer: AIOKafkaProducer, signer: Signer,
+                 schemas: Schemas, routing: RoutingTable, options: RouterOptions = RouterOptions(),
+                 after_commit: AfterCommit | None = None) -> None:
+        """``producer`` (started, idempotent) sends to the DLQ; ``after_commit`` runs between the
+        PostgreSQL commit and the offset commit — a seam for crash tests and metrics."""
+        self._settings = settings
+        self._pool = pool
+        self._producer = producer
+        self._signer = signer
+        self._schemas = schemas
+        self._routing = routing
+        self._options = options
+        self._after_commit = after_commit
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Route until ``stop``; the batch in flight is finished and its offsets committed first."""
+        consumer = kafka.consumer(self._settings, self._settings.events_topic, group_id=self._options.group_id,
+                                  max_poll_records=self._options.max_records)
+        async with kafka.running(consumer):
+            log.info("router.started", topic=self._settings.events_topic, group_id=self._options.group_id)
+            failures = 0
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=self._options.poll_timeout_ms,
+                                                 max_records=self._options.max_records)
+                records = [r for partition in batches.values() for r in partition]
+                if not records:
+                    continue
+                try:
+                    await self.process(records)
+                except Fault as fault:
+                    if not fault.retriable:
+                        raise
+                    failures += 1
+                    delay = self._options.backoff.delay(failures)
+                    log.warning("router.batch_retry", code=fault.code, error=fault.description,
+                                records=len(records), retry_in_s=round(delay, 2))
+                    _rewind(consumer, batches)
+                    await _sleep_unless(stop, delay)
+                    continue
+                failures = 0
+                await _commit(consumer, batches)
+        log.info("router.stopped")
+
+    async def process(self, records: Sequence[ConsumerRecord], *, redeliver: bool = False,
+                      dead_letters: bool = True) -> BatchOutcome:
+        """Route one batch durably; returns once the PostgreSQL transaction committed.
+
+        ``redeliver``: events the inbox has seen get new envelopes with ReferenceMessageID =
+        their first MessageID per recipient. ``dead_letters=False`` counts rejects without
+        sending them to the DLQ again (replays of a topic the DLQ already saw).
+        """
+        try:
+            return await self._process(records, redeliver=redeliver, dead_letters=dead_letters)
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+            raise Failure(f"PostgreSQL: {error!r}") from error
+
+    async def _process(self, records: Sequence[ConsumerRecord], *, redeliver: bool,
+                       dead_letters: bool) -> BatchOutcome:
+        outcome = BatchOutcome()
+        accepted, rejected = self._read(records)
+        outcome.rejected = len(rejected)
+
+        # First occurrence of each key in the batch; later copies are skips.
+        unique: dict[str, _Accepted] = {}
+        for item in accepted:
+            unique.setdefault(item.inbox_key, item)
+        outcome.skipped += len(accepted) - len(unique)
+
+        async with UnitOfWork(self._pool) as uow:
+            conn = uow.connection
+            seen = {row["idempotency_key"] for row in await conn.fetch(
+                "SELECT idempotency_key FROM inbox WHERE consumer = $1 AND idempotency_key = ANY($2::text[])",
+                CONSUMER, list(unique))}
+            districts = dict(await conn.fetch(
+                "SELECT school_id, district FROM schools WHERE school_id = ANY($1::text[])",
+                list({item.event.school_id for item in unique.values()})))
+            origins: dict[tuple[str, str], uuid.UUID] = {}
+            if redeliver and seen:
+                origins = {(row["idempotency_key"], row["recipient"]): row["message_id"] for row in await conn.fetch(
+                    """SELECT idempotency_key, recipient, message_id FROM message_origin
+                       WHERE idempotency_key = ANY($1::text[])""", list(seen))}
+
+            fresh, again, plans = [], [], []
+            for key, item in unique.items():
+                if key in seen and not redeliver:
+                    outcome.skipped += 1
+                    _log_record("router.skipped", item.record, idempotency_key=key)
+                    continue
+                routes = self._routing.route(event_type=item.event.type.value, school_id=item.event.school_id,
+                                             district=districts.get(item.event.school_id))
+                if not routes:
+                    rejected.append(_Rejected(item.record, UnknownMessageType(
+                        f"no routing rule matches {item.event.type.value} of school {item.event.school_id}")))
+                    outcome.rejected += 1
+                    continue
+                (again if key in seen else fresh).append(item)
+                plans.append((item, routes, key in seen))
+
+            built = await asyncio.to_thread(self._build_all, plans, origins)
+            messages: list[NewMessage] = []
+            for item, result in zip([p[0] for p in plans], built):
+                if isinstance(result, Fault):
+                    rejected.append(_Rejected(item.record, result))
+                    outcome.rejected += 1
+                    fresh = [f for f in fresh if f is not item]
+                    again = [a for a in again if a is not item]
+                else:
+                    messages.extend(result)
+
+            if dead_letters:
+                await self._dead_letters(rejected)
+
+            claimed = set()
+            if fresh:
+                claimed = {row["idempotency_key"] for row in await conn.fetch(
+                    """INSERT INTO inbox (consumer, idempotency_key, event_id)
+                       SELECT $1, k, e FROM unnest($2::text[], $3::uuid[]) AS t(k, e)
+                       ON CONFLICT DO NOTHING RETURNING idempotency_key""",
+                    CONSUMER, [f.inbox_key for f in fresh], [f.event.event_id for f in fresh])}
+            # A concurrent router (a zombie after a rebalance) may have claimed a key meanwhile: its
+            # envelopes are the ones that count, ours are dropped with the key.
+            lost = {f.inbox_key for f in fresh} - claimed
+            keep = [m for m in messages if m.idempotency_key not in lost]
+            outcome.skipped += len(lost)
+            outcome.routed = len(fresh) - len(lost)
+            outcome.redelivered = len(again)
+            outcome.messages = await outbox.enqueue(conn, keep)
+            originals = [m for m in keep if m.reference_message_id is None]
+            if originals:
+                await conn.execute(
+                    """INSERT INTO message_origin (idempotency_key, destination, recipient, message_id)
+                       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[])
+                       ON CONFLICT DO NOTHING""",
+                    [m.idempotency_key for m in originals], [m.destination for m in originals],
+                    [m.recipient for m in originals], [m.message_id for m in originals])
+            await uow.commit()
+
+        for message in keep:
+            log.info("router.routed", message_id=str(message.message_id), recipient=message.recipient,
+                     destination=message.destination, idempotency_key=message.idempotency_key,
+                     reference_message_id=str(message.reference_message_id or ""))
+        if self._after_commit is not None:
+            await self._after_commit(outcome)
+        return outcome
+
+    def _read(self, records: Sequence[ConsumerRecord]) -> tuple[list[_Accepted], list[_Rejected]]:
+        accepted, rejected = [], []
+        for record in records:
+            try:
+                root = xmlsafe.parse(record.value or b"")
+                self._schemas.validate_event(root)
+                events = read_events(root)
+                if len(events) != 1:
+                    raise InvalidContent(f"expected one event per record, got {len(events)}")
+            except Fault as fault:
+                if fault.retriable:
+                    raise
+                rejected.append(_Rejected(record, fault))
+                continue
+            headers = kafka.decode_headers(record.headers or ())
+            test = headers.get(HEADER_TEST_MESSAGE, "").lower() in ("true", "1")
+            accepted.append(_Accepted(record, root, events[0], test))
+        return accepted, rejected
+
+    def _build_all(self, plans, origins) -> list[list[NewMessage] | Fault]:
+        """Envelopes of every planned event (in a worker thread: signing is CPU work)."""
+        results: list[list[NewMessage] | Fault] = []
+        for item, routes, seen in plans:
+            try:
+                results.append([self._envelope(item, route, origins.get((item.inbox_key, route.recipient)) if seen else None)
+                                for route in routes])
+            except Fault as fault:
+                if fault.retriable:
+                    raise
+                results.append(fault)
+        return results
+
+    def _envelope(self, item: _Accepted, route: Route, reference: uuid.UUID | None) -> NewMessage:
+        message_id = new_message_id()
+        envelope = build_envelope(item.root, recipient=route.recipient, sender=self._settings.sender,
+                                  test=item.test or route.test, message_id=message_id,
+                                  reference_message_id=reference)
+        self._signer.sign(envelope)
+        self._schemas.validate_envelope(envelope)
+        return NewMessage(message_id=message_id, destination=route.channel, partition_key=item.event.school_id,
+                          payload=xmlsafe.to_bytes(envelope), recipient=route.recipient,
+                          content_type=item.event.type.value, idempotency_key=item.inbox_key,
+                          reference_message_id=reference)
+
+    async def _dead_letters(self, rejected: Sequence[_Rejected]) -> None:
+        """Send every reject to the DLQ and wait until Kafka holds them all."""
+        if not rejected:
+            return
+        try:
+            futures = []
+            for item in rejected:
+                record = item.record
+                headers = [*(record.headers or ()),
+                           (HEADER_FAULT_CODE, item.fault.code.encode()),
+                           (HEADER_FAULT_DESCRIPTION, item.fault.description[:1000].encode()),
+                           (HEADER_CONSUMER, CONSUMER.encode())]
+                futures.append(await self._producer.send(self._settings.dlq_topic, record.value, key=record.key,
+                                                         headers=headers))
+                _log_record("router.rejected", record, code=item.fault.code, error=item.fault.description)
+            await asyncio.gather(*futures)
+        except KafkaError as error:
+            raise Failure(f"DLQ {self._settings.dlq_topic}: {error!r}") from error
+
+
+def _log_record(event: str, record: ConsumerRecord, **fields: object) -> None:
+    with structlog.contextvars.bound_contextvars(topic=record.topic, partition=record.partition,
+                                                 offset=record.offset):
+        log.info(event, **fields)
+
+
+def _rewind(consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    for tp, records in batches.items():
+        if records:
+            consumer.seek(tp, records[0].offset)
+
+
+async def _commit(consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
+    try:
+        await consumer.commit(offsets)
+    except CommitFailedError as error:
+        # The partitions moved to another member; it re-reads from the last commit and the
+        # inbox turns what we routed into skips. Nothing is lost, nothing doubled.
+        log.warning("router.commit_lost_to_rebalance", error=repr(error))
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        pass

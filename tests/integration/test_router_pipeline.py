@@ -1,0 +1,142 @@
+"""Router on real Kafka and PostgreSQL: crash between commits, DLQ, TestMessage, both receivers end to end."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import TopicPartition
+
+from broker import kafka, xmlsafe
+from broker.delivery import InteragencyDestination, PortalDestination
+from broker.receivers import InteragencyPullClient, PullClientOptions, ReceiverLog, portal_receiver_app
+from broker.relay import Relay, RelayOptions
+from broker.smev_queue import PullQueue, pull_queue_router
+from consumers.router import Router
+from tests.delivery_support import event_xml, eventually, serving, term_grade_xml
+from tests.integration.router_support import pair, pipeline, read_all, schemas  # noqa: F401  (fixtures)
+
+from fastapi import FastAPI
+
+
+class Crash(BaseException):
+    """Stands for the process dying: nothing below the hook gets to run."""
+
+
+async def _count(pool, sql: str, *args) -> int:
+    return await pool.fetchval(sql, *args)
+
+
+async def _run_until(router: Router, done) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(router.run(stop))
+    try:
+        await eventually(done, timeout=90)
+    finally:
+        stop.set()
+        await task
+
+
+async def test_crash_between_database_commit_and_offset_commit_delivers_nothing_twice(pipeline):
+    events = 30
+    for school in ("sch-1", "sch-2", "sch-3"):
+        await pipeline.produce(*(event_xml(f"{school}-{i}", school=school) for i in range(events // 3)),
+                               key=school.encode())
+
+    async def crash(outcome):
+        raise Crash()
+    first = pipeline.router(after_commit=crash)
+    with pytest.raises(Crash):
+        await first.run(asyncio.Event())
+    routed_before_crash = await _count(pipeline.pool, "SELECT count(*) FROM outbox")
+    assert routed_before_crash > 0
+
+    group = first._options.group_id
+    probe = kafka.consumer(pipeline.settings, group_id=group)
+    async with kafka.running(probe):
+        tps = [TopicPartition(pipeline.settings.events_topic, p) for p in range(3)]
+        assert [await probe.committed(tp) for tp in tps] == [None, None, None], "offsets committed before crash"
+
+    second = pipeline.router(options=first._options)
+    await _run_until(second, lambda: _inbox_full(pipeline.pool, events))
+    assert await _count(pipeline.pool, "SELECT count(*) FROM outbox") == events
+    assert await _count(pipeline.pool, "SELECT count(DISTINCT idempotency_key) FROM outbox") == events
+
+    journal = ReceiverLog(pipeline.pool, "portal")
+    async with serving(portal_receiver_app(verifier=pipeline.verifier, journal=journal)) as base:
+        portal = PortalDestination(f"{base}/envelopes")
+        try:
+            assert await Relay(pipeline.pool, {"portal": portal}).drain() == events
+        finally:
+            await portal.close()
+    report = await journal.report()
+    assert (report.received, report.duplicates, report.bad_signatures) == (events, 0, 0)
+
+
+async def _inbox_full(pool, n):
+    return await pool.fetchval("SELECT count(*) FROM inbox WHERE consumer = 'router'") == n
+
+
+async def test_invalid_events_go_to_the_dlq_with_fault_headers_and_are_committed(pipeline):
+    good = event_xml("ok-1")
+    schema_invalid = event_xml("bad-1").replace(b"<Weight>2</Weight>", b"<Weight>heavy</Weight>")
+    await pipeline.produce(b"<not-closed>", schema_invalid, good, b"<!DOCTYPE x [<!ENTITY a 'b'>]><x>&a;</x>")
+    router = pipeline.router()
+    await _run_until(router, lambda: _inbox_full(pipeline.pool, 1))
+    dead = await eventually(lambda: _dlq(pipeline, 3))
+    assert sorted(dict(r.headers)["fault_code"] for r in dead) == [b"InvalidContent"] * 3
+    assert all(dict(r.headers)["fault_description"] and dict(r.headers)["consumer"] == b"router" for r in dead)
+    assert await _count(pipeline.pool, "SELECT count(*) FROM outbox") == 1
+
+    probe = kafka.consumer(pipeline.settings, group_id=router._options.group_id)
+    async with kafka.running(probe):
+        tps = [TopicPartition(pipeline.settings.events_topic, p) for p in range(3)]
+        ends = await probe.end_offsets(tps)
+        assert {tp: (await probe.committed(tp)) or 0 for tp in tps} == ends
+
+
+async def _dlq(pipeline, n):
+    records = await read_all(pipeline.settings, pipeline.settings.dlq_topic)
+    return records if len(records) >= n else None
+
+
+async def test_test_message_flag_reaches_the_envelope_and_keeps_its_own_inbox_key(pipeline):
+    await pipeline.produce(event_xml("t-1"), headers=[("test_message", b"true")])
+    await pipeline.produce(event_xml("t-1"))
+    await _run_until(pipeline.router(), lambda: _inbox_full(pipeline.pool, 2))
+    rows = await pipeline.pool.fetch("SELECT idempotency_key, payload FROM outbox ORDER BY id")
+    assert [r["idempotency_key"] for r in rows] == ["test:dnevnik-plus/t-1/1", "dnevnik-plus/t-1/1"]
+    flags = [pipeline.verifier.verify(xmlsafe.parse(r["payload"])).header.test for r in rows]
+    assert flags == [True, False]
+
+
+async def test_term_grade_reaches_portal_and_interagency_once_each_with_verified_signatures(pipeline):
+    await pipeline.produce(term_grade_xml("term-1"), event_xml("grade-1"))
+    await _run_until(pipeline.router(), lambda: _inbox_full(pipeline.pool, 2))
+
+    portal_log = ReceiverLog(pipeline.pool, "portal")
+    interagency_log = ReceiverLog(pipeline.pool, "interagency")
+    queue = PullQueue(pipeline.pool)
+    queue_app = FastAPI()
+    queue_app.include_router(pull_queue_router(queue))
+    async with (serving(portal_receiver_app(verifier=pipeline.verifier, journal=portal_log)) as portal_url,
+                serving(queue_app) as queue_url):
+        portal = PortalDestination(f"{portal_url}/envelopes")
+        interagency = InteragencyDestination(producer=pipeline.producer,
+                                             topic=pipeline.settings.interagency_topic, queue=queue)
+        try:
+            assert await Relay(pipeline.pool, {"portal": portal, "interagency": interagency},
+                               options=RelayOptions()).drain() == 3
+        finally:
+            await portal.close()
+        client = InteragencyPullClient(queue_url, verifier=pipeline.verifier, journal=interagency_log,
+                                       options=PullClientOptions(recipient="RSMEV"))
+        assert await client.pull_once() is True
+        assert await client.pull_once() is False
+
+    portal_report, interagency_report = await portal_log.report(), await interagency_log.report()
+    assert (portal_report.received, portal_report.duplicates, portal_report.bad_signatures) == (2, 0, 0)
+    assert (interagency_report.received, interagency_report.duplicates,
+            interagency_report.bad_signatures) == (1, 0, 0)
+    on_topic = await read_all(pipeline.settings, pipeline.settings.interagency_topic)
+    assert [(r.key, dict(r.headers)["content_type"]) for r in on_topic] == [(b"RSMEV", b"TermGradeFinalized")]
