@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "broker.registry",
     "broker.diary_access",
     "adapters.commands",
+    "broker.servecommands",
 )
 
 

@@ -117,11 +117,12 @@ async def ensure_topics(
     names: Iterable[str],
     *,
     partitions: int | None = None,
-    replication_factor: int = 1,
+    replication_factor: int | None = None,
 ) -> None:
     """Create the topics that do not exist yet; existing ones are left exactly as they are."""
     names = list(names)
     count = settings.topic_partitions if partitions is None else partitions
+    replication_factor = replication_factor or settings.topic_replication_factor
     if count < 1 or replication_factor < 1:
         raise ValueError("partitions and replication_factor must be at least 1")
     if not names:

@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     dlq_topic: str = Field(default="ejx.events.dlq.v1", description="Rejected events with fault headers.")
     interagency_topic: str = Field(default="ejx.outbound.interagency.v1", description="Signed envelopes, key = recipient.")
     topic_partitions: int = Field(default=3, description="Partitions of topics ejx creates.")
+    topic_replication_factor: int = Field(default=1, description="Replication factor of topics ejx creates.")
+    instance_id: str | None = Field(default=None, description=(
+        "Stable name of this process; fixes Kafka transactional ids so a restart fences its predecessor."))
+    db_pool_size: int = Field(default=20, description="PostgreSQL connections per process.")
+    routing_file: Path | None = Field(default=None, description="Routing rules (TOML); default: the packaged ones.")
+    silent_after_days: int = Field(default=3, description="A school with no event for this long is silent.")
+    timely_within_days: int = Field(default=1, description="A grade recorded this soon after its lesson is timely.")
 
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
     http_port: int = Field(default=8080, description="Port the HTTP server binds.")
