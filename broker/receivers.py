@@ -23,6 +23,7 @@ from lxml import etree
 from broker import xmlsafe
 from broker.delivery import fault_xml
 from broker.faults import Failure, Fault, MessageIsAlreadySent
+from broker.model import NAMESPACE as EVENTS_NAMESPACE
 from broker.signing import VerifiedEnvelope, Verifier
 from broker.smev_queue import ACK_PATH, GET_MESSAGE_PATH
 
@@ -57,13 +58,13 @@ class ReceiverLog:
         try:
             first = await self._pool.fetchval(
                 """INSERT INTO receiver_messages AS m (receiver, message_id, reference_message_id, sender, recipient,
-                                                       content_type, test)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)
+                                                       content_type, test, event_id)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                    ON CONFLICT (receiver, message_id)
                    DO UPDATE SET copies = m.copies + 1, last_received_at = now()
                    RETURNING copies = 1""",
                 self.receiver, header.message_id, header.reference_message_id, header.sender, header.recipient,
-                etree.QName(envelope.content).localname, header.test)
+                etree.QName(envelope.content).localname, header.test, _event_id(envelope.content))
         except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
             raise Failure(f"receiver log unavailable: {error}") from error
         return bool(first)
@@ -89,6 +90,12 @@ class ReceiverLog:
         rows = await self._pool.fetch("SELECT message_id, copies FROM receiver_messages WHERE receiver = $1",
                                       self.receiver)
         return {row["message_id"]: row["copies"] for row in rows}
+
+
+def _event_id(content: etree._Element) -> uuid.UUID | None:
+    """The carried event's id (signed content), so receipts can be matched to events."""
+    text = content.findtext(f"{{{EVENTS_NAMESPACE}}}EventId")
+    return uuid.UUID(text) if text else None
 
 
 async def take(data: bytes, *, verifier: Verifier, journal: ReceiverLog) -> tuple[VerifiedEnvelope, bool]:

@@ -56,6 +56,13 @@ def infra_group() -> None:
 @click.pass_obj
 def up(settings: Settings) -> None:
     """Start what is not configured externally, wait until ready, create topics (idempotent)."""
+    infra_up(settings)
+    click.echo(f"kafka     {settings.kafka_address}")
+    click.echo(f"postgres  {settings.database_dsn}")
+
+
+def infra_up(settings: Settings) -> None:
+    """Kafka and PostgreSQL ready to use: the configured ones, else local ones started here."""
     if settings.kafka_bootstrap is None:
         LocalKafka(settings).up()
     else:
@@ -65,8 +72,6 @@ def up(settings: Settings) -> None:
         LocalPostgres(settings).up()
     elif not asyncio.run(_external_postgres_up(settings.database_url)):
         raise Failure(f"PostgreSQL at {settings.database_url} does not answer SELECT 1")
-    click.echo(f"kafka     {settings.kafka_address}")
-    click.echo(f"postgres  {settings.database_dsn}")
 
 
 @infra_group.command("status")

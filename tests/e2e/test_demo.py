@@ -1,0 +1,50 @@
+"""The main job end to end: ``ejx demo`` on the real Kafka and PostgreSQL, checked against its input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from broker.model import TermGradeFinalized
+from broker.simulation import simulate
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+SIZE = {"schools": 3, "students_per_school": 6, "days": 1, "seed": 11}
+
+
+def test_demo_delivers_every_accepted_event_once_and_refuses_the_bad_ones(tmp_path: Path,
+                                                                         kafka_bootstrap: str) -> None:
+    report_file = tmp_path / "report.json"
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("ejx")), "demo", "--schools", str(SIZE["schools"]),
+         "--students-per-school", str(SIZE["students_per_school"]), "--days", str(SIZE["days"]),
+         "--seed", str(SIZE["seed"]), "--json", str(report_file)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "EJX_LOG_LEVEL": "warning"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+
+    day = simulate(**SIZE)
+    valid = [event for events in day.events.values() for event in events]
+    term_grades = sum(isinstance(event, TermGradeFinalized) for event in valid)
+    # Independent of the demo's own bookkeeping: what the generator made, by hand-written rules.
+    assert report["generated_valid"] == len(valid)
+    assert report["accepted"] == len(valid)
+    expected_codes = Counter(bad.expected_code for bad in day.rejected)
+    expected_codes.update({"SenderIsNotRegistered": 1, "InvalidContent": 1})  # no token; billion laughs
+    assert report["rejected_by_code"] == dict(expected_codes)
+    assert report["expected_deliveries"] == {"interagency": term_grades, "portal": len(valid)}
+    assert report["received"] == {"interagency": term_grades, "portal": len(valid)}
+    assert report["delivered"] == {"interagency": term_grades, "portal": len(valid)}
+    assert report["lost"] == {"interagency": 0, "portal": 0}
+    assert report["duplicates"] == {"interagency": 0, "portal": 0}
+    assert report["bad_signatures"] == {"interagency": 0, "portal": 0}
+    assert report["envelopes_signed"] == len(valid) + term_grades
+    assert report["school_statuses"] == {"live": SIZE["schools"], "never_connected": 1}
+    assert report["problems"] == []
