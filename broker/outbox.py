@@ -13,6 +13,7 @@ running one, so a row still being committed can never be overtaken.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,11 @@ import asyncpg
 import structlog
 
 log = structlog.get_logger(__name__)
+
+DATABASE_OUTAGES = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                    asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError, asyncpg.AdminShutdownError,
+                    asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
+"""Errors worth waiting out; any other PostgresError (a bug: bad SQL, missing migration) stops the caller."""
 
 
 class Status:

@@ -23,6 +23,7 @@ from lxml import etree
 from broker import xmlsafe
 from broker.delivery import fault_xml
 from broker.faults import Failure, Fault, MessageIsAlreadySent
+from broker.outbox import DATABASE_OUTAGES
 from broker.model import NAMESPACE as EVENTS_NAMESPACE
 from broker.signing import VerifiedEnvelope, Verifier
 from broker.smev_queue import ACK_PATH, GET_MESSAGE_PATH
@@ -65,7 +66,7 @@ class ReceiverLog:
                    RETURNING copies = 1""",
                 self.receiver, header.message_id, header.reference_message_id, header.sender, header.recipient,
                 etree.QName(envelope.content).localname, header.test, _event_id(envelope.content))
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+        except DATABASE_OUTAGES as error:
             raise Failure(f"receiver log unavailable: {error}") from error
         return bool(first)
 
@@ -74,7 +75,7 @@ class ReceiverLog:
             await self._pool.execute(
                 "INSERT INTO receiver_rejects (receiver, code, description) VALUES ($1, $2, $3)",
                 self.receiver, fault.code, fault.description[:2000])
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+        except DATABASE_OUTAGES as error:
             raise Failure(f"receiver log unavailable: {error}") from error
 
     async def report(self) -> ReceiverReport:

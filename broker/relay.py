@@ -87,7 +87,7 @@ class Relay:
                     next_sweep = time.monotonic() + self._options.sweep_every_s
                 result = await self.run_once()
                 failures = 0
-            except (Failure, OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+            except (Failure, *outbox.DATABASE_OUTAGES) as error:
                 # The database is what failed (destinations' faults never get here): wait, then try again.
                 failures += 1
                 delay = self._options.backoff.delay(failures, rng=self._rng)

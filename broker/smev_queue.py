@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from broker.faults import Failure, Fault, TargetMessageIsNotFound
+from broker.outbox import DATABASE_OUTAGES
 
 log = structlog.get_logger(__name__)
 
@@ -71,7 +72,7 @@ class PullQueue:
                        ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
                    RETURNING message_id, recipient, content_type, payload, deliveries""",
                 recipient, content_type, self._visibility)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+        except DATABASE_OUTAGES as error:
             raise Failure(f"pull queue unavailable: {error}") from error
         return QueuedMessage(**dict(row)) if row else None
 
@@ -87,7 +88,7 @@ class PullQueue:
     async def _execute(self, sql: str, *args: object) -> str:
         try:
             return await self._pool.execute(sql, *args)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+        except DATABASE_OUTAGES as error:
             raise Failure(f"pull queue unavailable: {error}") from error
 
 

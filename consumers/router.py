@@ -159,7 +159,7 @@ class Router:
         """
         try:
             return await self._process(records, redeliver=redeliver, dead_letters=dead_letters)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+        except outbox.DATABASE_OUTAGES as error:
             raise Failure(f"PostgreSQL: {error!r}") from error
 
     async def _process(self, records: Sequence[ConsumerRecord], *, redeliver: bool,

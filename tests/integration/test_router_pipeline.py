@@ -47,7 +47,7 @@ async def test_crash_between_database_commit_and_offset_commit_delivers_nothing_
         raise Crash()
     first = pipeline.router(after_commit=crash)
     with pytest.raises(Crash):
-        await first.run(asyncio.Event())
+        await asyncio.wait_for(first.run(asyncio.Event()), timeout=120)
     routed_before_crash = await _count(pipeline.pool, "SELECT count(*) FROM outbox")
     assert routed_before_crash > 0
 
