@@ -150,20 +150,22 @@ class Router:
         log.info("router.stopped")
 
     async def process(self, records: Sequence[ConsumerRecord], *, redeliver: bool = False,
-                      dead_letters: bool = True) -> BatchOutcome:
+                      dead_letters: bool = True, dry_run: bool = False) -> BatchOutcome:
         """Route one batch durably; returns once the PostgreSQL transaction committed.
 
         ``redeliver``: events the inbox has seen get new envelopes with ReferenceMessageID =
         their first MessageID per recipient. ``dead_letters=False`` counts rejects without
-        sending them to the DLQ again (replays of a topic the DLQ already saw).
+        sending them to the DLQ again (replays of a topic the DLQ already saw). ``dry_run`` does
+        all of it, signing included, then rolls back and sends nothing.
         """
         try:
-            return await self._process(records, redeliver=redeliver, dead_letters=dead_letters)
+            return await self._process(records, redeliver=redeliver, dead_letters=dead_letters and not dry_run,
+                                       dry_run=dry_run)
         except outbox.DATABASE_OUTAGES as error:
             raise Failure(f"PostgreSQL: {error!r}") from error
 
     async def _process(self, records: Sequence[ConsumerRecord], *, redeliver: bool,
-                       dead_letters: bool) -> BatchOutcome:
+                       dead_letters: bool, dry_run: bool) -> BatchOutcome:
         outcome = BatchOutcome()
         accepted, rejected = self._read(records)
         outcome.rejected = len(rejected)
@@ -241,6 +243,8 @@ class Router:
                        ON CONFLICT DO NOTHING""",
                     [m.idempotency_key for m in originals], [m.destination for m in originals],
                     [m.recipient for m in originals], [m.message_id for m in originals])
+            if dry_run:
+                return outcome
             await uow.commit()
 
         for message in keep:

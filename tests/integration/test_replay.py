@@ -1,0 +1,82 @@
+"""Replay through the router: nothing new without --redeliver; one referencing envelope per event with it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from broker import xmlsafe
+from broker.delivery import PortalDestination
+from broker.receivers import ReceiverLog, portal_receiver_app
+from broker.relay import Relay
+from broker.replay import ReplayRange, replay
+from tests.delivery_support import event_xml, eventually, serving
+from tests.integration.router_support import pair, pipeline, schemas  # noqa: F401  (fixtures)
+
+EVENTS = 12
+
+
+async def _route_and_deliver(pipeline, journal, url, router=None) -> int:
+    if router is not None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(router.run(stop))
+        try:
+            await eventually(lambda: _inbox(pipeline.pool, EVENTS), timeout=90)
+        finally:
+            stop.set()
+            await task
+    destination = PortalDestination(url)
+    try:
+        return await Relay(pipeline.pool, {"portal": destination}).drain()
+    finally:
+        await destination.close()
+
+
+async def _inbox(pool, n):
+    return await pool.fetchval("SELECT count(*) FROM inbox") == n
+
+
+async def test_replay_delivers_nothing_twice_and_redeliver_references_the_originals(pipeline):
+    started = datetime.now(UTC) - timedelta(minutes=1)
+    for school in ("sch-1", "sch-2", "sch-3"):
+        await pipeline.produce(*(event_xml(f"{school}-{i}", school=school) for i in range(EVENTS // 3)),
+                               key=school.encode())
+    journal = ReceiverLog(pipeline.pool, "portal")
+    async with serving(portal_receiver_app(verifier=pipeline.verifier, journal=journal)) as base:
+        url = f"{base}/envelopes"
+        assert await _route_and_deliver(pipeline, journal, url, pipeline.router()) == EVENTS
+        originals = await journal.message_ids()
+
+        everything = ReplayRange(topic=pipeline.settings.events_topic, from_offset=0)
+        seen = []
+        report = await replay(pipeline.settings, pipeline.router(), everything, on_start=seen.append)
+        assert seen == [EVENTS] and report.records == EVENTS
+        assert (report.total.skipped, report.total.messages) == (EVENTS, 0)
+        assert await _route_and_deliver(pipeline, journal, url) == 0
+
+        dry = await replay(pipeline.settings, pipeline.router(), everything, redeliver=True, dry_run=True)
+        assert dry.total.redelivered == EVENTS
+        assert await pipeline.pool.fetchval("SELECT count(*) FROM outbox") == EVENTS
+
+        by_time = ReplayRange(topic=pipeline.settings.events_topic, from_time=started)
+        report = await replay(pipeline.settings, pipeline.router(), by_time, redeliver=True)
+        assert (report.total.redelivered, report.total.messages) == (EVENTS, EVENTS)
+        assert await _route_and_deliver(pipeline, journal, url) == EVENTS
+
+    rows = await pipeline.pool.fetch("SELECT message_id, reference_message_id FROM receiver_messages")
+    references = [r["reference_message_id"] for r in rows if r["reference_message_id"] is not None]
+    assert len(rows) == 2 * EVENTS
+    assert sorted(references) == sorted(originals), "each redelivery references one original, once"
+    assert set((await journal.message_ids()).values()) == {1}
+    # The reference is inside the signed header, not only in our tables.
+    payloads = await pipeline.pool.fetch("SELECT payload FROM outbox WHERE reference_message_id IS NOT NULL")
+    assert {pipeline.verifier.verify(xmlsafe.parse(p["payload"])).header.reference_message_id
+            for p in payloads} == set(originals)
+
+
+async def test_replay_of_one_partition_up_to_a_time_reads_only_that(pipeline):
+    await pipeline.produce(event_xml("p-1", school="sch-1"), key=b"sch-1")
+    report = await replay(pipeline.settings, pipeline.router(), ReplayRange(
+        topic=pipeline.settings.events_topic, from_offset=0, partition=0,
+        to_time=datetime.now(UTC) - timedelta(days=1)), dry_run=True)
+    assert report.records == 0 and list(report.partitions) == [0]
