@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "broker.diary_access",
     "adapters.commands",
     "broker.servecommands",
+    "broker.opscommands",
 )
 
 

@@ -1,0 +1,54 @@
+"""Operator commands against the test's own database: outbox status and redrive."""
+
+from __future__ import annotations
+
+import asyncpg
+from click.testing import CliRunner
+
+from broker.cli import main
+from broker.envelope import new_message_id
+
+
+def _seed(database_url: str) -> None:
+    import asyncio
+
+    async def seed():
+        conn = await asyncpg.connect(database_url)
+        try:
+            for status, error in (("dead", "InvalidContent: HTTP 400"), ("dead", "Failure: HTTP 500"),
+                                  ("pending", None), ("delivered", None)):
+                await conn.execute(
+                    """INSERT INTO outbox (message_id, destination, partition_key, payload, status, attempts,
+                                           last_error, recipient, content_type)
+                       VALUES ($1, 'portal', 'sch-1', '<x/>', $2, 3, $3, 'EPGU', 'GradePosted')""",
+                    new_message_id(), status, error)
+        finally:
+            await conn.close()
+    asyncio.run(seed())
+
+
+def test_outbox_status_and_redrive(database_url, monkeypatch):
+    monkeypatch.setenv("EJX_DATABASE_URL", database_url)
+    _seed(database_url)
+    runner = CliRunner()
+    status = runner.invoke(main, ["outbox", "status"])
+    assert status.exit_code == 0, status.output
+    assert "portal" in status.output and "HTTP 400" in status.output
+    summary_line = next(line for line in status.output.splitlines() if "portal" in line and "│" in line)
+    assert [cell.strip() for cell in summary_line.split("│")[1:5]] == ["portal", "1", "1", "2"]
+
+    assert runner.invoke(main, ["outbox", "redrive"]).exit_code != 0, "--dead is required"
+    redrive = runner.invoke(main, ["outbox", "redrive", "--dead", "--destination", "interagency"])
+    assert redrive.exit_code == 0 and "redriven: 0 row(s)" in redrive.output
+    redrive = runner.invoke(main, ["outbox", "redrive", "--dead", "--destination", "portal",
+                                   "--since", "2000-01-01T00:00:00"])
+    assert redrive.exit_code == 0 and "redriven: 2 row(s)" in redrive.output
+    again = runner.invoke(main, ["outbox", "status"])
+    summary_line = next(line for line in again.output.splitlines() if "portal" in line and "│" in line)
+    assert [cell.strip() for cell in summary_line.split("│")[1:5]] == ["portal", "3", "1", "0"]
+
+
+def test_replay_needs_exactly_one_start(database_url, monkeypatch):
+    monkeypatch.setenv("EJX_DATABASE_URL", database_url)
+    result = CliRunner().invoke(main, ["replay", "--from-offset", "0", "--from-time", "2026-01-01T00:00:00"])
+    assert result.exit_code != 0 and "exactly one" in result.output
