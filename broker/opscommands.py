@@ -156,7 +156,7 @@ def outbox_redrive_command(settings: Settings, dead: bool, destination: str | No
 @click.option("--redeliver", is_flag=True,
               help="Give already routed events new MessageIDs with ReferenceMessageID = the original.")
 @click.option("--routing", "routing_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              default=None, help="Routing rules (default: the packaged broker/routing.toml).")
+              default=None, help="Routing rules (default: EJX_ROUTING_FILE, else the packaged rules).")
 @click.pass_obj
 def replay_command(settings: Settings, topic: str | None, from_time: str | None, from_offset: int | None,
                    to_time: str | None, partition: int | None, dry_run: bool, redeliver: bool,
@@ -169,7 +169,7 @@ def replay_command(settings: Settings, topic: str | None, from_time: str | None,
         raise click.UsageError(fault.description) from None
 
     async def main():
-        routing = RoutingTable.load(routing_file)
+        routing = RoutingTable.load(routing_file or settings.routing_file)
         schemas = Schemas.load()
         signer = XmlDsigSigner.from_pem_files(settings.signing_key_file, settings.signing_cert_file)
         async with _pool(settings) as pool, kafka.running(kafka.producer(settings)) as producer:

@@ -114,17 +114,20 @@ async def enqueue(conn: asyncpg.Connection, messages: Sequence[NewMessage]) -> i
     return len(rows)
 
 
-async def claim(pool: asyncpg.Pool, *, limit: int, lease: timedelta) -> list[OutboxMessage]:
-    """Lease up to ``limit`` due rows, at most one per (destination, partition_key), oldest first.
+async def claim(pool: asyncpg.Pool, *, keys: int, per_key: int = 1, lease: timedelta) -> list[OutboxMessage]:
+    """Lease the next rows of up to ``keys`` (destination, partition_key) pairs whose earliest row is due.
 
-    The lease pushes ``next_attempt_at`` forward and counts the attempt: a relay that
-    dies mid-delivery leaves the row to be claimed again once the lease ends.
+    Per key, the earliest pending row (the head) is locked first and only then up
+    to ``per_key`` rows from it in order, so two relays never split one key's rows.
+    The lease pushes ``next_attempt_at`` forward and counts the attempt: a relay
+    that dies mid-delivery leaves the rows to be claimed again once the lease ends.
+    Returned in delivery order: by key, then (xact_id, id).
     """
     lease_id = uuid.uuid4()
     rows = await pool.fetch(
         """WITH horizon AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),
-           due AS (
-               SELECT o.id FROM outbox o, horizon h
+           heads AS MATERIALIZED (
+               SELECT o.id, o.destination, o.partition_key FROM outbox o, horizon h
                WHERE o.status = 'pending' AND o.next_attempt_at <= now() AND o.xact_id < h.xmin
                  AND NOT EXISTS (
                      SELECT 1 FROM outbox e
@@ -132,14 +135,32 @@ async def claim(pool: asyncpg.Pool, *, limit: int, lease: timedelta) -> list[Out
                        AND e.partition_key = o.partition_key AND (e.xact_id, e.id) < (o.xact_id, o.id))
                ORDER BY o.next_attempt_at, o.id
                LIMIT $1
-               FOR UPDATE OF o SKIP LOCKED)
-           UPDATE outbox SET attempts = outbox.attempts + 1, next_attempt_at = now() + $2::interval,
-                             lease_id = $3
-           FROM due WHERE outbox.id = due.id AND outbox.status = 'pending'
+               FOR UPDATE OF o SKIP LOCKED),
+           window_rows AS (
+               SELECT w.id FROM heads k, horizon h, LATERAL (
+                   SELECT r.id FROM outbox r
+                   WHERE r.status = 'pending' AND r.destination = k.destination
+                     AND r.partition_key = k.partition_key AND r.xact_id < h.xmin
+                   ORDER BY r.xact_id, r.id LIMIT $2) w)
+           UPDATE outbox SET attempts = outbox.attempts + 1, next_attempt_at = now() + $3::interval,
+                             lease_id = $4
+           WHERE outbox.id IN (SELECT id FROM window_rows) AND outbox.status = 'pending'
            RETURNING outbox.id, outbox.message_id, outbox.destination, outbox.partition_key, outbox.payload,
-                     outbox.recipient, outbox.content_type, outbox.attempts, outbox.reference_message_id""",
-        limit, lease, lease_id)
-    return sorted((OutboxMessage(lease_id=lease_id, **dict(row)) for row in rows), key=lambda m: m.id)
+                     outbox.recipient, outbox.content_type, outbox.attempts, outbox.reference_message_id,
+                     outbox.xact_id""",
+        keys, per_key, lease, lease_id)
+    ordered = sorted(rows, key=lambda r: (r["destination"], r["partition_key"], r["xact_id"], r["id"]))
+    return [OutboxMessage(lease_id=lease_id, **{k: v for k, v in dict(row).items() if k != "xact_id"})
+            for row in ordered]
+
+
+async def release(pool: asyncpg.Pool, messages: Sequence[OutboxMessage]) -> None:
+    """Give back claimed rows that were not attempted (an earlier row of their key failed)."""
+    for lease_id in {m.lease_id for m in messages}:
+        await pool.execute(
+            """UPDATE outbox SET attempts = attempts - 1, next_attempt_at = now(), lease_id = NULL
+               WHERE id = ANY($1::bigint[]) AND status = 'pending' AND lease_id = $2""",
+            [m.id for m in messages if m.lease_id == lease_id], lease_id)
 
 
 async def mark_delivered(pool: asyncpg.Pool, ids: Iterable[int]) -> None:

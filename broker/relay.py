@@ -34,7 +34,9 @@ class RelayOptions:
     """How the relay claims, retries and cleans up."""
 
     batch_size: int = 200
-    """Rows claimed per round (at most one per destination and key)."""
+    """Keys (destination, partition_key) claimed per round."""
+    per_key: int = 20
+    """Rows of one key claimed per round; delivered one after another, in order."""
     concurrency: int = 16
     """Deliveries in flight at once within a round."""
     max_attempts: int = 12
@@ -99,22 +101,28 @@ class Relay:
         log.info("relay.stopped")
 
     async def run_once(self) -> RoundResult:
-        """Claim one batch, deliver it, record every outcome."""
-        claimed = await outbox.claim(self._pool, limit=self._options.batch_size,
+        """Claim one batch, deliver each key's rows in order (keys in parallel), record every outcome."""
+        claimed = await outbox.claim(self._pool, keys=self._options.batch_size, per_key=self._options.per_key,
                                      lease=timedelta(seconds=self._options.lease_s))
         result = RoundResult()
         if not claimed:
             return result
-        outcomes = await asyncio.gather(*(self._attempt(message) for message in claimed))
-        delivered = [m for m, fault in zip(claimed, outcomes) if fault is None]
+        chains: dict[tuple[str, str], list[OutboxMessage]] = {}
+        for message in claimed:
+            chains.setdefault((message.destination, message.partition_key), []).append(message)
+        outcomes = await asyncio.gather(*(self._deliver_in_order(chain) for chain in chains.values()))
+        delivered = [m for chain in outcomes for m in chain[0]]
         await outbox.mark_delivered(self._pool, (m.id for m in delivered))
         result.delivered = len(delivered)
         for message in delivered:
             log.info("outbox.delivered", message_id=str(message.message_id), destination=message.destination,
                      recipient=message.recipient, attempts=message.attempts)
-        for message, fault in zip(claimed, outcomes):
-            if fault is None:
+        for _, failed, untried in outcomes:
+            if untried:
+                await outbox.release(self._pool, untried)
+            if failed is None:
                 continue
+            message, fault = failed
             if not fault.retriable or message.attempts >= self._options.max_attempts:
                 await outbox.mark_dead(self._pool, message, error=str(fault))
                 result.dead += 1
@@ -128,6 +136,15 @@ class Relay:
                             attempts=message.attempts, code=fault.code, error=fault.description,
                             retry_in_s=round(delay, 2))
         return result
+
+    async def _deliver_in_order(self, chain: list[OutboxMessage]) -> tuple[
+            list[OutboxMessage], tuple[OutboxMessage, Fault] | None, list[OutboxMessage]]:
+        """Deliver one key's rows in order until one fails: (delivered, failed with its fault, untried)."""
+        for index, message in enumerate(chain):
+            fault = await self._attempt(message)
+            if fault is not None:
+                return chain[:index], (message, fault), chain[index + 1:]
+        return chain, None, []
 
     async def drain(self) -> int:
         """Rounds until nothing is due now; the number delivered. For commands and tests."""
