@@ -1,19 +1,26 @@
 """The analytics consumer: canonical events → school activity, grade statistics and e-diary projections.
 
-Its own consumer group on the events topic. Each event is applied in one
-PostgreSQL transaction together with its inbox row (consumer "analytics"),
-so a replay — a redelivery or a new group reading from offset 0 — changes
-nothing; offsets are committed only after those transactions committed.
-A TestMessage is logged and skipped: it must never change a projection,
-nor claim its key in the inbox. A malformed or unknown event goes to the
-DLQ with its fault code, then is committed; a retriable failure (PostgreSQL
-down) is retried until it succeeds or the consumer is stopped.
+Its own consumer group on the events topic. Each polled batch is applied in
+one PostgreSQL transaction together with its inbox rows (consumer
+"analytics"): one statement claims the batch's keys, and only the events whose
+keys were new are applied — in batch order, so the projections are those of
+applying the events one by one — so a replay (a redelivery or a new group
+reading from offset 0) changes nothing. Offsets are committed only after that
+transaction committed. A TestMessage is skipped: it must never change a
+projection, nor claim its key in the inbox. A malformed or unknown event goes
+to the DLQ with its fault code, then is committed; a retriable failure
+(PostgreSQL down) rewinds to the batch and retries it until it succeeds or the
+consumer is stopped. Logs: one info line per batch; per record, debug lines
+bound to its topic, partition, offset and key (warnings for rejects).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -23,8 +30,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from broker import kafka, metrics, projections
+from broker.backoff import Backoff
 from broker.db import UnitOfWork
 from broker.faults import Failure, Fault
+from broker.model import Event
+from broker.outbox import DATABASE_OUTAGES
 from broker.settings import Settings
 from broker.validation import Schemas
 
@@ -49,11 +59,12 @@ class AnalyticsOptions:
     group_id: str = "ejx-analytics"
     """Kafka consumer group; a new one re-reads the topic from the start."""
     max_records: int = 500
-    """Most records taken from Kafka per poll."""
+    """Most records taken from Kafka per poll: one batch, one PostgreSQL transaction."""
     poll_timeout_ms: int = 1000
     """How long one poll waits for records before checking whether to stop."""
     retry_backoff_s: float = 1.0
-    """First pause before retrying a retriable failure; doubles up to ``retry_backoff_max_s``."""
+    """Pause before retrying a batch after a retriable failure (jittered: half of it to all of it); doubles
+    with each further failure up to ``retry_backoff_max_s``."""
     retry_backoff_max_s: float = 30.0
     """Longest pause between retries."""
 
@@ -69,6 +80,27 @@ def is_test_message(headers: dict[str, str]) -> bool:
     return headers.get(HEADER_TEST_MESSAGE, "").strip().lower() in {"true", "1"}
 
 
+@dataclass(frozen=True)
+class _Read:
+    """One record of a batch, once parsed: its event, or why it is skipped or rejected."""
+
+    record: ConsumerRecord
+    headers: dict[str, str]
+    event: Event | None = None
+    fault: Fault | None = None
+
+    @property
+    def context(self) -> dict[str, object]:
+        """What each log line about this record is bound to."""
+        found: dict[str, object] = {"topic": self.record.topic, "partition": self.record.partition,
+                                    "offset": self.record.offset, "event_type": self.headers.get("event_type"),
+                                    "idempotency_key": self.headers.get("idempotency_key")}
+        if self.event is not None:
+            found.update(event_type=self.event.type.value, idempotency_key=self.event.idempotency_key,
+                         school_id=self.event.school_id, event_id=str(self.event.event_id))
+        return found
+
+
 class AnalyticsConsumer:
     """Consumes the events topic into the projections; build with explicit dependencies, then ``run``."""
 
@@ -79,6 +111,7 @@ class AnalyticsConsumer:
         self._pool = pool
         self._schemas = schemas
         self._options = options
+        self._backoff = Backoff(base_s=options.retry_backoff_s, cap_s=options.retry_backoff_max_s)
         self._consumer_factory = consumer_factory or (lambda: kafka.consumer(
             settings, settings.events_topic, group_id=options.group_id, max_poll_records=options.max_records))
         self._producer_factory = producer_factory or (lambda: kafka.producer(settings))
@@ -88,106 +121,147 @@ class AnalyticsConsumer:
         async with kafka.running(self._consumer_factory()) as consumer, \
                 kafka.running(self._producer_factory()) as dlq:
             log.info("analytics.started", group_id=self._options.group_id, topic=self._settings.events_topic)
+            failures = 0
             while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=self._options.poll_timeout_ms)
-                for tp, records in batches.items():
-                    done = await self._process(records, dlq, stop)
-                    if done is not None:
-                        await self._commit(consumer, tp, done.offset + 1)
-                    if stop.is_set():
-                        break
+                batches = await consumer.getmany(timeout_ms=self._options.poll_timeout_ms,
+                                                 max_records=self._options.max_records)
+                records = [record for partition in batches.values() for record in partition]
+                if records:
+                    try:
+                        await self.process(records, dlq)
+                    except Fault as fault:
+                        if not fault.retriable:
+                            raise
+                        failures += 1
+                        pause = self._backoff.delay(failures)
+                        log.warning("analytics.batch_retry", code=fault.code, reason=fault.description,
+                                    records=len(records), retry_in_s=round(pause, 2))
+                        _rewind(consumer, batches)  # the same records again: nothing skipped, nothing committed
+                        await _sleep_unless(stop, pause)
+                        continue
+                    failures = 0
+                    await self._commit(consumer, batches)
                 await self._report_lag(consumer)
             log.info("analytics.stopped", group_id=self._options.group_id)
 
-    async def _process(self, records: list[ConsumerRecord], dlq: AIOKafkaProducer,
-                       stop: asyncio.Event) -> ConsumerRecord | None:
-        """Handle records of one partition in order; the last one durably handled (None if none)."""
-        done = None
-        for record in records:
-            if not await self._handle_with_retries(record, dlq, stop):
-                break
-            done = record
-        return done
-
-    async def _handle_with_retries(self, record: ConsumerRecord, dlq: AIOKafkaProducer, stop: asyncio.Event) -> bool:
-        """True once the record is durably handled; False if stopped while retrying."""
-        pause = self._options.retry_backoff_s
-        while True:
-            try:
-                await self.handle(record, dlq)
-                return True
-            except Failure as failure:
-                log.warning("analytics.retrying", topic=record.topic, partition=record.partition,
-                            offset=record.offset, code=failure.code, reason=failure.description, pause_s=pause)
-            try:
-                await asyncio.wait_for(stop.wait(), pause)
-                return False
-            except asyncio.TimeoutError:
-                pause = min(pause * 2, self._options.retry_backoff_max_s)
-
     async def handle(self, record: ConsumerRecord, dlq: AIOKafkaProducer | None = None) -> Outcome:
         """Apply one record durably, or reject it to the DLQ; a retriable problem raises Failure."""
-        headers = kafka.decode_headers(record.headers or ())
-        with structlog.contextvars.bound_contextvars(
-                topic=record.topic, partition=record.partition, offset=record.offset,
-                event_type=headers.get("event_type"), idempotency_key=headers.get("idempotency_key")):
-            if is_test_message(headers):
-                metrics.ANALYTICS_EVENTS.labels(headers.get("event_type", "unknown"), Outcome.TEST).inc()
-                log.info("analytics.test_message_skipped")
-                return Outcome.TEST
-            try:
-                event = self._schemas.check_event(record.value or b"")
-            except Fault as fault:
-                if fault.retriable:
-                    raise
-                await self._reject(record, fault, dlq)
-                return Outcome.REJECTED
-            with structlog.contextvars.bound_contextvars(
-                    event_type=event.type.value, idempotency_key=event.idempotency_key, school_id=event.school_id,
-                    event_id=str(event.event_id)):
-                outcome = await self._apply(event)
-                metrics.ANALYTICS_EVENTS.labels(event.type.value, outcome).inc()
-                log.info("analytics.event_" + outcome.value)
-                return outcome
+        [outcome] = await self.process([record], dlq)
+        return outcome
 
-    async def _apply(self, event) -> Outcome:  # noqa: ANN001 - a broker.model.Event
+    async def process(self, records: Sequence[ConsumerRecord], dlq: AIOKafkaProducer | None = None) -> list[Outcome]:
+        """Apply a batch durably in one transaction, rejects to the DLQ; the outcome of each record, in order.
+
+        The inbox claims every distinct key of the batch in one statement; only the
+        keys it did not hold before are applied, in batch order, so the result is
+        that of handling the records one by one. Returns once PostgreSQL committed
+        and every reject is in the DLQ; a retriable problem raises Failure and the
+        caller must offer the same records again.
+        """
+        started = time.perf_counter()
+        read = [self._read(record) for record in records]
+        outcomes: list[Outcome] = []
+        first: dict[str, int] = {}  # idempotency key → index of its first record in the batch
+        for index, item in enumerate(read):
+            if item.event is None:
+                outcomes.append(Outcome.REJECTED if item.fault is not None else Outcome.TEST)
+            elif item.event.idempotency_key in first:
+                outcomes.append(Outcome.DUPLICATE)  # a repeat within the batch
+            else:
+                first[item.event.idempotency_key] = index
+                outcomes.append(Outcome.APPLIED)  # unless the inbox has seen it, below
+        if first:
+            fresh = await self._apply([read[index].event for index in first.values()])
+            for key, index in first.items():
+                if key not in fresh:
+                    outcomes[index] = Outcome.DUPLICATE
+        rejected = [item for item, outcome in zip(read, outcomes) if outcome is Outcome.REJECTED]
+        if rejected:
+            await self._dead_letters(rejected, dlq)
+
+        # Binding a record's context costs about as much as validating it, so per-record lines
+        # are bound and written only when someone asked for debug logs.
+        per_record = log.is_enabled_for(logging.DEBUG)
+        tally: Counter[tuple[str, Outcome]] = Counter()
+        for item, outcome in zip(read, outcomes):
+            event_type = item.event.type.value if item.event is not None else item.headers.get("event_type", "unknown")
+            tally["unknown" if outcome is Outcome.REJECTED else event_type, outcome] += 1
+            if per_record and outcome is not Outcome.REJECTED:
+                with structlog.contextvars.bound_contextvars(**item.context):
+                    log.debug(_LOG_EVENT[outcome])
+        for (event_type, outcome), count in tally.items():
+            metrics.ANALYTICS_EVENTS.labels(event_type, outcome).inc(count)
+        by_outcome = Counter(outcomes)
+        log.info("analytics.batch_applied", records=len(records), applied=by_outcome[Outcome.APPLIED],
+                 duplicates=by_outcome[Outcome.DUPLICATE], tests=by_outcome[Outcome.TEST],
+                 rejected=by_outcome[Outcome.REJECTED], elapsed_ms=round((time.perf_counter() - started) * 1000, 1))
+        return outcomes
+
+    def _read(self, record: ConsumerRecord) -> _Read:
+        """Parse and validate one record; a TestMessage is not even parsed."""
+        headers = kafka.decode_headers(record.headers or ())
+        if is_test_message(headers):
+            return _Read(record, headers)
+        try:
+            event = self._schemas.check_event(record.value or b"")
+            projections.check(event)
+        except Fault as fault:
+            if fault.retriable:
+                raise
+            return _Read(record, headers, fault=fault)
+        return _Read(record, headers, event=event)
+
+    async def _apply(self, events: list[Event]) -> set[str]:
+        """Claim the events' keys in the inbox and apply those it did not hold, in one transaction.
+
+        ``events`` have distinct keys; returns the keys applied now.
+        """
         try:
             async with UnitOfWork(self._pool) as uow:
-                fresh = await uow.connection.fetchval(
-                    """INSERT INTO inbox (consumer, idempotency_key, event_id) VALUES ($1, $2, $3)
-                       ON CONFLICT (consumer, idempotency_key) DO NOTHING RETURNING true""",
-                    CONSUMER, event.idempotency_key, event.event_id)
-                if not fresh:
-                    return Outcome.DUPLICATE
-                await projections.apply(uow.connection, event)
+                conn = uow.connection
+                # Sorted, so that two members claiming overlapping keys (after a rebalance) lock in one order.
+                claims = sorted((event.idempotency_key, event.event_id) for event in events)
+                fresh = {row["idempotency_key"] for row in await conn.fetch(
+                    """INSERT INTO inbox (consumer, idempotency_key, event_id)
+                       SELECT $1, k, e FROM unnest($2::text[], $3::uuid[]) AS t(k, e)
+                       ON CONFLICT (consumer, idempotency_key) DO NOTHING RETURNING idempotency_key""",
+                    CONSUMER, [key for key, _ in claims], [event_id for _, event_id in claims])}
+                if fresh:
+                    await projections.apply(conn, [event for event in events if event.idempotency_key in fresh])
                 await uow.commit()
-                return Outcome.APPLIED
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                asyncpg.exceptions.SerializationError, asyncpg.exceptions.DeadlockDetectedError,
-                asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.AdminShutdownError,
-                asyncio.TimeoutError) as error:
+                return fresh
+        except DATABASE_OUTAGES as error:
             raise Failure(f"PostgreSQL: {type(error).__name__}: {error}") from error
 
-    async def _reject(self, record: ConsumerRecord, fault: Fault, dlq: AIOKafkaProducer | None) -> None:
-        metrics.EVENTS_REJECTED.labels(fault.code).inc()
-        metrics.ANALYTICS_EVENTS.labels("unknown", Outcome.REJECTED).inc()
-        log.warning("analytics.event_rejected", code=fault.code, reason=fault.description)
+    async def _dead_letters(self, rejected: list[_Read], dlq: AIOKafkaProducer | None) -> None:
+        """Send every reject to the DLQ with its fault headers and wait until Kafka holds them all."""
+        for item in rejected:
+            assert item.fault is not None
+            metrics.EVENTS_REJECTED.labels(item.fault.code).inc()
+            with structlog.contextvars.bound_contextvars(**item.context):
+                log.warning("analytics.event_rejected", code=item.fault.code, reason=item.fault.description)
         if dlq is None:
             return
-        headers = [*(record.headers or ()),
-                   *kafka.encode_headers({HEADER_FAULT_CODE: fault.code, HEADER_FAULT_DESCRIPTION: fault.description[:1000],
-                                          HEADER_CONSUMER: CONSUMER})]
         try:
-            await dlq.send_and_wait(self._settings.dlq_topic, record.value, key=record.key, headers=headers)
+            sent = []
+            for item in rejected:
+                record, fault = item.record, item.fault
+                headers = [*(record.headers or ()), *kafka.encode_headers({
+                    HEADER_FAULT_CODE: fault.code, HEADER_FAULT_DESCRIPTION: fault.description[:1000],
+                    HEADER_CONSUMER: CONSUMER})]
+                sent.append(await dlq.send(self._settings.dlq_topic, record.value, key=record.key, headers=headers))
+            await asyncio.gather(*sent)
         except KafkaError as error:
             raise Failure(f"DLQ {self._settings.dlq_topic} unreachable: {error!r}") from error
 
-    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+    async def _commit(self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
         try:
-            await consumer.commit({tp: offset})
+            await consumer.commit(offsets)
         except CommitFailedError as error:
-            # The partition moved to another member; it re-reads these records and the inbox drops them.
-            log.warning("analytics.commit_lost", topic=tp.topic, partition=tp.partition, offset=offset, reason=str(error))
+            # The partitions moved to another member; it re-reads these records and the inbox drops them.
+            log.warning("analytics.commit_lost", offsets={f"{tp.topic}:{tp.partition}": o for tp, o in offsets.items()},
+                        reason=str(error))
 
     async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
         for tp in consumer.assignment():
@@ -196,6 +270,22 @@ class AnalyticsConsumer:
                 continue
             position = await consumer.position(tp)
             metrics.CONSUMER_LAG.labels(CONSUMER, tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+
+_LOG_EVENT = {outcome: "analytics.event_" + outcome.value for outcome in Outcome}
+
+
+def _rewind(consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    for tp, records in batches.items():
+        if records:
+            consumer.seek(tp, records[0].offset)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        pass
 
 
 async def run(stop: asyncio.Event, *, settings: Settings, pool: asyncpg.Pool, schemas: Schemas | None = None,

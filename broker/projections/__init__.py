@@ -1,11 +1,14 @@
 """Analytics projections: school activity, grade statistics and the e-diary, in PostgreSQL.
 
-:func:`apply` writes one canonical event into every projection it touches,
-on the caller's connection and inside the caller's transaction (the analytics
-consumer's unit of work, together with its inbox row).
+:func:`apply` writes a batch of canonical events into every projection they
+touch, on the caller's connection and inside the caller's transaction (the
+analytics consumer's unit of work, together with the batch's inbox rows). The
+result is that of applying the events one by one in the order given.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -14,20 +17,15 @@ from broker.faults import UnknownMessageType
 from broker.projections import diary, school_activity
 
 
-async def apply(conn: asyncpg.Connection, event: model.Event) -> None:
-    """Count the event for its school and update the projection of its type."""
-    await school_activity.record_event(conn, school_id=event.school_id, vendor_id=event.source_system,
-                                       recorded_at=event.recorded_at)
-    match event:
-        case model.GradePosted():
-            await diary.apply_grade_posted(conn, event)
-        case model.GradeCorrected() | model.GradeRetracted():
-            await diary.apply_grade_changed(conn, event)
-        case model.AttendanceMarked():
-            await diary.apply_attendance(conn, event)
-        case model.HomeworkAssigned():
-            await diary.apply_homework(conn, event)
-        case model.TermGradeFinalized():
-            await diary.apply_term_grade(conn, event)
-        case _:
-            raise UnknownMessageType(f"analytics has no projection for {type(event).__name__}")
+def check(event: model.Event) -> None:
+    """Refuse an event no projection knows, before anything is written (UnknownMessageType)."""
+    if not diary.handles(event):
+        raise UnknownMessageType(f"analytics has no projection for {type(event).__name__}")
+
+
+async def apply(conn: asyncpg.Connection, events: Sequence[model.Event]) -> None:
+    """Count each event for its school and update the projection of its type; a few round trips per batch."""
+    for event in events:
+        check(event)
+    await school_activity.record_events(conn, events)
+    await diary.apply_events(conn, events)

@@ -1,6 +1,6 @@
 """School activity: is each school's e-journal live, and does it record grades in time?
 
-Written once per consumed event (counts, first/last event, events per day);
+Written for each newly consumed event (counts, first/last event, events per day);
 read with the registry, so schools that never sent anything show up as
 ``never_connected``. Status and timeliness depend on parameters (N days), so
 they are computed at read time from stored facts, never stored themselves.
@@ -8,11 +8,14 @@ they are computed at read time from stored facts, never stored themselves.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
 import asyncpg
+
+from broker import model
 
 
 class SchoolStatus(StrEnum):
@@ -48,23 +51,53 @@ def window(as_of: datetime, days: int) -> list[date]:
     return [last - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
 
 
-async def record_event(conn: asyncpg.Connection, *, school_id: str, vendor_id: str, recorded_at: datetime) -> None:
-    """Count one newly consumed event of a school (called once per event, inside its transaction)."""
+@dataclass
+class _Tally:
+    """One school's share of a batch, folded the way the upsert below merges it into the row."""
+
+    vendor_id: str
+    first_event_at: datetime
+    last_event_at: datetime
+    events: int = 0
+
+
+async def record_events(conn: asyncpg.Connection, events: Sequence[model.Event]) -> None:
+    """Count newly consumed events of their schools (each event once, inside the batch's transaction).
+
+    One statement per table: the batch is folded per school (and per school and
+    UTC day) first. The vendor in force is the ``source_system`` of the latest
+    ``recorded_at``, the later-consumed event winning a tie — as if the events
+    had been counted one by one in the order given.
+    """
+    if not events:
+        return
+    tallies: dict[str, _Tally] = {}
+    for event in events:
+        tally = tallies.get(event.school_id)
+        if tally is None:
+            tally = tallies[event.school_id] = _Tally(event.source_system, event.recorded_at, event.recorded_at)
+        tally.events += 1
+        tally.first_event_at = min(tally.first_event_at, event.recorded_at)
+        if event.recorded_at >= tally.last_event_at:
+            tally.last_event_at, tally.vendor_id = event.recorded_at, event.source_system
     await conn.execute(
         """INSERT INTO school_activity AS a (school_id, vendor_id, first_event_at, last_event_at, events)
-           VALUES ($1, $2, $3, $3, 1)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[])
            ON CONFLICT (school_id) DO UPDATE SET
                vendor_id = CASE WHEN EXCLUDED.last_event_at >= a.last_event_at
                                 THEN EXCLUDED.vendor_id ELSE a.vendor_id END,
                first_event_at = least(a.first_event_at, EXCLUDED.first_event_at),
                last_event_at = greatest(a.last_event_at, EXCLUDED.last_event_at),
-               events = a.events + 1""",
-        school_id, vendor_id, recorded_at)
+               events = a.events + EXCLUDED.events""",
+        list(tallies), [t.vendor_id for t in tallies.values()], [t.first_event_at for t in tallies.values()],
+        [t.last_event_at for t in tallies.values()], [t.events for t in tallies.values()])
     await conn.execute(
         """INSERT INTO school_activity_daily AS d (school_id, day, events)
-           VALUES ($1, ($2::timestamptz AT TIME ZONE 'UTC')::date, 1)
-           ON CONFLICT (school_id, day) DO UPDATE SET events = d.events + 1""",
-        school_id, recorded_at)
+           SELECT school_id, (recorded_at AT TIME ZONE 'UTC')::date, count(*)
+             FROM unnest($1::text[], $2::timestamptz[]) AS e(school_id, recorded_at)
+            GROUP BY 1, 2
+           ON CONFLICT (school_id, day) DO UPDATE SET events = d.events + EXCLUDED.events""",
+        [event.school_id for event in events], [event.recorded_at for event in events])
 
 
 @dataclass(frozen=True)
