@@ -11,7 +11,11 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -20,11 +24,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 import structlog
-import uvicorn
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -32,22 +36,21 @@ from rich.table import Table
 from adapters.commands import ingest_service
 from adapters.csv_import import RejectsFile, import_csv
 from adapters.ingest import event_id_for
-from broker import bootstrap, kafka
+from broker import kafka
 from broker.db import migrate
+from broker.faults import Failure
 from broker.keys import write_dev_pair
 from broker.model import Event, GradeCorrected, GradePosted, GradeRetracted, event_to_dict
-from broker.receivers import InteragencyPullClient, ReceiverLog, portal_receiver_app
 from broker.registry import Registry, School
 from broker.routing import RoutingTable
 from broker.settings import Settings
-from broker.signing import Verifier
 from broker.simulation import TERM_ID, SchoolDay, simulate
 
 log = structlog.get_logger(__name__)
 
 REST_BATCH = 100
-RECEIVERS = {"portal": "portal", "interagency": "interagency"}
-"""Outbox destination → the reference receiver that records it."""
+RECEIVERS = ("portal", "interagency")
+"""The reference receivers, named like the outbox destinations they stand in for."""
 
 
 @dataclass(frozen=True)
@@ -183,15 +186,14 @@ class Demo:
                        days=self.options.days, seed=self.options.seed, first_day=first_day)
         self.report.generated_valid = day.valid_count
         pool = await asyncpg.create_pool(self.settings.database_dsn, min_size=1, max_size=6)
-        stop = asyncio.Event()
-        tasks: list[asyncio.Task] = []
+        processes: list[subprocess.Popen] = []
         try:
             tokens = await self._register(pool, day)
-            tasks = await self._start(pool, stop)
+            processes = self._start()
             base = f"http://127.0.0.1:{self.settings.http_port}"
             self.report.dashboard_url = f"{base}/dashboard"
             async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-                await self._wait_ready(client)
+                await self._wait_ready(client, processes)
                 submit_started = time.monotonic()
                 await self._submit(client, day, tokens)
                 await self._wait_for_deliveries(pool)
@@ -199,11 +201,11 @@ class Demo:
                 await self._collect(pool, client)
             self.report.elapsed_s = round(time.monotonic() - started, 1)
             if self.options.keep:
-                self.console.print(f"Running: dashboard at {self.report.dashboard_url} (Ctrl-C to stop)")
+                self.console.print(f"Running: dashboard at {self.report.dashboard_url}, logs in {self.logs} "
+                                   "(Ctrl-C to stop)")
                 await _forever()
         finally:
-            stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            _stop(processes)
             await pool.close()
         return self.report
 
@@ -215,36 +217,38 @@ class Demo:
         self.districts = {s.school_id: s.district for s in day.schools}
         return tokens
 
-    async def _start(self, pool: asyncpg.Pool, stop: asyncio.Event) -> list[asyncio.Task]:
-        """ejx with every component, the reference portal receiver and the interagency pull client."""
-        verifier = Verifier.from_pem_files([self.settings.trusted_certs_file])
-        portal_port = int(self.settings.portal_url.rsplit(":", 1)[1].split("/")[0])
-        portal = uvicorn.Server(uvicorn.Config(
-            portal_receiver_app(verifier=verifier, journal=ReceiverLog(pool, RECEIVERS["portal"])),
-            host="127.0.0.1", port=portal_port, log_config=None, access_log=False, lifespan="off"))
-        puller = InteragencyPullClient(f"http://127.0.0.1:{self.settings.http_port}", verifier=verifier,
-                                       journal=ReceiverLog(pool, RECEIVERS["interagency"]))
+    def _start(self) -> list[subprocess.Popen]:
+        """ejx (every component), the reference portal receiver and the interagency pull client, each a
+        process of its own as in production; their logs go to the run's folder in the state dir."""
+        self.logs = self.settings.state_dir / "demo" / self.run_id
+        self.logs.mkdir(parents=True, exist_ok=True)
+        ejx = str(Path(sys.executable).with_name("ejx"))
+        portal_port = urlsplit(self.settings.portal_url).port
+        commands = {
+            "serve": [ejx, "serve"],
+            "portal-receiver": [ejx, "receiver", "portal", "--port", str(portal_port)],
+            "interagency-receiver": [ejx, "receiver", "interagency"],
+        }
+        env = {**os.environ, **settings_env(self.settings)}
+        processes = []
+        for name, command in commands.items():
+            with (self.logs / f"{name}.log").open("wb") as log_file:
+                processes.append(subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                                  stdin=subprocess.DEVNULL))
+        return processes
 
-        async def portal_until_stopped() -> None:
-            serving = asyncio.create_task(portal.serve())
-            await stop.wait()
-            portal.should_exit = True
-            await serving
-
-        return [asyncio.create_task(bootstrap.serve(self.settings, bootstrap.COMPONENTS, stop=stop)),
-                asyncio.create_task(portal_until_stopped()),
-                asyncio.create_task(puller.run(stop))]
-
-    async def _wait_ready(self, client: httpx.AsyncClient) -> None:
+    async def _wait_ready(self, client: httpx.AsyncClient, processes: list[subprocess.Popen]) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
+            if any(process.poll() is not None for process in processes):
+                raise Failure(f"a demo process exited early; see the logs in {self.logs}")
             try:
                 if (await client.get("/readyz")).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             await asyncio.sleep(0.2)
-        raise RuntimeError("ejx did not become ready within 60 s")
+        raise Failure(f"ejx did not become ready within 60 s; see {self.logs}/serve.log")
 
     # ---- submissions -------------------------------------------------------------------------
 
@@ -397,7 +401,7 @@ class Demo:
         by_event: Counter[tuple[uuid.UUID, str]] = Counter()
         for row in rows:
             by_event[(row["event_id"], row["receiver"])] += row["copies"]
-        for name in sorted(set(RECEIVERS.values())):
+        for name in RECEIVERS:
             mine = [row for row in rows if row["receiver"] == name]
             self.report.received[name] = len({row["event_id"] for row in mine})
             self.report.duplicates[name] = sum(n - 1 for (_, r), n in by_event.items() if r == name)
@@ -419,6 +423,32 @@ class Demo:
     def _wall(self, monotonic: float) -> float:
         """A monotonic instant as wall-clock seconds (receivers stamp with the database's clock)."""
         return time.time() - (time.monotonic() - monotonic)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The run's settings as the ``EJX_*`` variables a child process reads."""
+    overrides = {
+        "EJX_KAFKA_BOOTSTRAP": settings.kafka_address, "EJX_DATABASE_URL": settings.database_dsn,
+        "EJX_EVENTS_TOPIC": settings.events_topic, "EJX_DLQ_TOPIC": settings.dlq_topic,
+        "EJX_INTERAGENCY_TOPIC": settings.interagency_topic, "EJX_HTTP_PORT": str(settings.http_port),
+        "EJX_PORTAL_URL": settings.portal_url or "", "EJX_STATE_DIR": str(settings.state_dir),
+        "EJX_KEY_FILE": str(settings.signing_key_file), "EJX_CERT_FILE": str(settings.signing_cert_file),
+        "EJX_TRUST_FILE": str(settings.trusted_certs_file),
+    }
+    return overrides
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM (each finishes its batch in flight), then wait; SIGKILL only if one hangs."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _csv_row(event: Event) -> dict[str, object]:

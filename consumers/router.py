@@ -294,7 +294,7 @@ class Router:
                                   reference_message_id=reference)
         self._signer.sign(envelope)
         self._schemas.validate_envelope(envelope)
-        return NewMessage(message_id=message_id, destination=route.channel, partition_key=item.event.school_id,
+        return NewMessage(message_id=message_id, destination=route.channel, partition_key=ordering_key(item.event),
                           payload=xmlsafe.to_bytes(envelope), recipient=route.recipient,
                           content_type=item.event.type.value, idempotency_key=item.inbox_key,
                           reference_message_id=reference)
@@ -317,6 +317,13 @@ class Router:
             await asyncio.gather(*futures)
         except KafkaError as error:
             raise Failure(f"DLQ {self._settings.dlq_topic}: {error!r}") from error
+
+
+def ordering_key(event: Event) -> str:
+    """Deliveries keep order per journal record: a grade, its corrections and its retraction share
+    the grade's key; unrelated records (other pupils, other lessons) are delivered in parallel."""
+    record = getattr(event, "grade_ref", None) or event.source_record_id
+    return f"{event.source_system}/{record}"
 
 
 def _log_record(event: str, record: ConsumerRecord, **fields: object) -> None:
