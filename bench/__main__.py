@@ -1,0 +1,33 @@
+"""``python -m bench`` (``make bench``): every benchmark, one after another, each beside its raw baseline.
+
+Each bench is its own module and can run alone (``python -m bench.xml_bench --help``).
+They need the local Kafka and PostgreSQL (``ejx infra up``), except model and xml.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+BENCHES = (
+    ("model", ["bench.model_bench", "--repeat", "7"]),
+    ("xml (parse, sign, verify vs raw cryptography)", ["bench.xml_bench", "--seconds", "2"]),
+    ("ingest (REST API vs raw aiokafka produce)", ["bench.ingest_bench", "--requests", "100"]),
+    ("analytics (projections vs raw consume)", ["bench.analytics_bench", "--events", "3000"]),
+    ("pipeline (produce → portal receiver vs raw produce→consume)", ["bench.pipeline_bench", "--events", "2000"]),
+)
+
+
+def main() -> int:
+    failed = []
+    for title, argv in BENCHES:
+        print(f"\n=== {title}", flush=True)
+        if subprocess.run([sys.executable, "-m", *argv]).returncode != 0:
+            failed.append(title)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
