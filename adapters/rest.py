@@ -23,10 +23,10 @@ from adapters.payload import (PayloadFormat, UnsupportedContentType, check_decla
                               payload_format)
 from broker.faults import (AccessDenied, Failure, Fault, InvalidContent, SenderIsNotRegistered,
                            UnknownMessageType)
+from broker.httpfaults import fault_response
 
 log = structlog.get_logger(__name__)
 
-RETRY_AFTER_S = 5
 
 _bearer = HTTPBearer(auto_error=False, description="The vendor's token from `ejx vendors add`.")
 
@@ -70,14 +70,6 @@ _FAULTS = {
 }
 _RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": FaultBody, "description": text} for status, text in _FAULTS.items()}
-
-
-def fault_response(fault: Fault) -> JSONResponse:
-    """The answer to a fault: its own status and wire form; retriable ones say when to retry."""
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if fault.retriable else {}
-    if fault.http_status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse(fault.as_dict(), status_code=fault.http_status, headers=headers)
 
 
 def accepted_response(receipts: list[Receipt]) -> JSONResponse:

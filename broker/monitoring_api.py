@@ -23,6 +23,7 @@ from broker import metrics
 from broker.db import UnitOfWork
 from broker.diary_access import PortalClients, record_read
 from broker.faults import Failure, Fault, InvalidContent
+from broker.httpfaults import fault_response
 from broker.projections.diary import DiaryPeriod, DiaryReader
 from broker.projections.grade_statistics import (
     FIXED_LABELS, GradeFilter, GradeGroup, GradeStatistics, parse_dimensions,
@@ -55,11 +56,6 @@ def _lag_from_metrics(consumers: tuple[str, ...]) -> LagSource:
     async def lag() -> dict[str, dict[str, int]]:
         return {consumer: metrics.consumer_lag(consumer) for consumer in consumers}
     return lag
-
-
-def _fault_response(fault: Fault) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if fault.http_status == 401 else {}
-    return JSONResponse(fault.as_dict(), status_code=fault.http_status, headers=headers)
 
 
 def _bearer(authorization: str | None) -> str | None:
@@ -116,7 +112,7 @@ def monitoring_router(*, pool: asyncpg.Pool, options: MonitoringOptions = Monito
         try:
             found = await monitor.schools(as_of=moment, district=district, vendor_id=vendor, status=status)
         except _DB_ERRORS as error:
-            return _fault_response(_unavailable(error))
+            return fault_response(_unavailable(error))
         activity = options.activity
         return JSONResponse({
             "as_of": moment.isoformat(),
@@ -137,7 +133,7 @@ def monitoring_router(*, pool: asyncpg.Pool, options: MonitoringOptions = Monito
                 "SELECT destination, count(*) AS n FROM outbox WHERE status = 'delivered' AND delivered_at >= $1 "
                 "GROUP BY destination ORDER BY destination", since)
         except _DB_ERRORS as error:
-            return _fault_response(_unavailable(error))
+            return fault_response(_unavailable(error))
         destinations = sorted({d for d, _ in outbox} | {row["destination"] for row in delivered})
         per_destination = {row["destination"]: row["n"] for row in delivered}
         minutes = options.delivery_rate_window_s / 60
@@ -165,9 +161,9 @@ def monitoring_router(*, pool: asyncpg.Pool, options: MonitoringOptions = Monito
             dimensions = parse_dimensions(group_by)
             found = await statistics.groups(dimensions, GradeFilter(district, school, subject, date_from, date_to))
         except Fault as fault:
-            return _fault_response(fault)
+            return fault_response(fault)
         except _DB_ERRORS as error:
-            return _fault_response(_unavailable(error))
+            return fault_response(_unavailable(error))
         names = tuple(d.value for d in dimensions)
         if "text/csv" in request.headers.get("accept", ""):
             return Response(grades_csv(names, found), media_type="text/csv; charset=utf-8",
@@ -193,9 +189,9 @@ def monitoring_router(*, pool: asyncpg.Pool, options: MonitoringOptions = Monito
             except Fault as fault:
                 metrics.DIARY_READS.labels("denied").inc()
                 log.info("diary.refused", code=fault.code, reason=fault.description)
-                return _fault_response(fault)
+                return fault_response(fault)
             except _DB_ERRORS as error:
-                return _fault_response(_unavailable(error))
+                return fault_response(_unavailable(error))
             try:
                 # The read and its log line commit together: no diary leaves without a trace.
                 async with UnitOfWork(pool) as uow:
@@ -204,7 +200,7 @@ def monitoring_router(*, pool: asyncpg.Pool, options: MonitoringOptions = Monito
                                       date_from=date_from, date_to=date_to)
                     await uow.commit()
             except _DB_ERRORS as error:
-                return _fault_response(_unavailable(error))
+                return fault_response(_unavailable(error))
             metrics.DIARY_READS.labels("allowed").inc()
             log.info("diary.read", client_id=client.client_id, grades=len(body["grades"]))
             return JSONResponse(body)
