@@ -473,6 +473,29 @@ def test_event_to_dict_is_the_reference_with_the_same_key_order_and_json_types()
     assert not mismatches, mismatches[:3]
 
 
+class Weight(Decimal):
+    """A Decimal of another type: written through the general path."""
+
+
+class Scaled(Mark):
+    """A Mark of another type: written through the general path."""
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("comment", ""), ("comment", "\ud800 lone surrogate"), ("comment", None), ("student_id", None),
+    ("comment", 42), ("comment", Decimal("1E+2")), ("comment", uuid.UUID(int=7)), ("comment", TermPeriod.YEAR),
+    ("version", True), ("version", False), ("lesson_date", datetime(2026, 10, 5, 9, 15, tzinfo=MSK)),
+    ("weight", Weight("2.50")), ("mark", Scaled(MarkScale.TEN, "9")), ("event_id", "not-a-uuid & <more>"),
+    ("counts_in_average", 1), ("work_type", AttendanceStatus.ILL), ("occurred_at", date(2026, 10, 5)),
+])
+def test_values_the_constructor_never_lets_in_are_written_like_the_reference(field, value):
+    event = _grade(0, comment="ok")
+    object.__setattr__(event, field, value)  # past the checks, as only a bug could
+    assert outcome(event.to_xml) == outcome(lambda: Reference.to_xml(event))
+    assert outcome(lambda: batch_to_xml([event, event])) == outcome(lambda: Reference.batch_to_xml([event, event]))
+    assert outcome(lambda: typed(event_to_dict(event))) == outcome(lambda: typed(Reference.event_to_dict(event)))
+
+
 # --- reading what was written ------------------------------------------------------------------
 
 def test_event_from_xml_reads_every_event_back_like_the_reference():
@@ -523,6 +546,8 @@ def _dict_variants() -> list[object]:
         {**base, "occurred_at": "2026-10-05T09:15:00Z"}, {**base, "occurred_at": "2026-10-05T09:15:00.5+03:00"},
         {**base, "occurred_at": "2026-10-05T09:15:00+03:00:30"}, {**base, "occurred_at": "2026-10-05T24:00:00Z"},
         {**base, "lesson_date": "2026-13-01"}, {**base, "lesson_date": "20261005"},
+        {**base, "lesson_date": "\u20032026-10-05"}, {**base, "weight": "\u00a01.5"}, {**base, "weight": "\x0b1.5"},
+        {**base, "event_id": "\x0c0b7e3c1a-5d2f-4a8e-9c61-2f4d8e7a1b30"}, {**base, "version": "\t1"},
         {**base, "counts_in_average": "true"}, {**base, "counts_in_average": 1},
         {**base, "mark": {"scale": "five-point", "value": 5}}, {**base, "mark": {"scale": "five-point", "value": 7}},
         {**base, "mark": {"scale": "five-point", "value": "н"}}, {**base, "mark": {"scale": "special", "value": "осв"}},
@@ -570,6 +595,8 @@ def _xml_variants() -> list[bytes]:
         good.replace(b"GradePosted", b"GradeErased"),
         good.replace(b"<Weight>1.5</Weight>", b"<Weight>10.5</Weight>"),
         good.replace(b"<Weight>1.5</Weight>", b"<Weight>\n 2.25\t</Weight>"),
+        good.replace(b"<Weight>1.5</Weight>", b"<Weight>\xc2\xa01.5</Weight>"),
+        good.replace(b"<LessonDate>", b"<LessonDate>\xe2\x80\x83"),
         good.replace(b"<Comment>ok</Comment>", b"<Comment>  </Comment>"),
         good.replace(b"<Comment>ok</Comment>", b"<Comment><![CDATA[a & b]]></Comment>"),
         good.replace(b"<StudentId>st-77k3f9q2m</StudentId>", b"<StudentId>12345678901</StudentId>"),
