@@ -276,8 +276,10 @@ _LOG_EVENT = {outcome: "analytics.event_" + outcome.value for outcome in Outcome
 
 
 def _rewind(consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    """Back to the batch's first records; a partition moved to another member meanwhile is re-read there."""
+    assigned = consumer.assignment()
     for tp, records in batches.items():
-        if records:
+        if records and tp in assigned:
             consumer.seek(tp, records[0].offset)
 
 
