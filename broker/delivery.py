@@ -9,12 +9,15 @@ receivers de-duplicate by MessageID.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
+import ssl
+import urllib.parse
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import httpx
+import h11
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -48,9 +51,138 @@ class PortalOptions:
     """How envelopes are pushed to the portal."""
 
     timeout_s: float = 10.0
-    """Per request; a timeout is a retriable failure (keep it below the relay's lease)."""
-    max_connections: int = 16
-    """Concurrent requests to the portal."""
+    """Per request, connecting included; a timeout is a retriable failure (keep it below the relay's lease)."""
+    max_connections: int = 64
+    """Concurrent requests (persistent HTTP/1.1 connections) to the portal."""
+    max_answer_bytes: int = 1 << 20
+    """Longest answer body read; a fault is a few hundred bytes, the rest of a longer one is dropped."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A receiver's HTTP answer."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status < 300
+
+
+class _StaleConnection(Exception):
+    """A kept-alive connection the server had closed before it answered a byte: try a fresh one."""
+
+
+class _Connection:
+    """One persistent HTTP/1.1 connection (h11 state machine over asyncio streams)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._h11 = h11.Connection(h11.CLIENT)
+
+    @property
+    def usable(self) -> bool:
+        return not (self._writer.is_closing() or self._reader.at_eof())
+
+    async def exchange(self, request: h11.Request, body: bytes, *, max_answer_bytes: int) -> tuple[Answer, bool]:
+        """Send one request, read its answer: (answer, whether the connection may carry another)."""
+        self._writer.write(b"".join((self._h11.send(request), self._h11.send(h11.Data(data=body)),
+                                     self._h11.send(h11.EndOfMessage()))))
+        response: h11.Response | None = None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            event = self._h11.next_event()
+            if event is h11.NEED_DATA:
+                data = await self._reader.read(65536)
+                if not data and response is None and self._h11.their_state is h11.SEND_RESPONSE:
+                    raise _StaleConnection()
+                self._h11.receive_data(data)
+            elif isinstance(event, h11.Response):
+                response = event
+            elif isinstance(event, h11.Data):
+                if size < max_answer_bytes:
+                    chunks.append(bytes(event.data[:max_answer_bytes - size]))
+                size += len(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionResetError("the receiver closed the connection mid-answer")
+            # InformationalResponse (100 Continue): keep reading.
+        assert response is not None
+        content_type = next((v.decode("latin-1") for k, v in response.headers if k == b"content-type"), "")
+        reusable = self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
+        if reusable:
+            self._h11.start_next_cycle()
+        return Answer(response.status_code, content_type, b"".join(chunks)), reusable
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class KeepAliveClient:
+    """POSTs to one URL over up to ``max_connections`` persistent HTTP/1.1 connections.
+
+    The relay's hot path: each POST is one write and one read on a kept-alive
+    connection, ~0.1 ms of CPU, where an httpx AsyncClient spends ~1.5 ms (its
+    pool and anyio layers) and so capped a relay at ~200 deliveries/s on two
+    cores. No redirects, no proxies, no cookies: a receiver endpoint needs none.
+    """
+
+    def __init__(self, url: str, *, timeout_s: float, max_connections: int, max_answer_bytes: int = 1 << 20) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise Failure(f"not an http(s) URL: {url!r}")
+        self._host = parts.hostname
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._authority = parts.netloc.rpartition("@")[2]
+        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        self._timeout_s = timeout_s
+        self._max_answer_bytes = max_answer_bytes
+        self._slots = asyncio.Semaphore(max_connections)
+        self._idle: list[_Connection] = []
+
+    async def post(self, body: bytes, *, headers: Sequence[tuple[str, str]] = ()) -> Answer:
+        """One POST; raises OSError/ConnectionError, TimeoutError or h11.ProtocolError when it fails."""
+        request = h11.Request(method="POST", target=self._target, headers=[
+            ("Host", self._authority), ("Content-Length", str(len(body))), *headers])
+        async with self._slots, asyncio.timeout(self._timeout_s):
+            while self._idle:
+                connection = self._idle.pop()
+                if not connection.usable:
+                    connection.close()
+                    continue
+                try:
+                    return await self._exchange(connection, request, body)
+                except (_StaleConnection, ConnectionResetError, BrokenPipeError):
+                    continue  # closed by the server while idle; the request never reached it
+            connection = _Connection(*await asyncio.open_connection(
+                self._host, self._port, ssl=self._ssl, server_hostname=self._host if self._ssl else None))
+            try:
+                return await self._exchange(connection, request, body)
+            except _StaleConnection as error:
+                raise ConnectionResetError("the receiver closed a new connection without answering") from error
+
+    async def _exchange(self, connection: _Connection, request: h11.Request, body: bytes) -> Answer:
+        try:
+            answer, reusable = await connection.exchange(request, body, max_answer_bytes=self._max_answer_bytes)
+        except BaseException:
+            connection.close()
+            raise
+        if reusable:
+            self._idle.append(connection)
+        else:
+            connection.close()
+        return answer
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
 
 
 class PortalDestination:
@@ -58,27 +190,23 @@ class PortalDestination:
 
     name = "portal"
 
-    def __init__(self, url: str, *, options: PortalOptions = PortalOptions(),
-                 client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, url: str, *, options: PortalOptions = PortalOptions()) -> None:
         if not url:
             raise Failure("portal delivery needs EJX_PORTAL_URL")
-        self._url = url
-        self._client = client or httpx.AsyncClient(
-            timeout=options.timeout_s,
-            limits=httpx.Limits(max_connections=options.max_connections,
-                                max_keepalive_connections=options.max_connections))
+        self._client = KeepAliveClient(url, timeout_s=options.timeout_s, max_connections=options.max_connections,
+                                       max_answer_bytes=options.max_answer_bytes)
 
     async def deliver(self, message: OutboxMessage) -> None:
         try:
-            response = await self._client.post(self._url, content=message.payload, headers={
-                "Content-Type": "application/xml; charset=utf-8", MESSAGE_ID_HEADER: str(message.message_id)})
-        except httpx.TimeoutException as error:
+            answer = await self._client.post(message.payload, headers=(
+                ("Content-Type", "application/xml; charset=utf-8"), (MESSAGE_ID_HEADER, str(message.message_id))))
+        except TimeoutError as error:
             raise Failure(f"portal timed out: {error!r}") from error
-        except httpx.TransportError as error:
+        except (OSError, h11.ProtocolError, asyncio.IncompleteReadError) as error:
             raise Failure(f"portal unreachable: {error!r}") from error
-        if response.is_success:
+        if answer.is_success:
             return
-        fault = answer_fault(response.status_code, response.headers.get("content-type", ""), response.content)
+        fault = answer_fault(answer.status, answer.content_type, answer.body)
         if isinstance(fault, MessageIsAlreadySent):
             log.info("portal.already_sent", message_id=str(message.message_id))
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import httpx
 import pytest
 
 from broker import outbox
@@ -121,7 +122,8 @@ async def test_message_already_at_the_portal_counts_as_delivered(db_pool, pair, 
     message = signed_message(pair[0])
     destination = PortalDestination(url)
     try:
-        first = await destination._client.post(url, content=message.payload)
+        async with httpx.AsyncClient() as portal_client:
+            first = await portal_client.post(url, content=message.payload)
         assert first.status_code == 200
         await _enqueue(db_pool, message)
         assert await Relay(db_pool, {"portal": destination}, options=FAST).drain() == 1
