@@ -3,14 +3,15 @@
 Any number of relays may run: claims are leases taken with ``SKIP LOCKED``, so
 two relays never deliver the same row at the same time (a relay that dies
 mid-delivery leaves its rows to be claimed again once the lease ends, and the
-receiver de-duplicates the repeat by MessageID). A claim holds at most one row
-per (destination, partition_key), so the rows of one batch are delivered
-concurrently without breaking any key's order.
+receiver de-duplicates the repeat by MessageID). A claim takes a run of rows
+per (destination, partition_key); each key's run is delivered in order, the keys
+concurrently, and the next claim overlaps the deliveries still in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Mapping
@@ -46,7 +47,9 @@ class RelayOptions:
     lease_s: float = 60.0
     """How long a claimed row is reserved for its relay; longer than any delivery timeout."""
     idle_poll_s: float = 0.2
-    """Sleep when there was nothing due."""
+    """Pause before claiming again when the last claim found fewer keys due than it asked for."""
+    record_every_s: float = 0.05
+    """Finished deliveries are recorded together, at least this often (and at once when nothing is in flight)."""
     retention: timedelta = timedelta(days=7)
     """Delivered rows older than this are deleted (the table must not grow forever)."""
     sweep_every_s: float = 300.0
@@ -66,6 +69,10 @@ class RoundResult:
         return self.delivered + self.retried + self.dead
 
 
+_ChainOutcome = tuple[list[OutboxMessage], "tuple[OutboxMessage, Fault] | None", list[OutboxMessage]]
+"""One key's chain after delivery: (delivered, the one that failed with its fault, untried after it)."""
+
+
 class Relay:
     """Moves outbox rows to their destinations; ``run`` until ``stop`` is set."""
 
@@ -78,48 +85,88 @@ class Relay:
         self._slots = asyncio.Semaphore(options.concurrency)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop``; the round in flight finishes and records its outcome first."""
-        log.info("relay.started", destinations=sorted(self._destinations), batch_size=self._options.batch_size)
-        next_sweep = time.monotonic()
+        """Deliver until ``stop``; deliveries in flight finish and have their outcome recorded first.
+
+        Pipelined: the next batch is claimed while the previous one is still being
+        delivered (whenever half of the claimed keys are done), and finished chains
+        are recorded together, one UPDATE for all the delivered rows among them. A
+        key's rows stay leased until recorded, so no claim can take a key whose
+        earlier rows are still in flight.
+        """
+        options = self._options
+        log.info("relay.started", destinations=sorted(self._destinations), batch_size=options.batch_size,
+                 concurrency=options.concurrency)
+        next_sweep = next_claim = time.monotonic()
         failures = 0
-        while not stop.is_set():
+        in_flight: set[asyncio.Task[_ChainOutcome]] = set()
+        finished: list[_ChainOutcome] = []
+        record_by = math.inf
+        while True:
             try:
-                if time.monotonic() >= next_sweep:
-                    await outbox.sweep(self._pool, older_than=self._options.retention)
-                    next_sweep = time.monotonic() + self._options.sweep_every_s
-                result = await self.run_once()
+                if finished and (not in_flight or stop.is_set() or time.monotonic() >= record_by
+                                 or len(finished) >= options.batch_size // 2):
+                    await self._record(finished)
+                    finished, record_by = [], math.inf
+                if stop.is_set() and not in_flight:
+                    break
+                now = time.monotonic()
+                if not stop.is_set() and now >= next_sweep:
+                    await outbox.sweep(self._pool, older_than=options.retention)
+                    next_sweep = now + options.sweep_every_s
+                if not stop.is_set() and now >= next_claim and len(in_flight) <= options.batch_size // 2:
+                    want = options.batch_size - len(in_flight)
+                    claimed = await outbox.claim(self._pool, keys=want, per_key=options.per_key,
+                                                 lease=timedelta(seconds=options.lease_s))
+                    chains = _chains(claimed)
+                    in_flight.update(asyncio.create_task(self._deliver_in_order(chain)) for chain in chains)
+                    # Fewer keys than asked for: the backlog is drained, so poll again only after a pause.
+                    next_claim = now if len(chains) >= want else now + options.idle_poll_s
                 failures = 0
             except (Failure, *outbox.DATABASE_OUTAGES) as error:
                 # The database is what failed (destinations' faults never get here): wait, then try again.
                 failures += 1
-                delay = self._options.backoff.delay(failures, rng=self._rng)
+                delay = options.backoff.delay(failures, rng=self._rng)
                 log.warning("relay.database_unavailable", error=repr(error), retry_in_s=round(delay, 2))
+                if stop.is_set() and not in_flight:
+                    log.warning("relay.outcomes_unrecorded", rows=sum(len(c[0]) for c in finished))
+                    break  # leases run out and the rows are delivered again (receivers de-duplicate)
                 await _sleep_unless(stop, delay)
                 continue
-            if result.claimed == 0:
-                await _sleep_unless(stop, self._options.idle_poll_s)
+            if in_flight:
+                wake = min(record_by, math.inf if stop.is_set() else next_claim)
+                timeout = None if wake == math.inf else max(0.0, wake - time.monotonic())
+                done, in_flight = await asyncio.wait(in_flight, timeout=timeout,
+                                                     return_when=asyncio.FIRST_COMPLETED)
+                if done and not finished:
+                    record_by = time.monotonic() + options.record_every_s
+                finished.extend(task.result() for task in done)
+            elif not stop.is_set():
+                await _sleep_unless(stop, max(0.0, next_claim - time.monotonic()))
         log.info("relay.stopped")
 
     async def run_once(self) -> RoundResult:
         """Claim one batch, deliver each key's rows in order (keys in parallel), record every outcome."""
         claimed = await outbox.claim(self._pool, keys=self._options.batch_size, per_key=self._options.per_key,
                                      lease=timedelta(seconds=self._options.lease_s))
-        result = RoundResult()
         if not claimed:
-            return result
-        chains: dict[tuple[str, str], list[OutboxMessage]] = {}
-        for message in claimed:
-            chains.setdefault((message.destination, message.partition_key), []).append(message)
-        outcomes = await asyncio.gather(*(self._deliver_in_order(chain) for chain in chains.values()))
+            return RoundResult()
+        outcomes = await asyncio.gather(*(self._deliver_in_order(chain) for chain in _chains(claimed)))
+        return await self._record(outcomes)
+
+    async def _record(self, outcomes: list[_ChainOutcome]) -> RoundResult:
+        """Write down what happened to finished chains: delivered rows in one statement, then the failures."""
+        result = RoundResult()
         delivered = [m for chain in outcomes for m in chain[0]]
-        await outbox.mark_delivered(self._pool, (m.id for m in delivered))
+        if delivered:
+            await outbox.mark_delivered(self._pool, (m.id for m in delivered))
         result.delivered = len(delivered)
         for message in delivered:
             log.info("outbox.delivered", message_id=str(message.message_id), destination=message.destination,
                      recipient=message.recipient, attempts=message.attempts)
-        for _, failed, untried in outcomes:
-            if untried:
-                await outbox.release(self._pool, untried)
+        untried = [m for _, _, chain_untried in outcomes for m in chain_untried]
+        if untried:
+            await outbox.release(self._pool, untried)
+        for _, failed, _ in outcomes:
             if failed is None:
                 continue
             message, fault = failed
@@ -137,8 +184,7 @@ class Relay:
                             retry_in_s=round(delay, 2))
         return result
 
-    async def _deliver_in_order(self, chain: list[OutboxMessage]) -> tuple[
-            list[OutboxMessage], tuple[OutboxMessage, Fault] | None, list[OutboxMessage]]:
+    async def _deliver_in_order(self, chain: list[OutboxMessage]) -> _ChainOutcome:
         """Deliver one key's rows in order until one fails: (delivered, failed with its fault, untried)."""
         for index, message in enumerate(chain):
             fault = await self._attempt(message)
@@ -164,6 +210,14 @@ class Relay:
             except Fault as fault:
                 return fault
         return None
+
+
+def _chains(claimed: list[OutboxMessage]) -> list[list[OutboxMessage]]:
+    """Claimed rows grouped per (destination, partition_key), each group in delivery order."""
+    chains: dict[tuple[str, str], list[OutboxMessage]] = {}
+    for message in claimed:
+        chains.setdefault((message.destination, message.partition_key), []).append(message)
+    return list(chains.values())
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
