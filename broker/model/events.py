@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import cache
 from typing import ClassVar
 
 from broker.model import xml_form
 from broker.model.errors import ModelError, UnknownEventType
 from broker.model.fields import field_specs
 from broker.model.marks import Mark, MarkScale
-from broker.model.rules import RULES
+from broker.model.rules import RULES, Rule
 
 SCHEMA_VERSION = "1.0"
 """Minor version of schemas/events.xsd that this model writes."""
@@ -75,16 +76,15 @@ class Event:
     actor_id: str
 
     def __post_init__(self) -> None:
-        for spec in field_specs(type(self)):
-            value = getattr(self, spec.name)
-            if value is None and not spec.required:
+        for name, kind, required, rule in _checks(type(self)):
+            value = getattr(self, name)
+            if value is None and not required:
                 continue
-            if not _is_a(value, spec.kind):
-                raise ModelError(f"{spec.name} must be {spec.kind.__name__}, not {type(value).__name__}",
-                                 field=spec.name)
-            problem = RULES[spec.name](value) if spec.name in RULES else None
+            if type(value) is not kind and not _is_a(value, kind):
+                raise ModelError(f"{name} must be {kind.__name__}, not {type(value).__name__}", field=name)
+            problem = rule(value) if rule is not None else None
             if problem:
-                raise ModelError(f"{spec.name}: {problem}", field=spec.name)
+                raise ModelError(f"{name}: {problem}", field=name)
 
     @property
     def idempotency_key(self) -> str:
@@ -93,7 +93,7 @@ class Event:
 
     def to_xml(self) -> bytes:
         """The event as a standalone UTF-8 document of schemas/events.xsd."""
-        return xml_form.to_bytes(xml_form.event_element(self))
+        return xml_form.to_bytes_of_event(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,7 +219,7 @@ def batch_to_xml(events: Sequence[Event]) -> bytes:
     """Many events as one EventBatch document."""
     if not 1 <= len(events) <= MAX_BATCH:
         raise ModelError(f"an EventBatch holds 1..{MAX_BATCH} events, not {len(events)}")
-    return xml_form.to_bytes(xml_form.batch_element([xml_form.event_element(event) for event in events]))
+    return xml_form.to_bytes_of_batch(events)
 
 
 def _event_class(element) -> type[Event]:
@@ -233,6 +233,12 @@ def _event_class(element) -> type[Event]:
 def _journal_mark(mark: Mark) -> None:
     if mark.scale is MarkScale.SPECIAL:
         raise ModelError(f"{mark.value!r} is a final-grade outcome, not a journal mark", field="mark")
+
+
+@cache
+def _checks(cls: type) -> tuple[tuple[str, type, bool, Rule | None], ...]:
+    """Per field of an event type: name, kind, required, and its value rule if it has one."""
+    return tuple((spec.name, spec.kind, spec.required, RULES.get(spec.name)) for spec in field_specs(cls))
 
 
 def _is_a(value: object, kind: type) -> bool:

@@ -2,6 +2,11 @@
 
 Both XML and JSON forms are derived from the dataclass fields, in declaration
 order, so adding a field to an event type changes one place.
+
+The forms run once per event on the ingest path, so the choice of what to do
+for a kind is made once per kind, not once per value: :func:`text_writer` is
+:func:`to_text` for values of exactly that kind, :func:`text_reader` is
+:func:`from_text` with the kind fixed.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -27,6 +33,9 @@ _LEXICAL: dict[type, re.Pattern[str]] = {
     bool: re.compile(r"true|false"),
 }
 """The XSD lexical forms we accept; Python's own parsers accept more (1_000, NaN, 20261005)."""
+
+_BLANK = " \t\r\n"
+"""What XSD collapses around every non-string value."""
 
 
 @dataclass(frozen=True)
@@ -71,26 +80,71 @@ def to_text(value: object) -> str:
     return str(value)
 
 
+def _decimal_text(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+_WRITERS: dict[type, Callable[[object], str]] = {
+    bool: {True: "true", False: "false"}.__getitem__,
+    datetime: datetime.isoformat,
+    date: date.isoformat,
+    Decimal: _decimal_text,  # type: ignore[dict-item]
+    uuid.UUID: str,
+    int: str,
+    str: str,
+}
+
+
+@cache
+def text_writer(kind: type) -> Callable[[object], str]:
+    """``to_text`` for a value whose type is exactly ``kind`` (callers check; others take ``to_text``)."""
+    if kind in _WRITERS:
+        return _WRITERS[kind]
+    if issubclass(kind, Enum):
+        return {member: str(member.value) for member in kind}.__getitem__
+    return to_text
+
+
 def from_text(kind: type, text: str) -> object:
     """Read a scalar of ``kind`` from its lexical form, or raise ``ModelError``."""
+    return text_reader(kind)(text)
+
+
+@cache
+def text_reader(kind: type) -> Callable[[str], object]:
+    """``from_text`` with ``kind`` fixed: read one lexical form, or raise ``ModelError``."""
     if kind is str:
-        return text
+        return _same_text
     if issubclass(kind, Enum):
+        return _enum_reader(kind)
+    return _lexical_reader(kind)
+
+
+def _same_text(text: str) -> str:
+    return text
+
+
+def _enum_reader(kind: type[Enum]) -> Callable[[str], object]:
+    def read(text: str) -> object:
         try:
             return kind(text)
         except ValueError:
             raise ModelError(f"{text!r} is not one of {', '.join(str(m.value) for m in kind)}") from None
-    text = text.strip(" \t\r\n")  # XSD collapses whitespace around every non-string value
-    lexical = _LEXICAL[kind]
-    if not lexical.fullmatch(text):
-        raise ModelError(f"{text!r} is not a valid {kind.__name__}")
-    try:
-        if kind is bool:
-            return text == "true"
-        if kind is datetime:
-            return datetime.fromisoformat(text)
-        if kind is date:
-            return date.fromisoformat(text)
-        return kind(text)
-    except ValueError as error:
-        raise ModelError(f"{text!r} is not a valid {kind.__name__}: {error}") from None
+    return read
+
+
+def _lexical_reader(kind: type) -> Callable[[str], object]:
+    fullmatch = _LEXICAL[kind].fullmatch
+    parse: Callable[[str], object] = {
+        bool: "true".__eq__, datetime: datetime.fromisoformat, date: date.fromisoformat,
+    }.get(kind, kind)
+
+    def read(text: str) -> object:
+        text = text.strip(_BLANK)  # XSD collapses whitespace around every non-string value
+        if not fullmatch(text):
+            raise ModelError(f"{text!r} is not a valid {kind.__name__}")
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise ModelError(f"{text!r} is not a valid {kind.__name__}: {error}") from None
+    return read

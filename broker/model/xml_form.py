@@ -1,16 +1,29 @@
 """Events as XML of ``urn://ejx/events/1``, with the standard library only.
 
-Writing builds ``xml.etree.ElementTree`` elements; reading takes any parsed
-element with the ElementTree API (lxml's included), so the model never parses
-bytes: untrusted bytes go through :func:`broker.xmlsafe.parse` first.
+Writing builds the document as text from a plan made once per event type: the
+tags, and how each field's value becomes text. The output is, byte for byte,
+what ``xml.etree.ElementTree`` writes for the same tree (UTF-8, a declaration
+in single quotes, our namespace as the default one, ``&``, ``<`` and ``>``
+escaped in text, ``<Tag />`` for empty text); tests/unit/test_model_forms_equivalence.py
+holds it to that.
+
+Reading takes any parsed element with the ElementTree API (lxml's included),
+so the model never parses bytes: untrusted bytes go through
+:func:`broker.xmlsafe.parse` first.
 """
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from functools import cache
 
 from broker.model.errors import ModelError
-from broker.model.fields import FieldSpec, field_specs, from_text, to_text
+from broker.model.fields import field_specs, text_reader, text_writer, to_text
 from broker.model.marks import Mark, MarkScale
 
 NAMESPACE = "urn://ejx/events/1"
@@ -26,51 +39,164 @@ MARK_ELEMENTS: dict[MarkScale, str] = {
 """The element inside Mark that carries each scale (see the XSD on why)."""
 _MARK_SCALES = {element: scale for scale, element in MARK_ELEMENTS.items()}
 
+_DECLARATION = "<?xml version='1.0' encoding='UTF-8'?>\n"
+_DEFAULT_NAMESPACE = f' xmlns="{NAMESPACE}"'
+_UNESCAPED = (bool, int, Decimal, uuid.UUID, datetime, date)
+"""Kinds whose canonical text is digits, signs, dots, colons and letters: nothing to escape."""
 
-def event_element(event) -> ET.Element:
-    """The event as an element tree, children in the XSD's order."""
-    root = ET.Element(_qualified(type(event).__name__))
-    for spec in field_specs(type(event)):
-        value = getattr(event, spec.name)
+
+# --- writing -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Tags:
+    """How one element is written around its text."""
+
+    start: str
+    end: str
+    empty: str
+    """What an element with empty text is written as."""
+
+    @classmethod
+    def of(cls, name: str) -> _Tags:
+        return cls(f"<{name}>", f"</{name}>", f"<{name} />")
+
+    def around(self, text: str) -> str:
+        return f"{self.start}{text}{self.end}" if text else self.empty
+
+
+_MARK_TAGS = {scale: _Tags.of(element) for scale, element in MARK_ELEMENTS.items()}
+
+
+@dataclass(frozen=True)
+class _EventWriting:
+    """How one event type is written: as a document's root or inside an EventBatch."""
+
+    root_start: str
+    batch_start: str
+    end: str
+    fields: tuple[tuple[str, type, Callable[[object], str], str, str, str], ...]
+    """Per field: name, kind, text, start tag, end tag, empty element; plain tuples, as they unpack fastest."""
+
+
+def to_bytes_of_event(event) -> bytes:
+    """The event as a standalone UTF-8 document, its element the root."""
+    parts = [_DECLARATION]
+    _write_event(event, parts, root=True)
+    return _encode(parts)
+
+
+def to_bytes_of_batch(events: Iterable) -> bytes:
+    """Many events as one EventBatch document."""
+    parts = [_DECLARATION, f"<EventBatch{_DEFAULT_NAMESPACE}>"]
+    for event in events:
+        _write_event(event, parts, root=False)
+    parts.append("</EventBatch>")
+    return _encode(parts)
+
+
+def _write_event(event, parts: list[str], *, root: bool) -> None:
+    writing = _event_writing(type(event))
+    parts.append(writing.root_start if root else writing.batch_start)
+    for name, kind, text_of, start, end, empty in writing.fields:
+        value = getattr(event, name)
         if value is None:
             continue
-        child = ET.SubElement(root, _qualified(spec.element))
-        if isinstance(value, Mark):
-            ET.SubElement(child, _qualified(MARK_ELEMENTS[value.scale])).text = value.value
-        else:
-            child.text = to_text(value)
-    return root
+        text = text_of(value) if type(value) is kind else _any_text(value)
+        parts.append(f"{start}{text}{end}" if text else empty)
+    parts.append(writing.end)
 
 
-def batch_element(events: list[ET.Element]) -> ET.Element:
-    root = ET.Element(_qualified("EventBatch"))
-    root.extend(events)
-    return root
+def _encode(parts: list[str]) -> bytes:
+    # What ElementTree's writer does: UTF-8, and a character reference for what UTF-8 cannot carry.
+    return "".join(parts).encode("utf-8", "xmlcharrefreplace")
 
 
-def to_bytes(root: ET.Element) -> bytes:
-    """UTF-8 with a declaration, our namespace as the default one."""
-    return ET.tostring(root, encoding="UTF-8", xml_declaration=True, default_namespace=NAMESPACE)
+@cache
+def _event_writing(cls: type) -> _EventWriting:
+    name = cls.__name__
+    fields = []
+    for spec in field_specs(cls):
+        tags = _Tags.of(spec.element)
+        fields.append((spec.name, spec.kind, _content_writer(spec.kind), tags.start, tags.end, tags.empty))
+    return _EventWriting(root_start=f"<{name}{_DEFAULT_NAMESPACE}>", batch_start=f"<{name}>", end=f"</{name}>",
+                         fields=tuple(fields))
 
+
+def _content_writer(kind: type) -> Callable[[object], str]:
+    """The content of a field's element for a value of exactly ``kind``."""
+    if kind is Mark:
+        return _mark_content  # type: ignore[return-value]
+    if kind is str:
+        return _escape  # type: ignore[return-value]
+    if issubclass(kind, Enum):
+        return {member: _escape(to_text(member)) for member in kind}.__getitem__
+    if kind in _UNESCAPED:
+        return text_writer(kind)
+    return lambda value: _escape(text_writer(kind)(value))
+
+
+def _any_text(value: object) -> str:
+    """A field's element content for a value of any type, as ElementTree would write it."""
+    if isinstance(value, Mark):
+        return _mark_content(value)
+    return _escape(to_text(value))
+
+
+def _mark_content(mark: Mark) -> str:
+    return _MARK_TAGS[mark.scale].around(_escape(mark.value))
+
+
+def _escape(text: str) -> str:
+    """Character data as ElementTree escapes it: ``&``, ``<`` and ``>``, nothing else."""
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    return text
+
+
+# --- reading -------------------------------------------------------------------------------------
 
 def event_of(cls: type, element):
     """Build an event of ``cls`` from its element; errors say which line and element."""
     values: dict[str, object] = {}
     found: dict[str, object] = {}
-    pending = children(element)
-    for spec in field_specs(cls):
-        if pending and pending[0].tag == NAMESPACE_PREFIX + spec.element:
-            child = pending.pop(0)
-            found[spec.name] = child
-            values[spec.name] = _read(spec, child)
-        elif spec.required:
-            raise ModelError(f"{_where(element)}: {spec.element} is missing")
-    if pending:
-        raise ModelError(f"{_where(pending[0])}: unexpected element {local_name(pending[0])}")
+    pending = [(tag, child) for child in element if isinstance(tag := child.tag, str)]  # no comments or PIs
+    position, count = 0, len(pending)
+    for name, tag, required, element_name, read in _event_reading(cls):
+        if position < count and pending[position][0] == tag:
+            child = pending[position][1]
+            position += 1
+            found[name] = child
+            try:
+                if read is _read_mark:
+                    values[name] = _read_mark(child)
+                elif len(child):
+                    raise ModelError(f"{element_name} holds text, not elements")
+                elif read is None:  # a string: taken as it is
+                    values[name] = child.text or ""
+                else:
+                    values[name] = read(child.text or "")
+            except ModelError as error:
+                raise ModelError(f"{_where(child)}: {error}", field=name) from None
+        elif required:
+            raise ModelError(f"{_where(element)}: {element_name} is missing")
+    if position < count:
+        raise ModelError(f"{_where(pending[position][1])}: unexpected element {local_name(pending[position][1])}")
     try:
         return cls(**values)
     except ModelError as error:
         raise ModelError(f"{_where(found.get(error.field, element))}: {error}", field=error.field) from None
+
+
+@cache
+def _event_reading(cls: type) -> tuple[tuple[str, str, bool, str, Callable[[object], object] | None], ...]:
+    """Per field: name, qualified tag, required, element name, and how to read it (None: a string as it is)."""
+    return tuple((spec.name, NAMESPACE_PREFIX + spec.element, spec.required, spec.element,
+                  _read_mark if spec.kind is Mark else None if spec.kind is str else text_reader(spec.kind))
+                 for spec in field_specs(cls))
 
 
 def children(element) -> list:
@@ -87,26 +213,11 @@ def expect_namespace(element) -> None:
         raise ModelError(f"{_where(element)}: {local_name(element)} must be in namespace {NAMESPACE}")
 
 
-def _read(spec: FieldSpec, child) -> object:
-    try:
-        if spec.kind is Mark:
-            return _read_mark(child)
-        if len(child):
-            raise ModelError(f"{spec.element} holds text, not elements")
-        return from_text(spec.kind, child.text or "")
-    except ModelError as error:
-        raise ModelError(f"{_where(child)}: {error}", field=spec.name) from None
-
-
 def _read_mark(element) -> Mark:
     inner = children(element)
     if len(inner) != 1 or local_name(inner[0]) not in _MARK_SCALES:
         raise ModelError(f"Mark holds exactly one of {', '.join(_MARK_SCALES)}")
     return Mark(_MARK_SCALES[local_name(inner[0])], inner[0].text or "")
-
-
-def _qualified(name: str) -> str:
-    return NAMESPACE_PREFIX + name
 
 
 def _where(element) -> str:
