@@ -532,8 +532,8 @@ def _dict_variants() -> list[object]:
     for key in base:
         variants.append({k: v for k, v in base.items() if k != key})
         variants.append({**base, key: None})
-        for wrong in ("", " ", "1", 1, 1.5, True, [], {}, "x" * 2000, "н", "2026-10-05", "nan", "1_0", " 2 ",
-                      "\x01", "2026-10-05T09:15:00", "2026-02-30T09:15:00+03:00", "00000000-0000-0000-0000-000000000000"):
+        for wrong in ("", " ", "1", 1, 1.5, True, [], {}, "x" * 2000, "н", "2026-10-05", "nan", "1_0", " 2 ", "\x01",
+                      "2026-10-05T09:15:00", "2026-02-30T09:15:00+03:00", "00000000-0000-0000-0000-000000000000"):
             variants.append({**base, key: wrong})
     variants += [
         {**base, "extra": 1, "another": 2}, {**base, "Type": "GradePosted"},
@@ -550,7 +550,9 @@ def _dict_variants() -> list[object]:
         {**base, "event_id": "\x0c0b7e3c1a-5d2f-4a8e-9c61-2f4d8e7a1b30"}, {**base, "version": "\t1"},
         {**base, "counts_in_average": "true"}, {**base, "counts_in_average": 1},
         {**base, "mark": {"scale": "five-point", "value": 5}}, {**base, "mark": {"scale": "five-point", "value": 7}},
-        {**base, "mark": {"scale": "five-point", "value": "н"}}, {**base, "mark": {"scale": "special", "value": "осв"}},
+        {**base, "mark": {"scale": "five-point", "value": "н"}},
+        {**base, "mark": {"scale": "special", "value": "осв"}}, {**base, "mark": {"scale": "hundred", "value": 100}},
+        {**base, "mark": {"scale": "FIVE_POINT", "value": "5"}}, {**base, "mark": {"scale": None, "value": "5"}},
         {**base, "mark": {"scale": "hundred", "value": "07"}}, {**base, "mark": {"scale": "nope", "value": "5"}},
         {**base, "mark": {"scale": "ten", "value": 5.0}}, {**base, "mark": {"scale": "ten"}},
         {**base, "mark": {"scale": "ten", "value": "5", "x": 1}}, {**base, "mark": "5"},
