@@ -63,12 +63,17 @@ class Answer:
     """A receiver's HTTP answer."""
 
     status: int
-    content_type: str
+    headers: tuple[tuple[str, str], ...]
+    """Names in lower case."""
     body: bytes
 
     @property
     def is_success(self) -> bool:
         return 200 <= self.status < 300
+
+    def header(self, name: str, default: str = "") -> str:
+        name = name.lower()
+        return next((value for key, value in self.headers if key == name), default)
 
 
 class _StaleConnection(Exception):
@@ -113,11 +118,11 @@ class _Connection:
                 raise ConnectionResetError("the receiver closed the connection mid-answer")
             # InformationalResponse (100 Continue): keep reading.
         assert response is not None
-        content_type = next((v.decode("latin-1") for k, v in response.headers if k == b"content-type"), "")
+        headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers)
         reusable = self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
         if reusable:
             self._h11.start_next_cycle()
-        return Answer(response.status_code, content_type, b"".join(chunks)), reusable
+        return Answer(response.status_code, headers, b"".join(chunks)), reusable
 
     def close(self) -> None:
         self._writer.close()
@@ -206,7 +211,7 @@ class PortalDestination:
             raise Failure(f"portal unreachable: {error!r}") from error
         if answer.is_success:
             return
-        fault = answer_fault(answer.status, answer.content_type, answer.body)
+        fault = answer_fault(answer.status, answer.header("content-type"), answer.body)
         if isinstance(fault, MessageIsAlreadySent):
             log.info("portal.already_sent", message_id=str(message.message_id))
             return
