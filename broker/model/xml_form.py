@@ -215,9 +215,10 @@ def expect_namespace(element) -> None:
 
 def _read_mark(element) -> Mark:
     inner = children(element)
-    if len(inner) != 1 or local_name(inner[0]) not in _MARK_SCALES:
+    scale = _MARK_SCALES.get(local_name(inner[0])) if len(inner) == 1 else None
+    if scale is None:
         raise ModelError(f"Mark holds exactly one of {', '.join(_MARK_SCALES)}")
-    return Mark(_MARK_SCALES[local_name(inner[0])], inner[0].text or "")
+    return Mark(scale, inner[0].text or "")
 
 
 def _where(element) -> str:
