@@ -99,14 +99,30 @@ class Relay:
         next_sweep = next_claim = time.monotonic()
         failures = 0
         in_flight: set[asyncio.Task[_ChainOutcome]] = set()
-        finished: list[_ChainOutcome] = []
+        finished: list[asyncio.Task[_ChainOutcome]] = []
         record_by = math.inf
+        woken = asyncio.Event()
+
+        def chain_done(task: asyncio.Task[_ChainOutcome]) -> None:
+            # One callback per chain: asyncio.wait over hundreds of tasks would re-register on every wake.
+            nonlocal record_by
+            in_flight.discard(task)
+            if not finished:
+                record_by = time.monotonic() + options.record_every_s
+            finished.append(task)
+            woken.set()
+
         while True:
+            woken.clear()
             try:
                 if finished and (not in_flight or stop.is_set() or time.monotonic() >= record_by
                                  or len(finished) >= options.batch_size // 2):
-                    await self._record(finished)
-                    finished, record_by = [], math.inf
+                    recording, finished[:], record_by = list(finished), [], math.inf
+                    try:
+                        await self._record([task.result() for task in recording])  # a bug in a chain stops us
+                    except BaseException:
+                        finished[:0] = recording  # still to be recorded, after the outage
+                        raise
                 if stop.is_set() and not in_flight:
                     break
                 now = time.monotonic()
@@ -118,7 +134,10 @@ class Relay:
                     claimed = await outbox.claim(self._pool, keys=want, per_key=options.per_key,
                                                  lease=timedelta(seconds=options.lease_s))
                     chains = _chains(claimed)
-                    in_flight.update(asyncio.create_task(self._deliver_in_order(chain)) for chain in chains)
+                    for chain in chains:
+                        task = asyncio.create_task(self._deliver_in_order(chain))
+                        in_flight.add(task)
+                        task.add_done_callback(chain_done)
                     # Fewer keys than asked for: the backlog is drained, so poll again only after a pause.
                     next_claim = now if len(chains) >= want else now + options.idle_poll_s
                 failures = 0
@@ -128,18 +147,18 @@ class Relay:
                 delay = options.backoff.delay(failures, rng=self._rng)
                 log.warning("relay.database_unavailable", error=repr(error), retry_in_s=round(delay, 2))
                 if stop.is_set() and not in_flight:
-                    log.warning("relay.outcomes_unrecorded", rows=sum(len(c[0]) for c in finished))
+                    log.warning("relay.outcomes_unrecorded", chains=len(finished))
                     break  # leases run out and the rows are delivered again (receivers de-duplicate)
                 await _sleep_unless(stop, delay)
                 continue
             if in_flight:
-                wake = min(record_by, math.inf if stop.is_set() else next_claim)
+                may_claim = not stop.is_set() and len(in_flight) <= options.batch_size // 2
+                wake = min(record_by, next_claim if may_claim else math.inf)
                 timeout = None if wake == math.inf else max(0.0, wake - time.monotonic())
-                done, in_flight = await asyncio.wait(in_flight, timeout=timeout,
-                                                     return_when=asyncio.FIRST_COMPLETED)
-                if done and not finished:
-                    record_by = time.monotonic() + options.record_every_s
-                finished.extend(task.result() for task in done)
+                try:
+                    await asyncio.wait_for(woken.wait(), timeout=timeout)
+                except TimeoutError:
+                    pass
             elif not stop.is_set():
                 await _sleep_unless(stop, max(0.0, next_claim - time.monotonic()))
         log.info("relay.stopped")
