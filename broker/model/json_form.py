@@ -35,7 +35,7 @@ def event_from_dict(data: Mapping[str, object]) -> Event:
     if not isinstance(data, Mapping):
         raise ModelError(f"an event is a JSON object, not {type(data).__name__}")
     name = data.get("type")
-    if name not in EVENT_TYPES:
+    if not isinstance(name, str) or name not in EVENT_TYPES:
         raise UnknownEventType(f"type {name!r} is not an event type (known: {', '.join(EVENT_TYPES)})")
     cls = EVENT_TYPES[name]  # type: ignore[index]
     keys, fields = _dict_reading(cls)
@@ -146,7 +146,7 @@ def _read_mark(value: object) -> Mark:
     if not isinstance(value, Mapping) or set(value) != {"scale", "value"}:
         raise ModelError('a mark is {"scale": ..., "value": ...}')
     scale, mark = value["scale"], value["value"]
-    if scale not in _SCALES:
+    if not isinstance(scale, str) or scale not in _SCALES:
         raise ModelError(f"scale {scale!r} is not one of {', '.join(MarkScale)}")
     if type(mark) is int:  # {"scale": "five-point", "value": 5} is what vendors will send
         mark = str(mark)

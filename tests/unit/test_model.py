@@ -216,3 +216,19 @@ def test_model_imports_no_io_library():
         text = source.read_text(encoding="utf-8")
         for library in ("lxml", "aiokafka", "asyncpg", "structlog", "httpx", "fastapi"):
             assert f"import {library}" not in text and f"from {library}" not in text, (source.name, library)
+
+
+@pytest.mark.parametrize("payload", [
+    {"type": ["GradePosted"]},
+    {"type": {"a": 1}},
+])
+def test_a_non_string_type_is_an_unknown_event_type_not_a_crash(payload: dict) -> None:
+    with pytest.raises(UnknownEventType):
+        event_from_dict(payload)
+
+
+def test_a_non_string_mark_scale_is_a_model_error_not_a_crash() -> None:
+    data = event_to_dict(grade())
+    data["mark"] = {"scale": ["five-point"], "value": "5"}
+    with pytest.raises(ModelError):
+        event_from_dict(data)

@@ -261,7 +261,8 @@ class Reference:
         if not isinstance(data, Mapping):
             raise ModelError(f"an event is a JSON object, not {type(data).__name__}")
         name = data.get("type")
-        if name not in EVENT_TYPES:
+        # Deliberate fix over the original: a non-string type is refused, not a TypeError.
+        if not isinstance(name, str) or name not in EVENT_TYPES:
             raise UnknownEventType(f"type {name!r} is not an event type (known: {', '.join(EVENT_TYPES)})")
         event_class = EVENT_TYPES[name]
         specs = cls.field_specs(event_class)
@@ -286,7 +287,8 @@ class Reference:
             if not isinstance(value, Mapping) or set(value) != {"scale", "value"}:
                 raise ModelError('a mark is {"scale": ..., "value": ...}')
             scale, mark = value["scale"], value["value"]
-            if scale not in set(MarkScale):
+            # Deliberate fix over the original: an unhashable scale is refused, not a TypeError.
+            if not isinstance(scale, str) or scale not in set(MarkScale):
                 raise ModelError(f"scale {scale!r} is not one of {', '.join(MarkScale)}")
             if type(mark) is int:
                 mark = str(mark)
