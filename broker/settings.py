@@ -17,7 +17,7 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(default=None, description="Existing Kafka; when set nothing is started.")
     database_url: str | None = Field(default=None, description="Existing PostgreSQL DSN; when set nothing is started.")
 
-    kafka_version: str = Field(default="3.9.1", description="Apache Kafka release run locally.")
+    kafka_version: str = Field(default="4.3.1", description="Apache Kafka release run locally.")
     kafka_port: int = Field(default=19092, description="Local broker's PLAINTEXT port.")
     kafka_controller_port: int = Field(default=19093, description="Local broker's KRaft controller port.")
     kafka_heap: str = Field(default="-Xms256m -Xmx512m", description="JVM heap flags of the local broker.")
