@@ -23,7 +23,6 @@ import sys
 import tempfile
 from pathlib import Path
 import asyncio
-import statistics
 import time
 import uuid
 from decimal import Decimal

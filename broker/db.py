@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from types import TracebackType
@@ -86,6 +88,16 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 
         return await asyncpg.create_pool(settings.database_dsn, min_size=min_size, max_size=max_size, timeout=30)
     except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
         raise Failure(f"PostgreSQL at {settings.database_dsn} is unreachable: {error}") from error
+
+
+@asynccontextmanager
+async def connected(settings: Settings, *, max_size: int = 10) -> AsyncIterator[asyncpg.Pool]:
+    """A pool for the length of one command or component; closed on exit."""
+    pool = await create_pool(settings, max_size=max_size)
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 class UnitOfWork:

@@ -18,7 +18,7 @@ import asyncpg
 import click
 import structlog
 
-from broker.db import create_pool
+from broker.db import connected
 from broker.faults import AccessDenied, InvalidContent, SenderIsNotRegistered
 from broker.registry import new_token, token_hash
 from broker.settings import Settings
@@ -90,11 +90,8 @@ def add_portal_client_command(settings: Settings, name: str) -> None:
     """Register portal client NAME and print its bearer token (shown only this once)."""
 
     async def run() -> str:
-        pool = await create_pool(settings, max_size=1)
-        try:
+        async with connected(settings, max_size=1) as pool:
             return await PortalClients(pool).add(name)
-        finally:
-            await pool.close()
 
     click.echo(asyncio.run(run()))
     click.echo(f"portal client {name} registered; store the token now, it is not kept", err=True)

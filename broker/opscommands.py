@@ -7,9 +7,8 @@ closes it on the way out; long-running ones stop cleanly on SIGINT/SIGTERM.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from broker import kafka, outbox
-from broker.db import create_pool
+from broker.db import connected
 from broker.delivery import InteragencyDestination, PortalDestination
 from broker.faults import InvalidContent
 from broker.receivers import InteragencyPullClient, PullClientOptions, ReceiverLog, portal_receiver_app
@@ -61,15 +60,6 @@ def _until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     asyncio.run(runner())
 
 
-@contextlib.asynccontextmanager
-async def _pool(settings: Settings) -> AsyncIterator:
-    pool = await create_pool(settings)
-    try:
-        yield pool
-    finally:
-        await pool.close()
-
-
 @click.command("relay")
 @click.option("--batch-size", default=RelayOptions.batch_size, show_default=True, help="Rows claimed per round.")
 @click.option("--max-attempts", default=RelayOptions.max_attempts, show_default=True,
@@ -80,7 +70,7 @@ def relay_command(settings: Settings, batch_size: int, max_attempts: int) -> Non
     options = RelayOptions(batch_size=batch_size, max_attempts=max_attempts)
 
     async def main(stop: asyncio.Event) -> None:
-        async with _pool(settings) as pool, kafka.running(kafka.producer(settings)) as producer:
+        async with connected(settings) as pool, kafka.running(kafka.producer(settings)) as producer:
             destinations = {"interagency": InteragencyDestination(
                 producer=producer, topic=settings.interagency_topic, queue=PullQueue(pool))}
             if settings.portal_url:
@@ -106,7 +96,7 @@ def outbox_group() -> None:
 def outbox_status_command(settings: Settings) -> None:
     """Counts by destination and status, oldest pending age, dead rows with their last error."""
     async def main() -> None:
-        async with _pool(settings) as pool:
+        async with connected(settings) as pool:
             console.print(_summary_table(await outbox.summary(pool)))
             dead = await outbox.dead_messages(pool)
             if dead:
@@ -141,7 +131,7 @@ def _summary_table(rows: list[outbox.DestinationSummary]) -> Table:
 def outbox_redrive_command(settings: Settings, dead: bool, destination: str | None, since: str | None) -> None:
     """Return dead rows to pending with a fresh attempt budget; MessageIDs stay the same."""
     async def main() -> int:
-        async with _pool(settings) as pool:
+        async with connected(settings) as pool:
             return await outbox.redrive(pool, destination=destination, since=_moment(since))
     click.echo(f"redriven: {asyncio.run(main())} row(s)")
 
@@ -172,7 +162,7 @@ def replay_command(settings: Settings, topic: str | None, from_time: str | None,
         routing = RoutingTable.load(routing_file or settings.routing_file)
         schemas = Schemas.load()
         signer = XmlDsigSigner.from_pem_files(settings.signing_key_file, settings.signing_cert_file)
-        async with _pool(settings) as pool, kafka.running(kafka.producer(settings)) as producer:
+        async with connected(settings) as pool, kafka.running(kafka.producer(settings)) as producer:
             router = Router(settings, pool=pool, producer=producer, signer=signer, schemas=schemas, routing=routing,
                             options=RouterOptions())
             with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -217,7 +207,7 @@ def status_command(settings: Settings, groups: tuple[str, ...]) -> None:
                     table.add_row(group, str(tp.partition), "-" if committed is None else str(committed),
                                   str(ends[tp]), str(lag))
         console.print(table)
-        async with _pool(settings) as pool:
+        async with connected(settings) as pool:
             console.print(_summary_table(await outbox.summary(pool)))
     asyncio.run(main())
 
@@ -238,7 +228,7 @@ def _verifier(settings: Settings) -> Verifier:
 def receiver_portal_command(settings: Settings, port: int, host: str) -> None:
     """Serve POST /envelopes as the portal would; GET /report for the counts."""
     async def main(stop: asyncio.Event) -> None:
-        async with _pool(settings) as pool:
+        async with connected(settings) as pool:
             app = portal_receiver_app(verifier=_verifier(settings), journal=ReceiverLog(pool, "portal"))
             server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
             server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
@@ -262,7 +252,7 @@ def receiver_interagency_command(settings: Settings, queue_url: str | None, reci
     url = queue_url or f"http://{settings.http_host}:{settings.http_port}"
 
     async def main(stop: asyncio.Event) -> None:
-        async with _pool(settings) as pool:
+        async with connected(settings) as pool:
             journal = ReceiverLog(pool, "interagency")
             client = InteragencyPullClient(url, verifier=_verifier(settings), journal=journal,
                                            options=PullClientOptions(recipient=recipient, message_type=message_type))
@@ -278,7 +268,7 @@ def receiver_interagency_command(settings: Settings, queue_url: str | None, reci
 def receiver_report_command(settings: Settings, receiver: str) -> None:
     """Received / duplicates / test messages / bad signatures of a reference receiver."""
     async def main():
-        async with _pool(settings) as pool:
+        async with connected(settings) as pool:
             return await ReceiverLog(pool, receiver).report()
     _print_report(asyncio.run(main()))
 

@@ -23,7 +23,7 @@ import asyncpg
 import click
 import structlog
 
-from broker.db import UnitOfWork, create_pool
+from broker.db import UnitOfWork, connected
 from broker.faults import AccessDenied, Failure, InvalidContent, SenderIsNotRegistered
 from broker.settings import Settings
 
@@ -206,11 +206,8 @@ def read_schools_csv(data: bytes) -> Iterator[School]:
 
 
 async def _with_registry(settings: Settings, action):  # noqa: ANN001, ANN202 - CLI plumbing
-    pool = await create_pool(settings, max_size=2)
-    try:
+    async with connected(settings, max_size=2) as pool:
         return await action(Registry(pool))
-    finally:
-        await pool.close()
 
 
 @click.group("vendors")

@@ -8,7 +8,6 @@ never handed out again, whether it was accepted or refused.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
