@@ -1,4 +1,4 @@
-"""Retry delays: exponential in the attempt number, capped, with jitter.
+"""Retry delays: exponential in the attempt number, capped, with jitter; and waiting them out.
 
 Jitter spreads the retries of many rows that failed together (a receiver outage)
 so they do not hit the recovering receiver in one wave. "Equal jitter" keeps at
@@ -7,6 +7,7 @@ least half the exponential delay, so a failing receiver is never hammered.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass
 
@@ -29,3 +30,11 @@ class Backoff:
         """A random delay in [ceiling/2, ceiling]."""
         ceiling = self.ceiling(attempts)
         return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+async def pause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less if ``stop`` is set meanwhile: loops wait without delaying shutdown."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        pass

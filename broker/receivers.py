@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from lxml import etree
 
 from broker import xmlsafe
+from broker.backoff import pause
 from broker.delivery import Answer, KeepAliveClient, fault_xml
 from broker.faults import Failure, Fault, MessageIsAlreadySent
 from broker.outbox import DATABASE_OUTAGES
@@ -218,10 +219,7 @@ class InteragencyPullClient:
                 log.warning("receiver.pull_failed", error=fault.description)
                 took = False
             if not took:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=self._options.idle_poll_s)
-                except asyncio.TimeoutError:
-                    pass
+                await pause(stop, self._options.idle_poll_s)
 
     async def _ack(self, message_id: uuid.UUID, *, accepted: bool) -> None:
         response = await _post_json(self._ack_client, {"message_id": str(message_id), "accepted": accepted})

@@ -22,7 +22,7 @@ import asyncpg
 import structlog
 
 from broker import outbox
-from broker.backoff import Backoff
+from broker.backoff import Backoff, pause
 from broker.delivery import Destination
 from broker.faults import Failure, Fault
 from broker.outbox import OutboxMessage
@@ -149,7 +149,7 @@ class Relay:
                 if stop.is_set() and not in_flight:
                     log.warning("relay.outcomes_unrecorded", chains=len(finished))
                     break  # leases run out and the rows are delivered again (receivers de-duplicate)
-                await _sleep_unless(stop, delay)
+                await pause(stop, delay)
                 continue
             if in_flight:
                 may_claim = not stop.is_set() and len(in_flight) <= options.batch_size // 2
@@ -160,7 +160,7 @@ class Relay:
                 except TimeoutError:
                     pass
             elif not stop.is_set():
-                await _sleep_unless(stop, max(0.0, next_claim - time.monotonic()))
+                await pause(stop, max(0.0, next_claim - time.monotonic()))
         log.info("relay.stopped")
 
     async def run_once(self) -> RoundResult:
@@ -237,10 +237,3 @@ def _chains(claimed: list[OutboxMessage]) -> list[list[OutboxMessage]]:
     for message in claimed:
         chains.setdefault((message.destination, message.partition_key), []).append(message)
     return list(chains.values())
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
-        pass

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from broker import kafka, metrics, projections
-from broker.backoff import Backoff
+from broker.backoff import Backoff, pause
 from broker.db import UnitOfWork
 from broker.faults import Failure, Fault
 from broker.model import Event
@@ -133,11 +133,11 @@ class AnalyticsConsumer:
                         if not fault.retriable:
                             raise
                         failures += 1
-                        pause = self._backoff.delay(failures)
+                        delay = self._backoff.delay(failures)
                         log.warning("analytics.batch_retry", code=fault.code, reason=fault.description,
-                                    records=len(records), retry_in_s=round(pause, 2))
+                                    records=len(records), retry_in_s=round(delay, 2))
                         _rewind(consumer, batches)  # the same records again: nothing skipped, nothing committed
-                        await _sleep_unless(stop, pause)
+                        await pause(stop, delay)
                         continue
                     failures = 0
                     await self._commit(consumer, batches)
@@ -282,12 +282,6 @@ def _rewind(consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[Consu
         if records and tp in assigned:
             consumer.seek(tp, records[0].offset)
 
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
-        pass
 
 
 async def run(stop: asyncio.Event, *, settings: Settings, pool: asyncpg.Pool, schemas: Schemas | None = None,

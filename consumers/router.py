@@ -30,7 +30,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from lxml import etree
 
 from broker import kafka, outbox, xmlsafe
-from broker.backoff import Backoff
+from broker.backoff import Backoff, pause
 from broker.db import UnitOfWork
 from broker.envelope import build_envelope, new_message_id
 from broker.faults import Failure, Fault, InvalidContent, UnknownMessageType
@@ -143,7 +143,7 @@ class Router:
                     log.warning("router.batch_retry", code=fault.code, error=fault.description,
                                 records=len(records), retry_in_s=round(delay, 2))
                     _rewind(consumer, batches)
-                    await _sleep_unless(stop, delay)
+                    await pause(stop, delay)
                     continue
                 failures = 0
                 await _commit(consumer, batches)
@@ -346,10 +346,3 @@ async def _commit(consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list
         # The partitions moved to another member; it re-reads from the last commit and the
         # inbox turns what we routed into skips. Nothing is lost, nothing doubled.
         log.warning("router.commit_lost_to_rebalance", error=repr(error))
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
-        pass
