@@ -16,9 +16,11 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
     KafkaError,
     KafkaTimeoutError,
     TopicAlreadyExistsError,
@@ -204,3 +206,31 @@ def encode_headers(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
 def decode_headers(headers: Iterable[tuple[str, bytes | None]]) -> dict[str, str]:
     """Headers of a consumed record as strings; for a repeated key the last value wins."""
     return {key: (value or b"").decode() for key, value in headers}
+
+
+Batches = Mapping[TopicPartition, list[ConsumerRecord]]
+"""Records of one poll, by partition, in offset order."""
+
+
+def rewind(consumer: AIOKafkaConsumer, batches: Batches) -> None:
+    """Back to the batch's first records, so a retry reads them again; a partition that moved to
+    another member meanwhile is re-read there, from its last commit."""
+    assigned = consumer.assignment()
+    for tp, records in batches.items():
+        if records and tp in assigned:
+            consumer.seek(tp, records[0].offset)
+
+
+async def commit_processed(consumer: AIOKafkaConsumer, batches: Batches) -> bool:
+    """Commit past the processed records of the partitions still ours; False if a rebalance took
+    them first. Call only after the records are durable: the new owner re-reads from the last
+    commit and the inbox turns what was done into skips, so nothing is lost or doubled."""
+    assigned = consumer.assignment()
+    offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records and tp in assigned}
+    try:
+        if offsets:
+            await consumer.commit(offsets)
+    except (CommitFailedError, IllegalStateError) as error:
+        log.warning("kafka.commit_lost_to_rebalance", error=repr(error))
+        return False
+    return len(offsets) == sum(1 for records in batches.values() if records)

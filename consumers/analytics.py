@@ -26,8 +26,8 @@ from enum import StrEnum
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaError
 
 from broker import kafka, metrics, projections
 from broker.backoff import Backoff, pause
@@ -136,11 +136,11 @@ class AnalyticsConsumer:
                         delay = self._backoff.delay(failures)
                         log.warning("analytics.batch_retry", code=fault.code, reason=fault.description,
                                     records=len(records), retry_in_s=round(delay, 2))
-                        _rewind(consumer, batches)  # the same records again: nothing skipped, nothing committed
+                        kafka.rewind(consumer, batches)  # the same records again: nothing skipped, nothing committed
                         await pause(stop, delay)
                         continue
                     failures = 0
-                    await self._commit(consumer, batches)
+                    await kafka.commit_processed(consumer, batches)
                 await self._report_lag(consumer)
             log.info("analytics.stopped", group_id=self._options.group_id)
 
@@ -254,15 +254,6 @@ class AnalyticsConsumer:
         except KafkaError as error:
             raise Failure(f"DLQ {self._settings.dlq_topic} unreachable: {error!r}") from error
 
-    async def _commit(self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
-        try:
-            await consumer.commit(offsets)
-        except CommitFailedError as error:
-            # The partitions moved to another member; it re-reads these records and the inbox drops them.
-            log.warning("analytics.commit_lost", offsets={f"{tp.topic}:{tp.partition}": o for tp, o in offsets.items()},
-                        reason=str(error))
-
     async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
@@ -273,14 +264,6 @@ class AnalyticsConsumer:
 
 
 _LOG_EVENT = {outcome: "analytics.event_" + outcome.value for outcome in Outcome}
-
-
-def _rewind(consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-    """Back to the batch's first records; a partition moved to another member meanwhile is re-read there."""
-    assigned = consumer.assignment()
-    for tp, records in batches.items():
-        if records and tp in assigned:
-            consumer.seek(tp, records[0].offset)
 
 
 

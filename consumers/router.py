@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaError
 from lxml import etree
 
 from broker import kafka, outbox, xmlsafe
@@ -142,11 +142,11 @@ class Router:
                     delay = self._options.backoff.delay(failures)
                     log.warning("router.batch_retry", code=fault.code, error=fault.description,
                                 records=len(records), retry_in_s=round(delay, 2))
-                    _rewind(consumer, batches)
+                    kafka.rewind(consumer, batches)
                     await pause(stop, delay)
                     continue
                 failures = 0
-                await _commit(consumer, batches)
+                await kafka.commit_processed(consumer, batches)
         log.info("router.stopped")
 
     async def process(self, records: Sequence[ConsumerRecord], *, redeliver: bool = False,
@@ -330,19 +330,3 @@ def _log_record(event: str, record: ConsumerRecord, **fields: object) -> None:
     with structlog.contextvars.bound_contextvars(topic=record.topic, partition=record.partition,
                                                  offset=record.offset):
         log.info(event, **fields)
-
-
-def _rewind(consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-    for tp, records in batches.items():
-        if records:
-            consumer.seek(tp, records[0].offset)
-
-
-async def _commit(consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-    offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
-    try:
-        await consumer.commit(offsets)
-    except CommitFailedError as error:
-        # The partitions moved to another member; it re-reads from the last commit and the
-        # inbox turns what we routed into skips. Nothing is lost, nothing doubled.
-        log.warning("router.commit_lost_to_rebalance", error=repr(error))
