@@ -154,6 +154,18 @@ async def claim(pool: asyncpg.Pool, *, keys: int, per_key: int = 1, lease: timed
             for row in ordered]
 
 
+async def renew(pool: asyncpg.Pool, messages: Sequence[OutboxMessage], *, lease: timedelta) -> set[int]:
+    """Extend the lease of claimed rows still being delivered; the ids this lease still holds."""
+    held: set[int] = set()
+    for lease_id in {m.lease_id for m in messages}:
+        rows = await pool.fetch(
+            """UPDATE outbox SET next_attempt_at = now() + $3::interval
+               WHERE id = ANY($1::bigint[]) AND status = 'pending' AND lease_id = $2 RETURNING id""",
+            [m.id for m in messages if m.lease_id == lease_id], lease_id, lease)
+        held.update(row["id"] for row in rows)
+    return held
+
+
 async def release(pool: asyncpg.Pool, messages: Sequence[OutboxMessage]) -> None:
     """Give back claimed rows that were not attempted (an earlier row of their key failed)."""
     for lease_id in {m.lease_id for m in messages}:

@@ -121,7 +121,8 @@ class Relay:
                     try:
                         await self._record([task.result() for task in recording])  # a bug in a chain stops us
                     except BaseException:
-                        finished[:0] = recording  # still to be recorded, after the outage
+                        finished[:0] = recording  # still to be recorded, first thing after the outage
+                        record_by = time.monotonic()
                         raise
                 if stop.is_set() and not in_flight:
                     break
@@ -204,8 +205,25 @@ class Relay:
         return result
 
     async def _deliver_in_order(self, chain: list[OutboxMessage]) -> _ChainOutcome:
-        """Deliver one key's rows in order until one fails: (delivered, failed with its fault, untried)."""
+        """Deliver one key's rows in order until one fails: (delivered, failed with its fault, untried).
+
+        A long chain (slow receiver, queueing for a slot) renews its lease at half-time, so no other
+        claim can take the key while it is still being delivered; a lease that was lost ends the chain.
+        """
+        lease = timedelta(seconds=self._options.lease_s)
+        renew_at = time.monotonic() + self._options.lease_s / 2
         for index, message in enumerate(chain):
+            if time.monotonic() >= renew_at:
+                renew_at = time.monotonic() + self._options.lease_s / 2
+                try:
+                    held = await outbox.renew(self._pool, chain, lease=lease)  # delivered rows stay pending until recorded
+                except outbox.DATABASE_OUTAGES as error:  # keep delivering; receivers de-duplicate a re-claim
+                    log.warning("relay.lease_not_renewed", error=repr(error))
+                    held = {message.id}
+                if message.id not in held:
+                    log.warning("outbox.lease_lost", message_id=str(message.message_id),
+                                destination=message.destination)
+                    return chain[:index], None, []
             fault = await self._attempt(message)
             if fault is not None:
                 return chain[:index], (message, fault), chain[index + 1:]
