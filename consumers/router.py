@@ -217,9 +217,6 @@ class Router:
                 else:
                     messages.extend(result)
 
-            if dead_letters:
-                await self._dead_letters(rejected)
-
             claimed = set()
             if fresh:
                 claimed = {row["idempotency_key"] for row in await conn.fetch(
@@ -246,6 +243,10 @@ class Router:
             if dry_run:
                 return outcome
             await uow.commit()
+        # After the commit: a retry after an outage must not send the same rejects again. A DLQ
+        # failure here re-reads the batch; the inbox turns the routed events into skips.
+        if dead_letters:
+            await self._dead_letters(rejected)
 
         for message in keep:
             log.info("router.routed", message_id=str(message.message_id), recipient=message.recipient,
