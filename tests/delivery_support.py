@@ -6,14 +6,19 @@ import asyncio
 import contextlib
 import socket
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from lxml import etree
 
 from broker import keys, xmlsafe
+from broker.delivery import MESSAGE_ID_HEADER, PortalDestination
 from broker.envelope import build_envelope, new_message_id
 from broker.outbox import NewMessage
+from broker.relay import Relay, RelayOptions
 from broker.signing import Verifier, XmlDsigSigner
 
 EVENT = """<GradePosted xmlns="urn://ejx/events/1">
@@ -129,3 +134,39 @@ def term_grade_xml(record: str, *, school: str = "sch-77-0412", version: int = 1
         source_record_id=record, version=version, occurred_at=now, recorded_at=now, school_id=school,
         academic_year="2026-2027", actor_id="tc-77b0c3d2", student_id="st-77k3f9q2m", subject_code="MATH",
         term_id="2026-2027-q2", period=TermPeriod.QUARTER, mark=Mark(MarkScale.FIVE_POINT, "4")).to_xml()
+
+
+def counting_portal(*, delay_s: float = 0.0) -> tuple[FastAPI, Counter, list[uuid.UUID]]:
+    """A portal that only counts MessageIDs (X-Ejx-Message-Id), in arrival order; each answer takes
+    ``delay_s``. For tests about claims and order, not signatures."""
+    app = FastAPI()
+    copies: Counter = Counter()
+    arrival: list[uuid.UUID] = []
+
+    @app.post("/envelopes")
+    async def receive(request: Request) -> JSONResponse:
+        await request.body()
+        message_id = uuid.UUID(request.headers[MESSAGE_ID_HEADER])
+        copies[message_id] += 1
+        arrival.append(message_id)
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        return JSONResponse({"status": "received"})
+
+    return app, copies, arrival
+
+
+async def two_relays_deliver(pool, portal_url: str, *, options: RelayOptions, rows: int, timeout: float) -> None:
+    """Run two relays against one portal until ``rows`` outbox rows are delivered, then stop both."""
+    destinations = [PortalDestination(portal_url) for _ in range(2)]
+    stop = asyncio.Event()
+    relays = [asyncio.create_task(Relay(pool, {"portal": d}, options=options).run(stop)) for d in destinations]
+    try:
+        async def all_delivered() -> bool:
+            return await pool.fetchval("SELECT count(*) FROM outbox WHERE status = 'delivered'") == rows
+        await eventually(all_delivered, timeout=timeout, every=0.2)
+    finally:
+        stop.set()
+        await asyncio.gather(*relays)
+        for destination in destinations:
+            await destination.close()

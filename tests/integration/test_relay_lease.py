@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections import Counter
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from broker import outbox
 from broker.backoff import Backoff
 from broker.db import UnitOfWork
-from broker.delivery import MESSAGE_ID_HEADER, PortalDestination
 from broker.envelope import new_message_id
-from broker.relay import Relay, RelayOptions
-from tests.delivery_support import eventually, serving
+from broker.relay import RelayOptions
+from tests.delivery_support import counting_portal, serving, two_relays_deliver
 
 ROWS = 8
 LEASE_S = 2.0
@@ -31,32 +25,11 @@ async def test_a_chain_longer_than_its_lease_is_delivered_once_by_one_relay(db_p
         await outbox.enqueue(uow.connection, messages)
         await uow.commit()
 
-    copies: Counter = Counter()
-    app = FastAPI()
-
-    @app.post("/envelopes")
-    async def receive(request: Request) -> JSONResponse:
-        await request.body()
-        copies[uuid.UUID(request.headers[MESSAGE_ID_HEADER])] += 1
-        await asyncio.sleep(SLOW_S)
-        return JSONResponse({"status": "received"})
-
+    app, copies, _ = counting_portal(delay_s=SLOW_S)
     options = RelayOptions(batch_size=10, per_key=ROWS, lease_s=LEASE_S, idle_poll_s=0.05,
                            backoff=Backoff(0.05, 0.1))
     async with serving(app) as base:
-        destinations = [PortalDestination(f"{base}/envelopes") for _ in range(2)]
-        stop = asyncio.Event()
-        relays = [asyncio.create_task(Relay(db_pool, {"portal": d}, options=options).run(stop))
-                  for d in destinations]
-        try:
-            async def all_delivered() -> bool:
-                return await db_pool.fetchval("SELECT count(*) FROM outbox WHERE status = 'delivered'") == ROWS
-            await eventually(all_delivered, timeout=120, every=0.2)
-        finally:
-            stop.set()
-            await asyncio.gather(*relays)
-            for destination in destinations:
-                await destination.close()
+        await two_relays_deliver(db_pool, f"{base}/envelopes", options=options, rows=ROWS, timeout=120)
 
     assert set(copies) == {m.message_id for m in messages}
     assert set(copies.values()) == {1}, "a row was delivered again after its lease ran out"
