@@ -11,7 +11,7 @@ import click
 from broker import kafka
 from broker.faults import Failure
 from broker.localinfra.kafka import LocalKafka
-from broker.localinfra.postgres import LocalPostgres
+from broker.localinfra.postgres import LocalPostgres, answers
 from broker.settings import Settings
 
 
@@ -22,13 +22,9 @@ def topics(settings: Settings) -> list[str]:
 
 async def _external_postgres_up(dsn: str) -> bool:
     try:
-        conn = await asyncpg.connect(dsn, timeout=10)
+        return await answers(dsn)
     except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
         return False
-    try:
-        return await conn.fetchval("SELECT 1") == 1
-    finally:
-        await conn.close()
 
 
 def _kafka_up(settings: Settings) -> bool:

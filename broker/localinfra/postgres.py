@@ -88,7 +88,7 @@ class LocalPostgres:
 
     def is_up(self) -> bool:
         try:
-            return asyncio.run(self._select_one())
+            return asyncio.run(answers(self.address))
         except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
             return False
 
@@ -129,15 +129,8 @@ class LocalPostgres:
                 await conn.execute(f'CREATE DATABASE "{DATABASE}"')
         finally:
             await conn.close()
-        if not await self._select_one():
+        if not await answers(self.address):
             raise Failure(f"PostgreSQL at {self.address} does not answer SELECT 1")
-
-    async def _select_one(self) -> bool:
-        conn = await asyncpg.connect(self.address, timeout=5)
-        try:
-            return await conn.fetchval("SELECT 1") == 1
-        finally:
-            await conn.close()
 
     def _run(self, command: list, *, check: bool = True) -> subprocess.CompletedProcess:
         """Run a PostgreSQL tool, as the ``postgres`` user when we are root."""
@@ -159,6 +152,15 @@ class LocalPostgres:
         for parent in path.parents:
             if parent.stat().st_mode & 0o001 == 0:
                 parent.chmod(parent.stat().st_mode | 0o001)
+
+
+async def answers(dsn: str) -> bool:
+    """Whether the database at ``dsn`` answers ``SELECT 1``; connection errors propagate."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        return await conn.fetchval("SELECT 1") == 1
+    finally:
+        await conn.close()
 
 
 def _service_user() -> str:
