@@ -389,11 +389,14 @@ class Demo:
                 received = {row["receiver"]: row["n"] for row in await pool.fetch(
                     "SELECT receiver, count(DISTINCT event_id) AS n FROM receiver_messages GROUP BY 1")}
                 applied = await pool.fetchval("SELECT count(*) FROM inbox WHERE consumer = 'analytics'")
+                # The relay marks a row delivered after the receiver's answer: wait for that too.
+                undelivered = await pool.fetchval("SELECT count(*) FROM outbox WHERE status = 'pending'")
                 for name, task in tasks.items():
                     progress.update(task, completed=received.get(name, 0))
                 progress.update(analytics, completed=applied)
                 done = all(received.get(name, 0) >= count for name, count in per_destination.items())
-                if (done and applied >= len(self.accepted_events)) or time.monotonic() > deadline:
+                if (done and not undelivered and applied >= len(self.accepted_events)) \
+                        or time.monotonic() > deadline:
                     return
                 await asyncio.sleep(0.25)
 
