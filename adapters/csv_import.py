@@ -24,8 +24,8 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from adapters.problems import Problem
-from broker.faults import InvalidContent
-from broker.registry import Vendor
+from broker.access.registry import Vendor
+from broker.domain.faults import InvalidContent
 
 if TYPE_CHECKING:
     from adapters.ingest import IngestService

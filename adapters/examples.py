@@ -77,7 +77,7 @@ ONEROSTER_BUNDLE: dict[str, Any] = {
 
 def request_body_content() -> dict[str, Any]:
     """OpenAPI ``requestBody.content`` for ``POST /v1/events``, one example per event type."""
-    from broker import model  # rendered on demand, at router construction
+    from broker.domain import model  # rendered on demand, at router construction
 
     json_examples: dict[str, Any] = {name: {"summary": name, "value": event} for name, event in EVENTS.items()}
     json_examples["batch"] = {"summary": "A list of events (up to 1,000)", "value": list(EVENTS.values())}

@@ -29,13 +29,20 @@ import structlog
 from lxml import etree
 
 from adapters.ledger import IngestLedger, LedgerEntry
-from adapters.payload import PayloadFormat, PayloadLimits, json_events, payload_format, xml_events
+from adapters.payload import (
+    PayloadFormat,
+    PayloadLimits,
+    json_events,
+    payload_format,
+    xml_events,
+)
 from adapters.problems import Problem
 from adapters.publisher import EventRecord, EventSink
-from broker import model, xmlsafe
-from broker.faults import AccessDenied, Fault, InvalidContent, UnknownMessageType
-from broker.registry import Registry, Vendor
-from broker.validation import Schemas
+from broker.access.registry import Registry, Vendor
+from broker.domain import model
+from broker.domain.faults import AccessDenied, Fault, InvalidContent, UnknownMessageType
+from broker.xml import hardened
+from broker.xml.schemas import Schemas
 
 log = structlog.get_logger(__name__)
 
@@ -125,7 +132,7 @@ class Canonicaliser:
                                             recorded_at=self._clock())
                 good.append(self._canonical(index, event, id_from=event.idempotency_key))
             except Fault as fault:
-                bad.append(_problem(index, fault, default_path=xmlsafe.location(element)))
+                bad.append(_problem(index, fault, default_path=hardened.location(element)))
         return good, bad
 
     def _from_dict(self, vendor: Vendor, index: int, item: object) -> CanonicalEvent:
@@ -147,7 +154,7 @@ class Canonicaliser:
         document = event.to_xml()
         # Our own output is validated too, so the topic holds only events valid against the XSD.
         # These bytes were serialised a moment ago by the model, not received: no need for
-        # the hostile-input checks of xmlsafe.parse, only for a parser that resolves nothing.
+        # the hostile-input checks of hardened.parse, only for a parser that resolves nothing.
         self._schemas.validate_event(etree.fromstring(document, self._own_output))
         return CanonicalEvent(index, event, document)
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from broker.db import UnitOfWork
-from broker.faults import Failure
+from broker.domain.faults import Failure
+from broker.infra.postgres import UnitOfWork
 
 
 @dataclass(frozen=True)

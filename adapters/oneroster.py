@@ -30,10 +30,10 @@ from typing import Any
 
 import structlog
 
-from adapters.problems import Problem
 from adapters.ledger import IngestLedger
 from adapters.payload import PayloadLimits, json_document
-from broker.faults import InvalidContent
+from adapters.problems import Problem
+from broker.domain.faults import InvalidContent
 
 log = structlog.get_logger(__name__)
 

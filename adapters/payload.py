@@ -2,7 +2,7 @@
 
 Every check here happens before anything is built from the bytes that could
 cost more than the bytes themselves: size, encoding, nesting depth, number
-length, duplicate keys. XML goes through :func:`broker.xmlsafe.parse`, the one
+length, duplicate keys. XML goes through :func:`broker.xml.hardened.parse`, the one
 hardened parser.
 """
 
@@ -15,8 +15,8 @@ from enum import StrEnum
 
 from lxml import etree
 
-from broker import xmlsafe
-from broker.faults import InvalidContent
+from broker.domain.faults import InvalidContent
+from broker.xml import hardened
 
 EVENTS_NS = "urn://ejx/events/1"
 EVENT_BATCH = f"{{{EVENTS_NS}}}EventBatch"
@@ -125,7 +125,7 @@ def xml_events(body: bytes, limits: PayloadLimits = PayloadLimits()) -> list[etr
     """One event element or the children of an EventBatch, parsed by the hardened parser."""
     if len(body) > limits.max_bytes:
         raise over_size(len(body), limits)
-    root = xmlsafe.parse(body, limits=xmlsafe.XmlLimits(max_bytes=limits.max_bytes,
+    root = hardened.parse(body, limits=hardened.XmlLimits(max_bytes=limits.max_bytes,
                                                         max_elements=max(50_000, limits.max_events * 60)))
     if root.tag == EVENT_BATCH:
         return _counted([child for child in root if isinstance(child.tag, str)], limits)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from broker.faults import InvalidContent
+from broker.domain.faults import InvalidContent
 
 
 @dataclass(frozen=True)

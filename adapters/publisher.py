@@ -21,7 +21,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from broker.faults import Failure
+from broker.domain.faults import Failure
 from broker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -73,7 +73,9 @@ class KafkaPublisher:
         self._factory = producer_factory or self._default_factory
 
     def _default_factory(self, transactional_id: str) -> AIOKafkaProducer:
-        from broker import kafka  # the one place that knows how producers are configured
+        from broker.infra import (
+            kafka,  # the one place that knows how producers are configured
+        )
         return kafka.producer(self._settings, transactional_id=transactional_id)
 
     async def publish(self, records: Sequence[EventRecord]) -> None:

@@ -19,11 +19,23 @@ from pydantic import BaseModel, Field
 from adapters import examples
 from adapters.ingest import IngestService, Receipt
 from adapters.oneroster import OneRosterMapper
-from adapters.payload import (PayloadFormat, UnsupportedContentType, check_declared_size, json_document, over_size,
-                              payload_format)
-from broker.faults import (AccessDenied, Failure, Fault, InvalidContent, SenderIsNotRegistered,
-                           UnknownMessageType)
-from broker.httpfaults import fault_response
+from adapters.payload import (
+    PayloadFormat,
+    UnsupportedContentType,
+    check_declared_size,
+    json_document,
+    over_size,
+    payload_format,
+)
+from broker.domain.faults import (
+    AccessDenied,
+    Failure,
+    Fault,
+    InvalidContent,
+    SenderIsNotRegistered,
+    UnknownMessageType,
+)
+from broker.infra.http_server import fault_response
 
 log = structlog.get_logger(__name__)
 

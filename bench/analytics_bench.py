@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.analytics_bench [--events 3000] [--log-level info]
 
 Produces ``--events`` canonical events of a simulated school week
-(:func:`broker.simulation.simulate`, ``event.to_xml()``, the headers ingest
+(:func:`broker.devtools.simulation.simulate`, ``event.to_xml()``, the headers ingest
 puts on them, key = school) to a scratch topic, then in the same run:
 
 * raw: a plain aiokafka consumer in a new group reads every record and
@@ -35,12 +35,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.table import Table
 
-from broker import kafka, logs
-from broker.db import create_pool, migrate
-from broker.model import Event
+from broker.devtools.simulation import simulate
+from broker.domain.model import Event
+from broker.infra import kafka
+from broker.infra.postgres import create_pool, migrate
+from broker.ops import logs
 from broker.settings import Settings
-from broker.simulation import simulate
-from broker.validation import Schemas
+from broker.xml.schemas import Schemas
 from consumers.analytics import AnalyticsConsumer, AnalyticsOptions
 
 console = Console()

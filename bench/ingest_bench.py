@@ -28,7 +28,13 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from adapters import examples
@@ -36,11 +42,12 @@ from adapters.ingest import Canonicaliser, IngestService
 from adapters.ledger import IngestLedger
 from adapters.publisher import KafkaPublisher, PublisherOptions
 from adapters.rest import ingest_router
-from broker import kafka, logs
-from broker.db import create_pool, migrate
-from broker.registry import Registry, School
+from broker.access.registry import Registry, School
+from broker.infra import kafka
+from broker.infra.postgres import create_pool, migrate
+from broker.ops import logs
 from broker.settings import Settings
-from broker.validation import Schemas
+from broker.xml.schemas import Schemas
 
 BATCH = 100
 SCHOOLS = [f"sch-bench-{n:03d}" for n in range(24)]

@@ -15,34 +15,35 @@ event loop (signing runs in the router's worker thread); the portal receiver
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
-import asyncio
 import time
 import uuid
-from decimal import Decimal
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 
 import asyncpg
 from cryptography.hazmat.primitives import serialization
 from rich.console import Console
 from rich.table import Table
 
-from broker import kafka, keys, logs
-from broker.db import create_pool, migrate
-from broker.delivery import PortalDestination
-from broker.model import GradePosted, Mark, MarkScale
-from broker.receivers import ReceiverLog
-from broker.relay import Relay, RelayOptions
-from broker.routing import RoutingTable
+from broker.delivery.destinations import PortalDestination
+from broker.delivery.relay import Relay, RelayOptions
+from broker.devtools.receivers import ReceiverLog
+from broker.domain.model import GradePosted, Mark, MarkScale
+from broker.domain.routing import RoutingTable
+from broker.infra import kafka
+from broker.infra.postgres import create_pool, migrate
+from broker.ops import logs
 from broker.settings import Settings
-from broker.signing import XmlDsigSigner
-from broker.validation import Schemas
+from broker.xml.schemas import Schemas
+from broker.xml.signing import XmlDsigSigner, keys
 from consumers.router import Router, RouterOptions
 
 console = Console()

@@ -11,8 +11,8 @@ envelope, is outside the clock), so op/s is 1 / mean latency of one process.
 
 from __future__ import annotations
 
-import cProfile
 import copy
+import cProfile
 import hashlib
 import pstats
 import statistics
@@ -29,10 +29,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from broker import keys, logs, xmlsafe
-from broker.envelope import build_envelope
-from broker.signing import Verifier, XmlDsigSigner
-from broker.validation import Schemas
+from broker.ops import logs
+from broker.xml import hardened
+from broker.xml.envelope import build_envelope
+from broker.xml.schemas import Schemas
+from broker.xml.signing import Verifier, XmlDsigSigner, keys
 
 EVENT = Path(__file__).resolve().parent.parent / "schemas" / "examples" / "events" / "valid" / "GradePosted.xml"
 
@@ -68,7 +69,7 @@ def operations(algorithm: keys.KeyAlgorithm, event: etree._Element, schemas: Sch
     verifier = Verifier([certificate])
     unsigned = build_envelope(event, recipient="EPGU")
     signed = signer.sign(copy.deepcopy(unsigned))
-    signed_bytes = xmlsafe.to_bytes(signed)
+    signed_bytes = hardened.to_bytes(signed)
     digest = hashlib.sha256(signed_bytes).digest()
 
     def build_validate_sign(_: object) -> etree._Element:
@@ -77,7 +78,7 @@ def operations(algorithm: keys.KeyAlgorithm, event: etree._Element, schemas: Sch
         return signer.sign(envelope)
 
     def parse_validate(_: object) -> None:
-        schemas.validate_envelope(xmlsafe.parse(signed_bytes))
+        schemas.validate_envelope(hardened.parse(signed_bytes))
 
     if isinstance(key, ec.EllipticCurvePrivateKey):
         def raw_sign(_: object) -> bytes:
@@ -159,7 +160,7 @@ def main(seconds: float, event_file: Path, profiled: bool) -> None:
     logs.configure("warning")
     console = Console()
     schemas = Schemas.load()
-    event = xmlsafe.parse(event_file.read_bytes())
+    event = hardened.parse(event_file.read_bytes())
     schemas.validate_event(event)
     plans = {algorithm: operations(algorithm, event, schemas) for algorithm in keys.KeyAlgorithm}
     results = []

@@ -29,14 +29,16 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
-from broker import kafka, metrics, projections
-from broker.backoff import Backoff, pause
-from broker.db import UnitOfWork
-from broker.faults import Failure, Fault
-from broker.model import Event
-from broker.outbox import DATABASE_OUTAGES
+from broker.analytics import projections
+from broker.delivery.outbox import DATABASE_OUTAGES
+from broker.domain.faults import Failure, Fault
+from broker.domain.model import Event
+from broker.infra import kafka
+from broker.infra.backoff import Backoff, pause
+from broker.infra.postgres import UnitOfWork
+from broker.ops import metrics
 from broker.settings import Settings
-from broker.validation import Schemas
+from broker.xml.schemas import Schemas
 
 log = structlog.get_logger(__name__)
 

@@ -1,7 +1,7 @@
 """The router: canonical events → signed envelopes in the outbox, one PostgreSQL transaction per batch.
 
 For each batch from ``ejx.events.v1`` the router parses and validates every
-event, routes it (:mod:`broker.routing`), builds, validates and signs one
+event, routes it (:mod:`broker.domain.routing`), builds, validates and signs one
 envelope per recipient, and commits the outbox rows together with the events'
 inbox keys (consumer "router"). Kafka offsets are committed only after that
 commit, so a crash in between re-reads the batch and the inbox turns every
@@ -29,17 +29,19 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from lxml import etree
 
-from broker import kafka, outbox, xmlsafe
-from broker.backoff import Backoff, pause
-from broker.db import UnitOfWork
-from broker.envelope import build_envelope, new_message_id
-from broker.faults import Failure, Fault, InvalidContent, UnknownMessageType
-from broker.model import Event
-from broker.outbox import NewMessage
-from broker.routing import Route, RoutingTable
+from broker.delivery import outbox
+from broker.delivery.outbox import NewMessage
+from broker.domain.faults import Failure, Fault, InvalidContent, UnknownMessageType
+from broker.domain.model import Event
+from broker.domain.routing import Route, RoutingTable
+from broker.infra import kafka
+from broker.infra.backoff import Backoff, pause
+from broker.infra.postgres import UnitOfWork
 from broker.settings import Settings
-from broker.signing import Signer
-from broker.validation import Schemas, read_events
+from broker.xml import hardened
+from broker.xml.envelope import build_envelope, new_message_id
+from broker.xml.schemas import Schemas, read_events
+from broker.xml.signing import Signer
 
 log = structlog.get_logger(__name__)
 
@@ -260,7 +262,7 @@ class Router:
         accepted, rejected = [], []
         for record in records:
             try:
-                root = xmlsafe.parse(record.value or b"")
+                root = hardened.parse(record.value or b"")
                 self._schemas.validate_event(root)
                 events = read_events(root)
                 if len(events) != 1:
@@ -296,7 +298,7 @@ class Router:
         self._signer.sign(envelope)
         self._schemas.validate_envelope(envelope)
         return NewMessage(message_id=message_id, destination=route.channel, partition_key=ordering_key(item.event),
-                          payload=xmlsafe.to_bytes(envelope), recipient=route.recipient,
+                          payload=hardened.to_bytes(envelope), recipient=route.recipient,
                           content_type=item.event.type.value, idempotency_key=item.inbox_key,
                           reference_message_id=reference)
 

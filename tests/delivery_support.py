@@ -14,12 +14,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from lxml import etree
 
-from broker import keys, xmlsafe
-from broker.delivery import MESSAGE_ID_HEADER, PortalDestination
-from broker.envelope import build_envelope, new_message_id
-from broker.outbox import NewMessage
-from broker.relay import Relay, RelayOptions
-from broker.signing import Verifier, XmlDsigSigner
+from broker.delivery.destinations import MESSAGE_ID_HEADER, PortalDestination
+from broker.delivery.outbox import NewMessage
+from broker.delivery.relay import Relay, RelayOptions
+from broker.xml import hardened
+from broker.xml.envelope import build_envelope, new_message_id
+from broker.xml.signing import Verifier, XmlDsigSigner, keys
 
 EVENT = """<GradePosted xmlns="urn://ejx/events/1">
   <EventId>{event_id}</EventId><SchemaVersion>1.0</SchemaVersion><SourceSystem>dnevnik-plus</SourceSystem>
@@ -52,10 +52,10 @@ def signed_message(signer: XmlDsigSigner, *, destination: str = "portal", recipi
                    partition_key: str = "sch-1", record: str | None = None) -> NewMessage:
     record = record or uuid.uuid4().hex
     message_id = new_message_id()
-    envelope = signer.sign(build_envelope(xmlsafe.parse(event_xml(record)), recipient=recipient,
+    envelope = signer.sign(build_envelope(hardened.parse(event_xml(record)), recipient=recipient,
                                           message_id=message_id))
     return NewMessage(message_id=message_id, destination=destination, partition_key=partition_key,
-                      payload=xmlsafe.to_bytes(envelope), recipient=recipient, content_type="GradePosted",
+                      payload=hardened.to_bytes(envelope), recipient=recipient, content_type="GradePosted",
                       idempotency_key=f"dnevnik-plus:{record}:1")
 
 
@@ -85,7 +85,7 @@ async def serving(app, *, port: int | None = None) -> AsyncIterator[str]:
 
 
 def root_name(payload: bytes) -> str:
-    return etree.QName(xmlsafe.parse(payload)).localname
+    return etree.QName(hardened.parse(payload)).localname
 
 
 async def eventually(check, *, timeout: float = 60.0, every: float = 0.05):
@@ -127,7 +127,7 @@ def term_grade_xml(record: str, *, school: str = "sch-77-0412", version: int = 1
     """A canonical TermGradeFinalized, built through the model."""
     from datetime import UTC, datetime
 
-    from broker.model import Mark, MarkScale, TermGradeFinalized, TermPeriod
+    from broker.domain.model import Mark, MarkScale, TermGradeFinalized, TermPeriod
     now = datetime(2026, 12, 25, 9, 0, tzinfo=UTC)
     return TermGradeFinalized(
         event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"{record}/{version}"), source_system="dnevnik-plus",

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from broker import kafka
-from broker.faults import Failure
+from broker.domain.faults import Failure
+from broker.infra import kafka
 from broker.settings import Settings
 
 READY_TIMEOUT = 30.0

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from broker.db import create_pool, migrate
+from broker.infra.postgres import create_pool, migrate
 from broker.settings import Settings
 
 

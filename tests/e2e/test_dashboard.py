@@ -19,11 +19,11 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from broker import metrics
-from broker.dashboard import dashboard_router
-from broker.metrics import health_router
-from broker.monitoring_api import monitoring_router
-from broker.validation import Schemas
+from broker.analytics.api import monitoring_router
+from broker.analytics.dashboard import dashboard_router
+from broker.ops import metrics
+from broker.ops.metrics import health_router
+from broker.xml.schemas import Schemas
 from consumers.analytics import AnalyticsConsumer
 from tests.fixtures.analytics.journal import AS_OF, JOURNAL, register
 from tests.integration.test_analytics_metrics import add_outbox_rows

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.model import TermGradeFinalized
-from broker.simulation import simulate
+from broker.devtools.simulation import simulate
+from broker.domain.model import TermGradeFinalized
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 

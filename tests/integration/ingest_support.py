@@ -18,10 +18,10 @@ from adapters.ledger import IngestLedger
 from adapters.payload import PayloadLimits
 from adapters.publisher import KafkaPublisher, PublisherOptions
 from adapters.rest import ingest_router
-from broker import kafka
-from broker.registry import Registry, School
+from broker.access.registry import Registry, School
+from broker.infra import kafka
 from broker.settings import Settings
-from broker.validation import Schemas
+from broker.xml.schemas import Schemas
 
 VENDOR = "dnevnik-plus"
 OTHER_VENDOR = "shkola-online"

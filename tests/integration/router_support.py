@@ -11,11 +11,11 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from broker import kafka
-from broker.routing import RoutingTable
+from broker.domain.routing import RoutingTable
+from broker.infra import kafka
 from broker.settings import Settings
-from broker.signing import Verifier, XmlDsigSigner
-from broker.validation import Schemas
+from broker.xml.schemas import Schemas
+from broker.xml.signing import Verifier, XmlDsigSigner
 from consumers.router import Router, RouterOptions
 from tests.delivery_support import signing_pair
 

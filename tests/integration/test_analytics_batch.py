@@ -15,13 +15,25 @@ import uuid
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from broker import kafka
-from broker.model import GradeRetracted, MarkScale
-from broker.validation import Schemas
+from broker.domain.model import GradeRetracted, MarkScale
+from broker.infra import kafka
+from broker.xml.schemas import Schemas
 from consumers.analytics import AnalyticsConsumer, AnalyticsOptions, Outcome
-from tests.fixtures.analytics.journal import BORIS, JOURNAL, Delivery, _header, corrected, posted, register
+from tests.fixtures.analytics.journal import (
+    BORIS,
+    JOURNAL,
+    Delivery,
+    _header,
+    corrected,
+    posted,
+    register,
+)
 from tests.integration.test_analytics_kafka import committed_everything, produce_journal
-from tests.integration.test_analytics_projections import assert_expected, record, snapshot
+from tests.integration.test_analytics_projections import (
+    assert_expected,
+    record,
+    snapshot,
+)
 
 SCHEMAS = Schemas.load()
 TABLES = ("school_activity", "school_activity_daily", "diary_grades", "diary_attendance", "diary_homework",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import httpx
 from fastapi import FastAPI
 
-from broker.diary_access import PortalClients
-from broker.monitoring_api import monitoring_router
-from broker.registry import Registry
-from broker.validation import Schemas
+from broker.access.portal_clients import PortalClients
+from broker.access.registry import Registry
+from broker.analytics.api import monitoring_router
+from broker.xml.schemas import Schemas
 from consumers.analytics import AnalyticsConsumer
 from tests.fixtures.analytics.journal import AS_OF, JOURNAL, register
 from tests.integration.test_analytics_projections import ANNA_GRADES, grades_of, record

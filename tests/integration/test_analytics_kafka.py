@@ -16,10 +16,10 @@ import uuid
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from broker import kafka
-from broker.faults import Failure
+from broker.domain.faults import Failure
+from broker.infra import kafka
 from broker.settings import Settings
-from broker.validation import Schemas
+from broker.xml.schemas import Schemas
 from consumers.analytics import AnalyticsConsumer, AnalyticsOptions
 from tests.fixtures.analytics.journal import JOURNAL, headers, register
 from tests.integration.test_analytics_projections import assert_expected, snapshot

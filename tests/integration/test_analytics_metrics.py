@@ -7,9 +7,9 @@ import uuid
 import httpx
 from fastapi import FastAPI
 
-from broker import metrics
-from broker.metrics import health_router, kafka_probe, postgres_probe
-from broker.monitoring_api import monitoring_router
+from broker.analytics.api import monitoring_router
+from broker.ops import metrics
+from broker.ops.metrics import health_router, kafka_probe, postgres_probe
 
 
 async def add_outbox_rows(pool, destination: str, **statuses: int) -> None:  # noqa: ANN001

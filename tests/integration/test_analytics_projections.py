@@ -13,8 +13,8 @@ import pytest
 from aiokafka import ConsumerRecord
 from fastapi import FastAPI
 
-from broker.monitoring_api import monitoring_router
-from broker.validation import Schemas
+from broker.analytics.api import monitoring_router
+from broker.xml.schemas import Schemas
 from consumers.analytics import AnalyticsConsumer, Outcome
 from tests.fixtures.analytics.journal import AS_OF, JOURNAL, Delivery, headers, register
 
@@ -123,7 +123,7 @@ def grades_of(diary: dict) -> list[tuple]:
 
 async def assert_expected(pool) -> None:  # noqa: ANN001
     """The projections hold exactly what the journal means."""
-    from broker.projections.diary import DiaryPeriod, DiaryReader
+    from broker.analytics.projections.diary import DiaryPeriod, DiaryReader
 
     async with api(pool) as client:
         body = (await client.get("/v1/monitoring/schools")).json()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from broker.cli import main
+from broker.app.cli import main
 from tests.integration.ingest_support import VENDOR, read_topic, register
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]

@@ -8,8 +8,14 @@ from pathlib import Path
 import pytest
 
 from adapters.csv_import import RejectsFile, import_csv
-from broker import model, xmlsafe
-from tests.integration.ingest_support import VENDOR, ingest_service, read_topic, register
+from broker.domain import model
+from broker.xml import hardened
+from tests.integration.ingest_support import (
+    VENDOR,
+    ingest_service,
+    read_topic,
+    register,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -54,7 +60,7 @@ async def test_an_export_twice_gives_each_event_once_and_reports_bad_rows_by_lin
     records = await read_topic(ingest_settings, ingest_settings.events_topic)
     assert sorted(r.headers["idempotency_key"] for r in records) == [
         f"{VENDOR}/{prefix}01/1", f"{VENDOR}/{prefix}02/1", f"{VENDOR}/{prefix}06/1"]
-    events = {e.source_record_id: e for e in (model.event_from_xml(xmlsafe.parse(r.value)) for r in records)}
+    events = {e.source_record_id: e for e in (model.event_from_xml(hardened.parse(r.value)) for r in records)}
     assert events[f"{prefix}01"].work_type == "Контрольная работа"
     assert events[f"{prefix}01"].occurred_at.isoformat() == "2026-10-14T09:41:00+03:00"
     assert events[f"{prefix}06"].mark == model.Mark(model.MarkScale.PASS_FAIL, "зач")

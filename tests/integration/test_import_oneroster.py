@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 
 from adapters.oneroster import OneRosterMapper, read_bundle
-from broker import model, xmlsafe
-from tests.integration.ingest_support import VENDOR, api, bearer, ingest_service, read_topic, register
+from broker.domain import model
+from broker.xml import hardened
+from tests.integration.ingest_support import (
+    VENDOR,
+    api,
+    bearer,
+    ingest_service,
+    read_topic,
+    register,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -22,7 +30,7 @@ def ingest_settings(db_settings, fresh_topic):
 
 
 def events_of(records) -> dict[str, model.Event]:
-    return {r.headers["idempotency_key"]: model.event_from_xml(xmlsafe.parse(r.value)) for r in records}
+    return {r.headers["idempotency_key"]: model.event_from_xml(hardened.parse(r.value)) for r in records}
 
 
 async def test_results_become_posted_then_corrected_then_retracted(ingest_settings, db_pool):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.faults import AccessDenied, InvalidContent, SenderIsNotRegistered
-from broker.registry import Registry, read_schools_csv, token_hash
+from broker.access.registry import Registry, read_schools_csv, token_hash
+from broker.domain.faults import AccessDenied, InvalidContent, SenderIsNotRegistered
 
 
 async def test_token_is_shown_once_and_only_its_hash_is_stored(db_pool):

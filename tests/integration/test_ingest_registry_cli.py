@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from broker.cli import main
-from broker.registry import token_hash
+from broker.access.registry import token_hash
+from broker.app.cli import main
 
 
 def test_vendors_add_prints_the_token_once_and_list_never_shows_it(database_url, tmp_path):

@@ -12,13 +12,25 @@ from aiokafka.errors import KafkaConnectionError
 from lxml import etree
 
 from adapters import examples
-from adapters.payload import PayloadLimits
-from broker import kafka, model, xmlsafe
-from broker.db import create_pool
 from adapters.ingest import Canonicaliser
-from broker.registry import Vendor
-from tests.integration.ingest_support import (OTHER_SCHOOL, SCHOOL, VENDOR, api, bearer, ingest_service,
-                                              ledger_size, read_topic, register, schemas)
+from adapters.payload import PayloadLimits
+from broker.access.registry import Vendor
+from broker.domain import model
+from broker.infra import kafka
+from broker.infra.postgres import create_pool
+from broker.xml import hardened
+from tests.integration.ingest_support import (
+    OTHER_SCHOOL,
+    SCHOOL,
+    VENDOR,
+    api,
+    bearer,
+    ingest_service,
+    ledger_size,
+    read_topic,
+    register,
+    schemas,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -76,7 +88,7 @@ async def test_every_event_type_is_on_the_topic_once_with_key_headers_and_canoni
         key = f"{VENDOR}/{sent['source_record_id']}/{sent['version']}"
         assert record.headers == {"event_type": sent["type"], "idempotency_key": key,
                                   "event_id": receipt["event_id"], "source_system": VENDOR}
-        event = model.event_from_xml(xmlsafe.parse(record.value))
+        event = model.event_from_xml(hardened.parse(record.value))
         assert str(event.event_id) == receipt["event_id"] and event.type.value == sent["type"]
 
 
@@ -87,8 +99,8 @@ async def test_one_json_event_and_an_xml_batch_are_accepted(client, tokens, inge
     vendor = Vendor(VENDOR, datetime.now(UTC))
     canonical, _ = Canonicaliser(schemas()).from_dicts(vendor, enumerate([grade("g-2"), grade("g-3")]))
     batch = etree.Element(f"{{{model.NAMESPACE}}}EventBatch")
-    batch.extend(xmlsafe.parse(c.xml) for c in canonical)
-    xml = await client.post("/v1/events", content=xmlsafe.to_bytes(batch), headers={**XML, **bearer(tokens.vendor)})
+    batch.extend(hardened.parse(c.xml) for c in canonical)
+    xml = await client.post("/v1/events", content=hardened.to_bytes(batch), headers={**XML, **bearer(tokens.vendor)})
     assert xml.status_code == 202, xml.text
     assert xml.json()["accepted"] == 2
 
@@ -142,7 +154,7 @@ async def test_every_invalid_event_is_listed_and_nothing_is_produced(client, tok
 
 
 async def test_an_xml_event_failing_the_schema_is_refused(client, tokens, ingest_settings, db_pool):
-    document = xmlsafe.parse(model.event_from_dict({**grade("g-1"), "event_id": "00000000-0000-4000-8000-000000000000",
+    document = hardened.parse(model.event_from_dict({**grade("g-1"), "event_id": "00000000-0000-4000-8000-000000000000",
                                                     "recorded_at": "2026-10-14T09:41:02+03:00"}).to_xml())
     document.find(f"{{{model.NAMESPACE}}}Weight").text = "11"
     answer = await client.post("/v1/events", content=etree.tostring(document), headers={**XML, **bearer(tokens.vendor)})

@@ -1,4 +1,4 @@
-"""broker.kafka's own rules: options refused at once, unreachable clusters reported as Failure."""
+"""broker.infra.kafka's own rules: options refused at once, unreachable clusters reported as Failure."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import InvalidReplicationFactorError
 
-from broker import kafka
-from broker.faults import Failure
+from broker.domain.faults import Failure
+from broker.infra import kafka
 from broker.settings import Settings
 
 

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from aiokafka import TopicPartition
 
-from broker import kafka
+from broker.infra import kafka
 from broker.settings import Settings
 
 pytestmark = pytest.mark.kafka

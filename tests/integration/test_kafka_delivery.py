@@ -1,4 +1,4 @@
-"""Against the real broker: the guarantees broker.kafka promises the rest of ejx."""
+"""Against the real broker: the guarantees broker.infra.kafka promises the rest of ejx."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from broker import kafka
+from broker.infra import kafka
 from broker.settings import Settings
 
 pytestmark = pytest.mark.kafka

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.faults import Failure
-from broker.localinfra.kafka import LocalKafka
+from broker.devtools.infra.kafka import LocalKafka
+from broker.domain.faults import Failure
 from broker.settings import Settings
 
 pytestmark = pytest.mark.kafka

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from broker.db import UnitOfWork, migrate, migrations
+from broker.infra.postgres import UnitOfWork, migrate, migrations
 
 pytestmark = pytest.mark.postgres
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 from click.testing import CliRunner
 
-from broker.cli import main
-from broker.envelope import new_message_id
+from broker.app.cli import main
+from broker.xml.envelope import new_message_id
 
 
 def _seed(database_url: str) -> None:

@@ -8,8 +8,8 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from broker import outbox
-from broker.smev_queue import PullQueue
+from broker.delivery import outbox
+from broker.delivery.pull_queue import PullQueue
 
 pytestmark = pytest.mark.postgres
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-
-
-from broker import outbox
-from broker.backoff import Backoff
-from broker.db import UnitOfWork
-from broker.envelope import new_message_id
-from broker.relay import RelayOptions
+from broker.delivery import outbox
+from broker.delivery.relay import RelayOptions
+from broker.infra.backoff import Backoff
+from broker.infra.postgres import UnitOfWork
+from broker.xml.envelope import new_message_id
 from tests.delivery_support import counting_portal, serving, two_relays_deliver
 
 ROWS = 8

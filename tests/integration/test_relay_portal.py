@@ -8,13 +8,19 @@ import dataclasses
 import httpx
 import pytest
 
-from broker import outbox
-from broker.backoff import Backoff
-from broker.db import UnitOfWork
-from broker.delivery import PortalDestination
-from broker.receivers import ReceiverLog, portal_receiver_app
-from broker.relay import Relay, RelayOptions
-from tests.delivery_support import Outage, eventually, serving, signed_message, signing_pair
+from broker.delivery import outbox
+from broker.delivery.destinations import PortalDestination
+from broker.delivery.relay import Relay, RelayOptions
+from broker.devtools.receivers import ReceiverLog, portal_receiver_app
+from broker.infra.backoff import Backoff
+from broker.infra.postgres import UnitOfWork
+from tests.delivery_support import (
+    Outage,
+    eventually,
+    serving,
+    signed_message,
+    signing_pair,
+)
 
 FAST = RelayOptions(backoff=Backoff(base_s=0.01, cap_s=0.05), idle_poll_s=0.01, max_attempts=50)
 

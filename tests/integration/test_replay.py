@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from broker import xmlsafe
-from broker.delivery import PortalDestination
-from broker.receivers import ReceiverLog, portal_receiver_app
-from broker.relay import Relay
-from broker.replay import ReplayRange, replay
+from broker.delivery.destinations import PortalDestination
+from broker.delivery.relay import Relay
+from broker.delivery.replay import ReplayRange, replay
+from broker.devtools.receivers import ReceiverLog, portal_receiver_app
+from broker.xml import hardened
 from tests.delivery_support import event_xml, eventually, serving
 from tests.integration.router_support import pair, pipeline, schemas  # noqa: F401  (fixtures)
 
@@ -70,7 +70,7 @@ async def test_replay_delivers_nothing_twice_and_redeliver_references_the_origin
     assert set((await journal.message_ids()).values()) == {1}
     # The reference is inside the signed header, not only in our tables.
     payloads = await pipeline.pool.fetch("SELECT payload FROM outbox WHERE reference_message_id IS NOT NULL")
-    assert {pipeline.verifier.verify(xmlsafe.parse(p["payload"])).header.reference_message_id
+    assert {pipeline.verifier.verify(hardened.parse(p["payload"])).header.reference_message_id
             for p in payloads} == set(originals)
 
 

@@ -6,17 +6,22 @@ import asyncio
 
 import pytest
 from aiokafka import TopicPartition
+from fastapi import FastAPI
 
-from broker import kafka, xmlsafe
-from broker.delivery import InteragencyDestination, PortalDestination
-from broker.receivers import InteragencyPullClient, PullClientOptions, ReceiverLog, portal_receiver_app
-from broker.relay import Relay, RelayOptions
-from broker.smev_queue import PullQueue, pull_queue_router
+from broker.delivery.destinations import InteragencyDestination, PortalDestination
+from broker.delivery.pull_queue import PullQueue, pull_queue_router
+from broker.delivery.relay import Relay, RelayOptions
+from broker.devtools.receivers import (
+    InteragencyPullClient,
+    PullClientOptions,
+    ReceiverLog,
+    portal_receiver_app,
+)
+from broker.infra import kafka
+from broker.xml import hardened
 from consumers.router import Router
 from tests.delivery_support import event_xml, eventually, serving, term_grade_xml
 from tests.integration.router_support import pair, pipeline, read_all, schemas  # noqa: F401  (fixtures)
-
-from fastapi import FastAPI
 
 
 class Crash(BaseException):
@@ -106,7 +111,7 @@ async def test_test_message_flag_reaches_the_envelope_and_keeps_its_own_inbox_ke
     await _run_until(pipeline.router(), lambda: _inbox_full(pipeline.pool, 2))
     rows = await pipeline.pool.fetch("SELECT idempotency_key, payload FROM outbox ORDER BY id")
     assert [r["idempotency_key"] for r in rows] == ["test:dnevnik-plus/t-1/1", "dnevnik-plus/t-1/1"]
-    flags = [pipeline.verifier.verify(xmlsafe.parse(r["payload"])).header.test for r in rows]
+    flags = [pipeline.verifier.verify(hardened.parse(r["payload"])).header.test for r in rows]
     assert flags == [True, False]
 
 

@@ -6,8 +6,14 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from broker.envelope import new_message_id
-from broker.smev_queue import ACK_PATH, GET_MESSAGE_PATH, PullQueue, PullQueueOptions, pull_queue_router
+from broker.delivery.pull_queue import (
+    ACK_PATH,
+    GET_MESSAGE_PATH,
+    PullQueue,
+    PullQueueOptions,
+    pull_queue_router,
+)
+from broker.xml.envelope import new_message_id
 from tests.delivery_support import eventually, serving
 
 

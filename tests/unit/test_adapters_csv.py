@@ -8,8 +8,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from adapters.csv_import import CsvExport, RowMapper, canonical_column, detect_encoding, mark_scale
-from broker.faults import InvalidContent
+from adapters.csv_import import (
+    CsvExport,
+    RowMapper,
+    canonical_column,
+    detect_encoding,
+    mark_scale,
+)
+from broker.domain.faults import InvalidContent
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "adapters"
 

@@ -11,9 +11,10 @@ from lxml import etree
 from adapters import examples
 from adapters.ingest import Canonicaliser, event_id_for
 from adapters.payload import xml_events
-from broker import model, xmlsafe
-from broker.registry import Vendor
-from broker.validation import Schemas
+from broker.access.registry import Vendor
+from broker.domain import model
+from broker.xml import hardened
+from broker.xml.schemas import Schemas
 
 VENDOR = Vendor("dnevnik-plus", datetime(2026, 1, 1, tzinfo=UTC))
 NOW = datetime(2026, 10, 14, 6, 41, 2, tzinfo=UTC)
@@ -58,7 +59,7 @@ def test_the_kafka_record_has_key_headers_and_canonical_xml(canonical, schemas):
     assert dict(record.headers) == {"event_type": b"GradePosted",
                                     "idempotency_key": b"dnevnik-plus/grade-918273/1",
                                     "event_id": str(c.event.event_id).encode(), "source_system": b"dnevnik-plus"}
-    root = xmlsafe.parse(record.value)
+    root = hardened.parse(record.value)
     schemas.validate_event(root)
     assert model.event_from_xml(root) == c.event
 
@@ -84,7 +85,7 @@ def test_every_bad_event_is_reported_with_index_path_and_reason(canonical):
 
 def test_xml_events_failing_the_schema_are_reported_with_their_path(canonical):
     [good], _ = canonical.from_dicts(VENDOR, [(0, examples.EVENTS["GradePosted"])])
-    root = xmlsafe.parse(good.xml)
+    root = hardened.parse(good.xml)
     bad = copy.deepcopy(root)
     bad.find(f"{{{model.NAMESPACE}}}Mark")[0].text = "6"
     batch = etree.Element(f"{{{model.NAMESPACE}}}EventBatch")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from adapters.oneroster import OneRosterMapper, read_bundle
-from broker.faults import InvalidContent
+from broker.domain.faults import InvalidContent
 
 BUNDLES = Path(__file__).parent.parent / "fixtures" / "adapters" / "oneroster"
 COMMON = {"school_id": "sch-770001", "academic_year": "2026-2027"}

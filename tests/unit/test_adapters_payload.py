@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.payload import (ContentTooLarge, PayloadFormat, PayloadLimits, UnsupportedContentType,
-                              check_declared_size, json_document, json_events, payload_format, xml_events)
-from broker.faults import InvalidContent
+from adapters.payload import (
+    ContentTooLarge,
+    PayloadFormat,
+    PayloadLimits,
+    UnsupportedContentType,
+    check_declared_size,
+    json_document,
+    json_events,
+    payload_format,
+    xml_events,
+)
+from broker.domain.faults import InvalidContent
 
 LIMITS = PayloadLimits(max_bytes=10_000, max_events=3)
 

@@ -8,7 +8,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 
 from adapters.publisher import EventRecord, KafkaPublisher, PublisherOptions
-from broker.faults import Failure
+from broker.domain.faults import Failure
 from broker.settings import Settings
 
 RECORDS = [EventRecord(b"sch-1", b"<e/>", (("event_type", b"GradePosted"),)) for _ in range(3)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from broker.backoff import Backoff
+from broker.infra.backoff import Backoff
 
 
 def test_ceiling_doubles_then_caps():

@@ -10,12 +10,19 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from broker import keys, xmlsafe
-from broker.envelope import (ENVELOPE_NS, EVENTS_NS, EnvelopeHeader, MessageType, build_envelope, read_envelope,
-                             sender_provided_data)
-from broker.faults import InvalidContent, UnknownMessageType
-from broker.signing import Verifier, XmlDsigSigner
-from broker.validation import Schemas
+from broker.domain.faults import InvalidContent, UnknownMessageType
+from broker.xml import hardened
+from broker.xml.envelope import (
+    ENVELOPE_NS,
+    EVENTS_NS,
+    EnvelopeHeader,
+    MessageType,
+    build_envelope,
+    read_envelope,
+    sender_provided_data,
+)
+from broker.xml.schemas import Schemas
+from broker.xml.signing import Verifier, XmlDsigSigner, keys
 
 ENV = f"{{{ENVELOPE_NS}}}"
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
@@ -29,7 +36,7 @@ def schemas() -> Schemas:
 @pytest.fixture(scope="module")
 def events() -> dict[str, etree._Element]:
     """Every valid event example from XML core, by file name."""
-    found = {path.stem: xmlsafe.parse(path.read_bytes())
+    found = {path.stem: hardened.parse(path.read_bytes())
              for path in sorted((EXAMPLES / "events" / "valid").glob("*.xml"))}
     assert {"GradePosted", "AttendanceMarked", "EventBatch"} <= found.keys(), f"event examples missing: {sorted(found)}"
     return found
@@ -76,7 +83,7 @@ def test_event_is_copied_not_moved(event):
 
 
 def test_event_bytes_go_through_the_hardened_parser(event):
-    envelope = build_envelope(xmlsafe.to_bytes(event), recipient="EPGU")
+    envelope = build_envelope(hardened.to_bytes(event), recipient="EPGU")
     assert read_envelope(envelope)[1].tag == event.tag
     with pytest.raises(InvalidContent, match="DOCTYPE"):
         build_envelope(b'<!DOCTYPE x [<!ENTITY a "b">]><x/>', recipient="EPGU")
@@ -173,6 +180,6 @@ def test_every_example_event_survives_sign_serialise_verify(events):
     certificate = keys.self_signed_certificate(key)
     signer, verifier = XmlDsigSigner(key, certificate), Verifier([certificate])
     for name, event in events.items():
-        sent = xmlsafe.to_bytes(signer.sign(build_envelope(event, recipient="EPGU")))
-        verified = verifier.verify(xmlsafe.parse(sent))
+        sent = hardened.to_bytes(signer.sign(build_envelope(event, recipient="EPGU")))
+        verified = verifier.verify(hardened.parse(sent))
         assert etree.QName(verified.content).localname == etree.QName(event).localname, name

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.faults import FAULTS
-from broker.validation import Schemas
+from broker.domain.faults import FAULTS
+from broker.xml.schemas import Schemas
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples" / "events"
 VALID = sorted((EXAMPLES / "valid").glob("*.xml"))
@@ -20,7 +20,7 @@ def schemas() -> Schemas:
 
 
 def test_there_is_a_valid_example_of_every_event_type():
-    from broker.model import EVENT_TYPES
+    from broker.domain.model import EVENT_TYPES
     stems = {path.stem.split("-")[0] for path in VALID}
     assert stems >= set(EVENT_TYPES) | {"EventBatch"}
 

@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from broker.faults import Failure
-from broker.localinfra.kafka import LocalKafka, major_version, new_cluster_id, render_properties, server_properties
+from broker.devtools.infra.kafka import (
+    LocalKafka,
+    major_version,
+    new_cluster_id,
+    render_properties,
+    server_properties,
+)
+from broker.domain.faults import Failure
 from broker.settings import Settings
 
 

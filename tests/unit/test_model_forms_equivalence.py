@@ -25,8 +25,8 @@ from typing import get_args, get_type_hints
 
 import pytest
 
-from broker import xmlsafe
-from broker.model import (
+from broker.devtools.simulation import simulate
+from broker.domain.model import (
     EVENT_TYPES,
     MAX_BATCH,
     AttendanceMarked,
@@ -48,7 +48,7 @@ from broker.model import (
     event_to_dict,
     events_from_xml,
 )
-from broker.simulation import simulate
+from broker.xml import hardened
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples" / "events" / "valid"
 
@@ -387,7 +387,7 @@ def crafted_events() -> list[Event]:
 def all_events() -> tuple[Event, ...]:
     """The valid examples, a simulated school week and the crafted cases: about 5,000 events."""
     examples = [event for path in sorted(EXAMPLES.glob("*.xml"))
-                for event in events_from_xml(xmlsafe.parse(path.read_bytes()))]
+                for event in events_from_xml(hardened.parse(path.read_bytes()))]
     simulated = [event for events in simulate(days=5).events.values() for event in events]
     return (*examples, *simulated, *crafted_events())
 
@@ -503,7 +503,7 @@ def test_values_the_constructor_never_lets_in_are_written_like_the_reference(fie
 def test_event_from_xml_reads_every_event_back_like_the_reference():
     for event in all_events():
         document = Reference.to_xml(event)
-        element = xmlsafe.parse(document)
+        element = hardened.parse(document)
         assert event_from_xml(element) == Reference.event_from_xml(element)
         assert event_from_xml(element) == event or b"\r" in document  # XML reads a written CR LF as LF
         plain = ET.fromstring(document)  # the ElementTree API without sourceline or getparent
@@ -517,7 +517,7 @@ def test_event_from_dict_reads_every_event_back_like_the_reference():
 
 
 def test_events_from_xml_reads_a_batch_like_the_reference():
-    element = xmlsafe.parse(Reference.batch_to_xml(all_events()[:MAX_BATCH]))
+    element = hardened.parse(Reference.batch_to_xml(all_events()[:MAX_BATCH]))
     assert events_from_xml(element) == Reference.events_from_xml(element) == all_events()[:MAX_BATCH]
 
 
@@ -625,7 +625,7 @@ def test_event_from_xml_and_events_from_xml_refuse_like_the_reference():
     checked = 0
     for document in _xml_variants():
         try:
-            element = xmlsafe.parse(document)
+            element = hardened.parse(document)
         except Exception:  # not well-formed: the parser's business, not the model's
             continue
         checked += 1

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from broker.model import GradeCorrected, GradePosted, GradeRetracted
-from broker.simulation import simulate
+from broker.devtools.simulation import simulate
+from broker.domain.model import GradeCorrected, GradePosted, GradeRetracted
 from consumers.router import ordering_key
 
 

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from broker.faults import InvalidContent
-from broker.projections.grade_statistics import (
-    ALL_DIMENSIONS, AttendanceCount, Dimension, MarkCount, five_point, parse_dimensions, summarise,
+from broker.analytics.projections.grade_statistics import (
+    ALL_DIMENSIONS,
+    AttendanceCount,
+    Dimension,
+    MarkCount,
+    five_point,
+    parse_dimensions,
+    summarise,
 )
+from broker.domain.faults import InvalidContent
 
 D, S = Dimension.DISTRICT, Dimension.SCHOOL
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from broker.projections.school_activity import (
-    SchoolActivity, SchoolStatus, counts_by_district, school_status, window,
+from broker.analytics.projections.school_activity import (
+    SchoolActivity,
+    SchoolStatus,
+    counts_by_district,
+    school_status,
+    window,
 )
 
 AS_OF = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.faults import InvalidContent
-from broker.routing import Route, RoutingTable
+from broker.domain.faults import InvalidContent
+from broker.domain.routing import Route, RoutingTable
 
 
 @pytest.fixture(scope="module")

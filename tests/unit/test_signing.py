@@ -17,11 +17,18 @@ from lxml import etree
 from signxml import XMLSigner, XMLVerifier
 from signxml.exceptions import InvalidSignature as SignxmlInvalid
 
-from broker import keys
-from broker.envelope import EVENTS_NS, MessageType, build_envelope, read_envelope
-from broker.faults import Failure, InvalidContent, SignatureVerificationFault
-from broker.signing import (DS_NS, ECDSA_SHA256, EXC_C14N, RSA_SHA256, Verifier, VerifierOptions,
-                            XmlDsigSigner)
+from broker.domain.faults import Failure, InvalidContent, SignatureVerificationFault
+from broker.xml.envelope import EVENTS_NS, MessageType, build_envelope, read_envelope
+from broker.xml.signing import (
+    DS_NS,
+    ECDSA_SHA256,
+    EXC_C14N,
+    RSA_SHA256,
+    Verifier,
+    VerifierOptions,
+    XmlDsigSigner,
+    keys,
+)
 
 DS = f"{{{DS_NS}}}"
 ENV = "{urn://ejx/envelope/1}"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from broker import xmlsafe
-from broker.faults import InvalidContent, UnknownMessageType
-from broker.model import event_from_xml, events_from_xml
-from broker.validation import Schemas, default_schema_dir
+from broker.domain.faults import InvalidContent, UnknownMessageType
+from broker.domain.model import event_from_xml, events_from_xml
+from broker.xml import hardened
+from broker.xml.schemas import Schemas, default_schema_dir
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 VALID = SCHEMAS / "examples" / "events" / "valid"
@@ -28,14 +28,14 @@ def test_default_schema_dir_is_the_repository_one():
 
 @pytest.mark.parametrize("path", sorted(VALID.glob("*.xml")), ids=lambda path: path.stem)
 def test_round_trip_model_xml_parse_validate_model(schemas, path):
-    for event in events_from_xml(xmlsafe.parse(path.read_bytes())):
-        root = xmlsafe.parse(event.to_xml())
+    for event in events_from_xml(hardened.parse(path.read_bytes())):
+        root = hardened.parse(event.to_xml())
         schemas.validate_event(root)
         assert event_from_xml(root) == event
 
 
 def test_schema_errors_name_line_path_and_reason(schemas):
-    root = xmlsafe.parse(GRADE.replace(b"<FivePoint>5<", b"<FivePoint>7<"))
+    root = hardened.parse(GRADE.replace(b"<FivePoint>5<", b"<FivePoint>7<"))
     with pytest.raises(InvalidContent) as caught:
         schemas.validate_event(root)
     fault = caught.value
@@ -46,21 +46,21 @@ def test_schema_errors_name_line_path_and_reason(schemas):
 
 def test_unknown_root_is_unknown_message_type(schemas):
     with pytest.raises(UnknownMessageType, match="GradeDeleted is not an event type"):
-        schemas.validate_event(xmlsafe.parse(b'<GradeDeleted xmlns="urn://ejx/events/1"/>'))
+        schemas.validate_event(hardened.parse(b'<GradeDeleted xmlns="urn://ejx/events/1"/>'))
     with pytest.raises(UnknownMessageType):  # abstract head of the substitution group
-        schemas.validate_event(xmlsafe.parse(b'<Event xmlns="urn://ejx/events/1"/>'))
+        schemas.validate_event(hardened.parse(b'<Event xmlns="urn://ejx/events/1"/>'))
 
 
 def test_known_root_in_another_namespace_is_invalid_content(schemas):
     with pytest.raises(InvalidContent, match="must be in namespace urn://ejx/events/1"):
-        schemas.validate_event(xmlsafe.parse(GRADE.replace(b' xmlns="urn://ejx/events/1"', b"")))
+        schemas.validate_event(hardened.parse(GRADE.replace(b' xmlns="urn://ejx/events/1"', b"")))
 
 
 def test_an_event_inside_a_bigger_document_is_validated_as_its_own_root(schemas):
     outer = b'<Wrapper xmlns="urn://other">\n' + GRADE.split(b"\n", 1)[1] + b"</Wrapper>"
-    event = xmlsafe.parse(outer)[0]
+    event = hardened.parse(outer)[0]
     schemas.validate_event(event)
-    broken = xmlsafe.parse(outer.replace(b"<FivePoint>5<", b"<FivePoint>9<"))[0]
+    broken = hardened.parse(outer.replace(b"<FivePoint>5<", b"<FivePoint>9<"))[0]
     with pytest.raises(InvalidContent, match=r"line 21, /Wrapper/GradePosted/Mark/FivePoint: "):
         schemas.validate_event(broken)
 
@@ -77,12 +77,12 @@ def test_check_event_goes_all_the_way(schemas):
 
 
 def test_fault_documents(schemas):
-    schemas.validate_fault(xmlsafe.parse(
+    schemas.validate_fault(hardened.parse(
         '<Fault xmlns="urn://ejx/fault/1"><Code>InvalidContent</Code><Description>line 3: нет школы'
         '</Description><Retriable>false</Retriable><Details><Detail name="line">3</Detail></Details>'
         "</Fault>".encode()))
     with pytest.raises(InvalidContent, match="Retriable"):
-        schemas.validate_fault(xmlsafe.parse(
+        schemas.validate_fault(hardened.parse(
             b'<Fault xmlns="urn://ejx/fault/1"><Code>Failure</Code><Description>x</Description>'
             b"<Retriable>maybe</Retriable></Fault>"))
 
@@ -95,17 +95,17 @@ def test_envelope_schema_takes_events_as_content(schemas):
         "</SendingTimestamp></Header><MessagePrimaryContent>{}</MessagePrimaryContent>"
         "</SenderProvidedData></Envelope>")
     content = GRADE.split(b"\n", 1)[1].decode()
-    schemas.validate_envelope(xmlsafe.parse(envelope.format(content).encode()))
+    schemas.validate_envelope(hardened.parse(envelope.format(content).encode()))
     with pytest.raises(InvalidContent, match="FivePoint"):
-        schemas.validate_envelope(xmlsafe.parse(envelope.format(content.replace(">5<", ">8<")).encode()))
+        schemas.validate_envelope(hardened.parse(envelope.format(content.replace(">5<", ">8<")).encode()))
 
 
 def test_concurrent_validations_keep_their_own_errors(schemas):
-    good = xmlsafe.parse(GRADE)
+    good = hardened.parse(GRADE)
     failures: list[BaseException] = []
 
     def work(index: int) -> None:
-        bad = xmlsafe.parse(GRADE.replace(b"<Version>1<", f"<Version>{-index}<".encode()))
+        bad = hardened.parse(GRADE.replace(b"<Version>1<", f"<Version>{-index}<".encode()))
         try:
             for _ in range(200):
                 schemas.validate_event(good)

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner, Result
 from lxml import etree
 
-from broker import xmlsafe
-from broker.cli import main
-from broker.faults import FAULTS
+from broker.app.cli import main
+from broker.domain.faults import FAULTS
+from broker.xml import hardened
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "schemas" / "examples"
@@ -89,9 +89,9 @@ def test_build_sign_verify(keyed, tmp_path):
 
     verified = keyed("verify", signed_path)
     assert verified.exit_code == 0, verified.stderr
-    message_id = xmlsafe.parse(built.stdout_bytes).findtext(".//{urn://ejx/envelope/1}MessageID")
+    message_id = hardened.parse(built.stdout_bytes).findtext(".//{urn://ejx/envelope/1}MessageID")
     assert verified.stdout.strip() == message_id
-    assert xmlsafe.parse(built.stdout_bytes).find(".//{urn://ejx/envelope/1}TestMessage") is not None
+    assert hardened.parse(built.stdout_bytes).find(".//{urn://ejx/envelope/1}TestMessage") is not None
 
 
 def test_pipeline_through_stdin(keyed):
@@ -184,7 +184,7 @@ def test_envelope_example_behaves_as_its_name_says(ejx, example):
         assert_fault(verified, "SignatureVerificationFault")
     else:
         assert verified.exit_code == 0, verified.stderr
-        message_id = xmlsafe.parse(example.read_bytes()).findtext(".//{urn://ejx/envelope/1}MessageID")
+        message_id = hardened.parse(example.read_bytes()).findtext(".//{urn://ejx/envelope/1}MessageID")
         assert verified.stdout.strip() == message_id
 
 
@@ -265,4 +265,4 @@ def test_no_command_prints_a_traceback_for_garbage(keyed):
 def test_emitted_documents_parse_with_the_hardened_parser(keyed):
     built = keyed("envelope", "build", event_example(), "--recipient", "EPGU").stdout_bytes
     assert built.startswith(b"<?xml version='1.0' encoding='UTF-8'?>")
-    assert isinstance(xmlsafe.parse(built), etree._Element)
+    assert isinstance(hardened.parse(built), etree._Element)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from broker import xmlsafe
-from broker.faults import InvalidContent
-from broker.xmlsafe import XmlLimits
+from broker.domain.faults import InvalidContent
+from broker.xml import hardened
+from broker.xml.hardened import XmlLimits
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 HOSTILE = sorted((SCHEMAS / "examples" / "hostile").glob("*.xml"))
@@ -23,7 +23,7 @@ def test_the_corpus_is_there():
 @pytest.mark.parametrize("path", HOSTILE, ids=lambda path: path.name)
 def test_hostile_corpus_is_refused(path):
     with pytest.raises(InvalidContent):
-        xmlsafe.parse(path.read_bytes())
+        hardened.parse(path.read_bytes())
 
 
 @pytest.mark.parametrize(("name", "reason"), [
@@ -40,40 +40,40 @@ def test_hostile_corpus_is_refused(path):
 ])
 def test_refusals_say_why(name, reason):
     with pytest.raises(InvalidContent, match=reason):
-        xmlsafe.parse((SCHEMAS / "examples" / "hostile" / name).read_bytes())
+        hardened.parse((SCHEMAS / "examples" / "hostile" / name).read_bytes())
 
 
 def test_refusals_say_where():
     with pytest.raises(InvalidContent) as caught:
-        xmlsafe.parse((SCHEMAS / "examples" / "hostile" / "xinclude-passwd.xml").read_bytes())
+        hardened.parse((SCHEMAS / "examples" / "hostile" / "xinclude-passwd.xml").read_bytes())
     assert caught.value.description.startswith("line 3, /GradePosted/Comment/include:")
     assert caught.value.details == {"line": 3, "path": "/GradePosted/Comment/include"}
     with pytest.raises(InvalidContent, match=r"InvalidContent: line 2, column \d+: not well-formed"):
-        xmlsafe.parse(b"<a>\n<b></a>")
+        hardened.parse(b"<a>\n<b></a>")
 
 
 def test_doctype_is_refused_even_when_harmless():
     with pytest.raises(InvalidContent, match="DOCTYPE"):
-        xmlsafe.parse(b"<!DOCTYPE a><a/>")
+        hardened.parse(b"<!DOCTYPE a><a/>")
 
 
 def test_a_document_over_max_bytes_is_refused_before_parsing():
     with pytest.raises(InvalidContent, match="over the limit of 1048576"):
-        xmlsafe.parse(b"<a>" + b"x" * 50_000_000 + b"</a>")
+        hardened.parse(b"<a>" + b"x" * 50_000_000 + b"</a>")
 
 
 def test_deep_nesting_is_refused():
     with pytest.raises(InvalidContent):
-        xmlsafe.parse(b"<a>" * 100_000 + b"</a>" * 100_000)
+        hardened.parse(b"<a>" * 100_000 + b"</a>" * 100_000)
     with pytest.raises(InvalidContent, match="nesting deeper than 64"):
-        xmlsafe.parse(b"<a>" * 65 + b"</a>" * 65)
-    assert xmlsafe.parse(b"<a>" * 64 + b"</a>" * 64) is not None
+        hardened.parse(b"<a>" * 65 + b"</a>" * 65)
+    assert hardened.parse(b"<a>" * 64 + b"</a>" * 64) is not None
 
 
 def test_element_count_is_bounded_before_the_tree_is_built():
     with pytest.raises(InvalidContent, match="more than 50000 elements"):
-        xmlsafe.parse(b"<a>" + b"<b/>" * 50_000 + b"</a>")
-    assert len(xmlsafe.parse(b"<a>" + b"<b/>" * 49_999 + b"</a>")) == 49_999
+        hardened.parse(b"<a>" + b"<b/>" * 50_000 + b"</a>")
+    assert len(hardened.parse(b"<a>" + b"<b/>" * 49_999 + b"</a>")) == 49_999
 
 
 @pytest.mark.parametrize(("document", "reason"), [
@@ -83,46 +83,46 @@ def test_element_count_is_bounded_before_the_tree_is_built():
 ])
 def test_long_text_and_attributes_are_refused(document, reason):
     with pytest.raises(InvalidContent, match=reason):
-        xmlsafe.parse(document)
+        hardened.parse(document)
 
 
 def test_limits_are_options():
-    assert xmlsafe.parse(b"<a>" + b"x" * 70_000 + b"</a>", limits=XmlLimits(max_text=100_000)).text
+    assert hardened.parse(b"<a>" + b"x" * 70_000 + b"</a>", limits=XmlLimits(max_text=100_000)).text
     with pytest.raises(InvalidContent, match="over the limit of 10"):
-        xmlsafe.parse(b"<a>0123456789</a>", limits=XmlLimits(max_bytes=10))
+        hardened.parse(b"<a>0123456789</a>", limits=XmlLimits(max_bytes=10))
     with pytest.raises(InvalidContent, match="more than 2 elements"):
-        xmlsafe.parse(b"<a><b/><c/></a>", limits=XmlLimits(max_elements=2))
+        hardened.parse(b"<a><b/><c/></a>", limits=XmlLimits(max_elements=2))
 
 
 def test_bad_utf8_without_declaration_is_refused():
     with pytest.raises(InvalidContent, match="not well-formed"):
-        xmlsafe.parse("<a>Отлично</a>".encode("cp1251"))
+        hardened.parse("<a>Отлично</a>".encode("cp1251"))
 
 
 def test_utf8_is_read_with_or_without_declaration_or_bom():
     for document in ("<a>Отлично</a>", '<?xml version="1.0" encoding="utf-8"?><a>Отлично</a>',
                      "\ufeff<a>Отлично</a>", "<?xml version='1.0'?><a>Отлично</a>"):
-        assert xmlsafe.parse(document.encode("utf-8")).text == "Отлично"
+        assert hardened.parse(document.encode("utf-8")).text == "Отлично"
 
 
 def test_comments_are_dropped_and_lines_kept():
-    root = xmlsafe.parse(b"<!-- vendor note -->\n<a>\n<!-- x --><b/></a>")
+    root = hardened.parse(b"<!-- vendor note -->\n<a>\n<!-- x --><b/></a>")
     assert [child.tag for child in root] == ["b"]
     assert root[0].sourceline == 3
 
 
 def test_predefined_entities_and_character_references_are_fine():
-    assert xmlsafe.parse(b"<a>&lt;&amp;&gt;&quot;&apos;&#1054;&#x41;</a>").text == "<&>\"'ОA"
+    assert hardened.parse(b"<a>&lt;&amp;&gt;&quot;&apos;&#1054;&#x41;</a>").text == "<&>\"'ОA"
 
 
 def test_str_is_a_programming_error():
     with pytest.raises(TypeError):
-        xmlsafe.parse("<a/>")  # type: ignore[arg-type]
+        hardened.parse("<a/>")  # type: ignore[arg-type]
 
 
 def test_to_bytes_round_trips():
-    root = xmlsafe.parse(GRADE)
-    assert xmlsafe.to_bytes(xmlsafe.parse(xmlsafe.to_bytes(root))) == xmlsafe.to_bytes(root)
+    root = hardened.parse(GRADE)
+    assert hardened.to_bytes(hardened.parse(hardened.to_bytes(root))) == hardened.to_bytes(root)
 
 
 def test_threads_parse_independently():
@@ -132,10 +132,10 @@ def test_threads_parse_independently():
         try:
             for _ in range(200):
                 if good:
-                    assert xmlsafe.parse(GRADE).tag.endswith("GradePosted")
+                    assert hardened.parse(GRADE).tag.endswith("GradePosted")
                 else:
                     with pytest.raises(InvalidContent, match="Entity 'x' not defined"):
-                        xmlsafe.parse(b"<a>&x;</a>")
+                        hardened.parse(b"<a>&x;</a>")
         except BaseException as error:  # reported below
             errors.append(error)
 

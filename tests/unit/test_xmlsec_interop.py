@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from broker import keys, xmlsafe
-from broker.envelope import EVENTS_NS, SIGNATURE_CONTAINER, build_envelope
-from broker.faults import SignatureVerificationFault
-from broker.signing import DS_NS, Verifier, XmlDsigSigner
+from broker.domain.faults import SignatureVerificationFault
+from broker.xml import hardened
+from broker.xml.envelope import EVENTS_NS, SIGNATURE_CONTAINER, build_envelope
+from broker.xml.signing import DS_NS, Verifier, XmlDsigSigner, keys
 
 ID_ATTR = ["--id-attr:Id", "urn://ejx/envelope/1:SenderProvidedData"]
 
@@ -95,11 +95,11 @@ def test_we_verify_xmlsec1_signatures(xmlsec1, dev_pair, tmp_path):
     assert result.returncode == 0, result.stderr
 
     verifier = Verifier.from_pem_files([cert_path])
-    verified = verifier.verify(xmlsafe.parse(signed.read_bytes()))
+    verified = verifier.verify(hardened.parse(signed.read_bytes()))
     assert verified.header.recipient == "RSMEV" and verified.header.test
     assert verified.signature_method == method
 
     tampered = signed.read_bytes().replace(b">absent ", b">excused ")
     assert tampered != signed.read_bytes()
     with pytest.raises(SignatureVerificationFault, match="digest"):
-        verifier.verify(xmlsafe.parse(tampered))
+        verifier.verify(hardened.parse(tampered))

@@ -19,9 +19,16 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 from signxml import XMLSigner
 
-from broker import keys, logs, xmlsafe
-from broker.envelope import ENVELOPE_NS, EVENTS_NS, SIGNATURE_CONTAINER, MessageType, build_envelope
-from broker.signing import DS_NS, EXC_C14N, XmlDsigSigner
+from broker.ops import logs
+from broker.xml import hardened
+from broker.xml.envelope import (
+    ENVELOPE_NS,
+    EVENTS_NS,
+    SIGNATURE_CONTAINER,
+    MessageType,
+    build_envelope,
+)
+from broker.xml.signing import DS_NS, EXC_C14N, XmlDsigSigner, keys
 
 HERE = Path(__file__).resolve().parent
 EVENTS = HERE.parent / "events"
@@ -37,7 +44,7 @@ def message_id(n: int) -> uuid.UUID:
 
 def events() -> dict[str, etree._Element]:
     """XML core's main valid example of each event type (``valid/<Type>.xml``)."""
-    return {path.stem: xmlsafe.parse(path.read_bytes()) for path in sorted((EVENTS / "valid").glob("*.xml"))
+    return {path.stem: hardened.parse(path.read_bytes()) for path in sorted((EVENTS / "valid").glob("*.xml"))
             if "-" not in path.stem}
 
 
@@ -120,7 +127,7 @@ def main() -> None:
     for path in HERE.glob("*.xml"):
         path.unlink()
     for name, element in sorted(made.items()):
-        (HERE / f"{name}.xml").write_bytes(xmlsafe.to_bytes(element) + b"\n")
+        (HERE / f"{name}.xml").write_bytes(hardened.to_bytes(element) + b"\n")
         print(f"{name}.xml")
 
 

@@ -1,0 +1,1 @@
+"""Who may do what: vendors and their schools, portal clients, tokens."""

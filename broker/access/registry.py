@@ -1,0 +1,257 @@
+"""Registry of vendors (who may send) and schools (for whom each vendor may send).
+
+A vendor authenticates with a bearer token minted once by ``ejx vendors add``;
+only its SHA-256 is stored, so a leaked database does not leak credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import hmac
+import io
+import re
+import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
+import click
+import structlog
+
+from broker.domain.faults import (
+    AccessDenied,
+    Failure,
+    InvalidContent,
+    SenderIsNotRegistered,
+)
+from broker.infra.postgres import UnitOfWork, connected
+from broker.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+TOKEN_PREFIX = "ejx_"
+VENDOR_NAME = re.compile(r"[a-z0-9][a-z0-9\-]{1,63}")  # the events XSD's VendorType
+SCHOOL_COLUMNS = ("school_id", "name", "district", "vendor")
+# Russian headers of registry exports, mapped to ours.
+SCHOOL_HEADER_ALIASES = {
+    "код школы": "school_id", "школа": "school_id", "код оо": "school_id",
+    "наименование": "name", "название": "name",
+    "район": "district", "округ": "district", "муниципалитет": "district",
+    "поставщик": "vendor", "вендор": "vendor", "электронный журнал": "vendor",
+}
+
+
+@dataclass(frozen=True)
+class Vendor:
+    """A registered e-journal system; ``vendor_id`` is also its ``source_system``."""
+
+    vendor_id: str
+    created_at: datetime
+    disabled: bool = False
+
+
+@dataclass(frozen=True)
+class School:
+    school_id: str
+    name: str
+    district: str
+    vendor_id: str
+
+
+def token_hash(token: str) -> bytes:
+    """What is stored and looked up instead of the token."""
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def new_token() -> str:
+    """256 random bits, URL-safe, with a prefix that secret scanners can recognise."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+@contextmanager
+def _database_faults() -> Iterator[None]:
+    """A database that cannot answer is a retriable Failure (503), not a crash."""
+    try:
+        yield
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError) as error:
+        raise Failure(f"the registry database is unavailable: {error!r}") from error
+
+
+class Registry:
+    """Vendors and schools in PostgreSQL; settings at construction, data at call time."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def add_vendor(self, vendor_id: str) -> str:
+        """Register a vendor and return its bearer token — the only time it is visible."""
+        vendor_id = vendor_id.strip()
+        if not VENDOR_NAME.fullmatch(vendor_id):
+            raise InvalidContent(f"vendor name {vendor_id!r} must be 2–64 of a-z, 0-9 and '-' "
+                                 "(it becomes SourceSystem in every event)")
+        token = new_token()
+        try:
+            await self._pool.execute("INSERT INTO vendors (vendor_id, token_hash) VALUES ($1, $2)",
+                                     vendor_id, token_hash(token))
+        except asyncpg.UniqueViolationError as error:
+            raise InvalidContent(f"vendor {vendor_id!r} is already registered") from error
+        log.info("registry.vendor_added", vendor_id=vendor_id)
+        return token
+
+    async def vendors(self) -> list[Vendor]:
+        rows = await self._pool.fetch(
+            "SELECT vendor_id, created_at, disabled_at IS NOT NULL AS disabled FROM vendors ORDER BY vendor_id")
+        return [Vendor(row["vendor_id"], row["created_at"], row["disabled"]) for row in rows]
+
+    async def vendor(self, vendor_id: str) -> Vendor:
+        """The named, enabled vendor (for imports run by an operator on a vendor's behalf)."""
+        with _database_faults():
+            row = await self._pool.fetchrow(
+                "SELECT vendor_id, created_at FROM vendors WHERE vendor_id = $1 AND disabled_at IS NULL", vendor_id)
+        if row is None:
+            raise SenderIsNotRegistered(f"no enabled vendor {vendor_id!r}; see `ejx vendors list`")
+        return Vendor(row["vendor_id"], row["created_at"])
+
+    async def authenticate(self, token: str | None) -> Vendor:
+        """The vendor holding ``token``; a missing, unknown or disabled one is SenderIsNotRegistered."""
+        if not token:
+            raise SenderIsNotRegistered("a bearer token is required (Authorization: Bearer <token>)")
+        digest = token_hash(token)
+        with _database_faults():
+            row = await self._pool.fetchrow(
+                "SELECT vendor_id, created_at, token_hash FROM vendors WHERE token_hash = $1 AND disabled_at IS NULL",
+                digest)
+        # The lookup is by hash, so timing reveals nothing about the token; compare anyway.
+        if row is None or not hmac.compare_digest(bytes(row["token_hash"]), digest):
+            raise SenderIsNotRegistered("the bearer token does not belong to a registered vendor")
+        return Vendor(row["vendor_id"], row["created_at"])
+
+    async def school_vendor(self, school_id: str) -> str | None:
+        """The vendor serving ``school_id``, or None for an unknown school."""
+        return await self._pool.fetchval("SELECT vendor_id FROM schools WHERE school_id = $1", school_id)
+
+    async def school_vendors(self, school_ids: Iterable[str]) -> dict[str, str]:
+        """``school_vendor`` for many schools in one round trip; unknown schools are absent."""
+        with _database_faults():
+            rows = await self._pool.fetch(
+                "SELECT school_id, vendor_id FROM schools WHERE school_id = ANY($1::text[])", sorted(set(school_ids)))
+        return {row["school_id"]: row["vendor_id"] for row in rows}
+
+    async def authorise(self, vendor: Vendor, school_id: str) -> None:
+        """Raise AccessDenied unless ``school_id`` is registered to ``vendor``."""
+        if await self.school_vendor(school_id) != vendor.vendor_id:
+            raise AccessDenied(f"school {school_id!r} is not registered to vendor {vendor.vendor_id!r}")
+
+    async def import_schools(self, schools: Iterable[School]) -> tuple[int, int]:
+        """Upsert schools in one transaction; return (inserted or changed, unchanged).
+
+        Idempotent: a row identical to the stored one is not touched.
+        """
+        batch = list(schools)
+        async with UnitOfWork(self._pool) as uow:
+            known = {row["vendor_id"] for row in await uow.connection.fetch("SELECT vendor_id FROM vendors")}
+            unknown = sorted({s.vendor_id for s in batch} - known)
+            if unknown:
+                raise InvalidContent(f"unknown vendor(s) {', '.join(unknown)}; register them with `ejx vendors add`")
+            changed = await uow.connection.fetchval(
+                """WITH incoming AS (
+                       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                                AS t(school_id, name, district, vendor_id)),
+                   upserted AS (
+                       INSERT INTO schools (school_id, name, district, vendor_id)
+                       SELECT school_id, name, district, vendor_id FROM incoming
+                       ON CONFLICT (school_id) DO UPDATE
+                          SET name = EXCLUDED.name, district = EXCLUDED.district,
+                              vendor_id = EXCLUDED.vendor_id, updated_at = now()
+                          WHERE (schools.name, schools.district, schools.vendor_id)
+                                IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.district, EXCLUDED.vendor_id)
+                       RETURNING 1)
+                   SELECT count(*) FROM upserted""",
+                [s.school_id for s in batch], [s.name for s in batch],
+                [s.district for s in batch], [s.vendor_id for s in batch])
+            await uow.commit()
+        log.info("registry.schools_imported", changed=changed, unchanged=len(batch) - changed)
+        return changed, len(batch) - changed
+
+
+def read_schools_csv(data: bytes) -> Iterator[School]:
+    """Schools from a CSV (UTF-8 or CP1251, ``,`` or ``;``, English or Russian headers)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("cp1251")
+    sample = text[:4096]
+    delimiter = ";" if sample.count(";") > sample.count(",") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header = next(reader, None)
+    if header is None:
+        raise InvalidContent("the schools file is empty")
+    columns = [SCHOOL_HEADER_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in header]
+    missing = [c for c in SCHOOL_COLUMNS if c not in columns]
+    if missing:
+        raise InvalidContent(f"the schools file lacks column(s) {', '.join(missing)}",
+                             details={"expected": list(SCHOOL_COLUMNS), "found": header})
+    seen: set[str] = set()
+    for line, row in enumerate(reader, start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        values = dict(zip(columns, (cell.strip() for cell in row), strict=False))
+        if any(not values.get(c) for c in SCHOOL_COLUMNS):
+            raise InvalidContent(f"line {line}: every one of {', '.join(SCHOOL_COLUMNS)} is required")
+        if values["school_id"] in seen:
+            raise InvalidContent(f"line {line}: school {values['school_id']!r} appears twice")
+        seen.add(values["school_id"])
+        yield School(values["school_id"], values["name"], values["district"], values["vendor"])
+
+
+async def _with_registry(settings: Settings, action):  # noqa: ANN001, ANN202 - CLI plumbing
+    async with connected(settings, max_size=2) as pool:
+        return await action(Registry(pool))
+
+
+@click.group("vendors")
+def vendors_group() -> None:
+    """E-journal vendors allowed to publish events."""
+
+
+@vendors_group.command("add")
+@click.argument("name")
+@click.pass_obj
+def add_vendor_command(settings: Settings, name: str) -> None:
+    """Register vendor NAME and print its bearer token (shown only this once)."""
+    token = asyncio.run(_with_registry(settings, lambda registry: registry.add_vendor(name)))
+    click.echo(token)
+    click.echo(f"vendor {name} registered; store the token now, it is not kept", err=True)
+
+
+@vendors_group.command("list")
+@click.pass_obj
+def list_vendors_command(settings: Settings) -> None:
+    """Registered vendors (tokens are never shown)."""
+    for vendor in asyncio.run(_with_registry(settings, lambda registry: registry.vendors())):
+        state = "disabled" if vendor.disabled else "enabled"
+        click.echo(f"{vendor.vendor_id}\t{state}\t{vendor.created_at.isoformat()}")
+
+
+@click.group("schools")
+def schools_group() -> None:
+    """Schools and the vendor serving each."""
+
+
+@schools_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def import_schools_command(settings: Settings, file: Path) -> None:
+    """Load schools from FILE.csv (school_id, name, district, vendor); safe to re-run."""
+    schools = list(read_schools_csv(file.read_bytes()))
+    changed, unchanged = asyncio.run(_with_registry(settings, lambda registry: registry.import_schools(schools)))
+    click.echo(f"{changed} school(s) added or changed, {unchanged} unchanged")
+
+
+commands = [vendors_group, schools_group]

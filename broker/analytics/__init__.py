@@ -1,0 +1,1 @@
+"""For education authorities and parents: projections, their HTTP API, the dashboard."""

@@ -1,0 +1,164 @@
+"""All wiring: one place builds every component from one Settings object, inside the running loop.
+
+``ejx serve`` runs any subset of the components in one process; running one
+component per process (``--components relay``) gives the separate-process shape.
+On stop (SIGTERM/SIGINT) each loop finishes its batch in flight, commits and
+closes; the HTTP server stops taking requests first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+
+import asyncpg
+import structlog
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
+
+from adapters.ingest import IngestService
+from adapters.ledger import IngestLedger
+from adapters.publisher import KafkaPublisher, PublisherOptions
+from adapters.rest import ingest_router
+from broker.access.registry import Registry
+from broker.analytics.api import MonitoringOptions, monitoring_router
+from broker.analytics.dashboard import dashboard_router
+from broker.analytics.projections.school_activity import ActivityOptions
+from broker.delivery.destinations import InteragencyDestination, PortalDestination
+from broker.delivery.pull_queue import PullQueue, pull_queue_router
+from broker.delivery.relay import Relay
+from broker.domain.routing import RoutingTable
+from broker.infra import kafka
+from broker.infra.postgres import create_pool
+from broker.ops.metrics import health_router, kafka_probe, postgres_probe
+from broker.settings import Settings
+from broker.xml.schemas import Schemas
+from broker.xml.signing import XmlDsigSigner
+from consumers.analytics import AnalyticsConsumer
+from consumers.router import Router
+
+log = structlog.get_logger(__name__)
+
+COMPONENTS = ("ingest", "router", "relay", "analytics", "smev", "dashboard")
+"""Everything ``ejx serve`` can run; all of them by default."""
+HTTP_COMPONENTS = frozenset({"ingest", "smev", "dashboard"})
+
+
+def parse_components(text: str | None) -> tuple[str, ...]:
+    """``"ingest,relay"`` → ("ingest", "relay"); unknown names are refused at once."""
+    if not text:
+        return COMPONENTS
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in COMPONENTS]
+    if unknown:
+        raise ValueError(f"unknown component(s) {', '.join(unknown)}; choose from {', '.join(COMPONENTS)}")
+    return names
+
+
+@dataclass
+class Runtime:
+    """The shared resources of one process; built by :func:`runtime`, closed with it."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    schemas: Schemas
+    producer: AIOKafkaProducer
+    loops: list = field(default_factory=list)
+    """Objects with ``async run(stop)``: consumers and the relay."""
+    app: FastAPI | None = None
+
+
+@asynccontextmanager
+async def runtime(settings: Settings, components: Iterable[str]) -> AsyncIterator[Runtime]:
+    """Connect once, build the chosen components, close everything on exit (in reverse order)."""
+    wanted = set(components)
+    async with AsyncExitStack() as stack:
+        await kafka.ensure_topics(settings, [settings.events_topic, settings.dlq_topic, settings.interagency_topic])
+        pool = await create_pool(settings, max_size=settings.db_pool_size)
+        stack.push_async_callback(pool.close)
+        producer = await stack.enter_async_context(kafka.running(kafka.producer(settings)))
+        built = Runtime(settings=settings, pool=pool, schemas=Schemas.load(), producer=producer)
+        queue = PullQueue(pool)
+        if "router" in wanted:
+            signer = XmlDsigSigner.from_pem_files(settings.signing_key_file, settings.signing_cert_file)
+            built.loops.append(Router(settings, pool=pool, producer=producer, signer=signer,
+                                      schemas=built.schemas, routing=RoutingTable.load(settings.routing_file)))
+        if "relay" in wanted:
+            destinations = {"interagency": InteragencyDestination(
+                producer=producer, topic=settings.interagency_topic, queue=queue)}
+            if settings.portal_url:
+                portal = PortalDestination(settings.portal_url)
+                stack.push_async_callback(portal.close)
+                destinations["portal"] = portal
+            else:
+                log.warning("relay.portal_disabled", reason="EJX_PORTAL_URL is not set; portal rows stay pending")
+            built.loops.append(Relay(pool, destinations))
+        if "analytics" in wanted:
+            built.loops.append(AnalyticsConsumer(settings=settings, pool=pool, schemas=built.schemas))
+        if wanted & HTTP_COMPONENTS:
+            built.app = await _app(settings, built, wanted, queue, stack)
+        yield built
+
+
+async def _app(settings: Settings, built: Runtime, wanted: set[str], queue: PullQueue,
+               stack: AsyncExitStack) -> FastAPI:
+    app = FastAPI(title="ejx", version="1", description=(
+        "Exchange broker for school e-journals: vendors publish canonical events; "
+        "the portal and the interagency exchange receive signed SMEV-style envelopes."))
+    app.include_router(health_router(pool=built.pool, probes={
+        "postgresql": postgres_probe(built.pool), "kafka": kafka_probe(settings.kafka_address)}))
+    if "ingest" in wanted:
+        prefix = f"ejx-ingest-{settings.instance_id}" if settings.instance_id else None
+        publisher = KafkaPublisher(settings, options=PublisherOptions(transactional_id_prefix=prefix))
+        stack.push_async_callback(publisher.stop)
+        service = IngestService(registry=Registry(built.pool), ledger=IngestLedger(built.pool), sink=publisher,
+                                schemas=built.schemas)
+        app.include_router(ingest_router(service))
+    if "smev" in wanted:
+        app.include_router(pull_queue_router(queue))
+    if "dashboard" in wanted:
+        activity = ActivityOptions(silent_after_days=settings.silent_after_days,
+                                   timely_within_days=settings.timely_within_days)
+        app.include_router(monitoring_router(pool=built.pool, options=MonitoringOptions(activity=activity)))
+        app.include_router(dashboard_router())
+    return app
+
+
+async def serve(settings: Settings, components: Iterable[str], *, stop: asyncio.Event | None = None,
+                ready: asyncio.Event | None = None) -> None:
+    """Run the chosen components until ``stop`` (or SIGTERM/SIGINT) and shut down gracefully."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread: the caller owns ``stop``
+            break
+    names = tuple(components)
+    async with runtime(settings, names) as built:
+        tasks = [asyncio.create_task(component.run(stop), name=type(component).__name__)
+                 for component in built.loops]
+        server = None
+        if built.app is not None:
+            server = uvicorn.Server(uvicorn.Config(built.app, host=settings.http_host, port=settings.http_port,
+                                                   log_config=None, access_log=False, lifespan="off"))
+            tasks.append(asyncio.create_task(server.serve(), name="http"))
+        log.info("serve.started", components=list(names), http=f"{settings.http_host}:{settings.http_port}"
+                 if server else None)
+        if ready is not None:
+            ready.set()
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        if server is not None:
+            server.should_exit = True
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        stopper.cancel()
+        log.info("serve.stopped", components=list(names))
+        for task, result in zip(tasks, results):
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                raise result

@@ -1,0 +1,297 @@
+"""Operator commands: relay, outbox status and redrive, replay, status, reference receivers.
+
+Each command builds what it needs from Settings inside its own event loop and
+closes it on the way out; long-running ones stop cleanly on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import structlog
+import uvicorn
+from aiokafka import TopicPartition
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from broker.delivery import outbox
+from broker.delivery.destinations import InteragencyDestination, PortalDestination
+from broker.delivery.pull_queue import PullQueue
+from broker.delivery.relay import Relay, RelayOptions
+from broker.delivery.replay import ReplayRange, replay
+from broker.devtools.receivers import (
+    InteragencyPullClient,
+    PullClientOptions,
+    ReceiverLog,
+    portal_receiver_app,
+)
+from broker.domain.faults import InvalidContent
+from broker.domain.routing import RoutingTable
+from broker.infra import kafka
+from broker.infra.postgres import connected
+from broker.settings import Settings
+from broker.xml.schemas import Schemas
+from broker.xml.signing import Verifier, XmlDsigSigner
+from consumers.router import Router, RouterOptions
+
+log = structlog.get_logger(__name__)
+console = Console(stderr=False)
+
+
+def _moment(value: str | None) -> datetime | None:
+    """ISO 8601; a time without zone is taken as UTC."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``main(stop)``; SIGINT/SIGTERM set ``stop`` so in-flight work finishes first."""
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+    asyncio.run(runner())
+
+
+@click.command("relay")
+@click.option("--batch-size", default=RelayOptions.batch_size, show_default=True, help="Rows claimed per round.")
+@click.option("--max-attempts", default=RelayOptions.max_attempts, show_default=True,
+              help="Failed attempts before a row is dead.")
+@click.pass_obj
+def relay_command(settings: Settings, batch_size: int, max_attempts: int) -> None:
+    """Deliver outbox rows to the portal and the interagency exchange until stopped."""
+    options = RelayOptions(batch_size=batch_size, max_attempts=max_attempts)
+
+    async def main(stop: asyncio.Event) -> None:
+        async with connected(settings) as pool, kafka.running(kafka.producer(settings)) as producer:
+            destinations = {"interagency": InteragencyDestination(
+                producer=producer, topic=settings.interagency_topic, queue=PullQueue(pool))}
+            if settings.portal_url:
+                destinations["portal"] = PortalDestination(settings.portal_url)
+            else:
+                log.warning("relay.no_portal", hint="set EJX_PORTAL_URL; portal rows wait until then")
+            try:
+                await Relay(pool, destinations, options=options).run(stop)
+            finally:
+                for destination in destinations.values():
+                    await destination.close()
+
+    _until_signalled(main)
+
+
+@click.group("outbox")
+def outbox_group() -> None:
+    """The transactional outbox: what waits, what is dead."""
+
+
+@outbox_group.command("status")
+@click.pass_obj
+def outbox_status_command(settings: Settings) -> None:
+    """Counts by destination and status, oldest pending age, dead rows with their last error."""
+    async def main() -> None:
+        async with connected(settings) as pool:
+            console.print(_summary_table(await outbox.summary(pool)))
+            dead = await outbox.dead_messages(pool)
+            if dead:
+                table = Table(title="dead rows (newest first)")
+                for column in ("destination", "message_id", "attempts", "created", "last error"):
+                    table.add_column(column)
+                for row in dead:
+                    table.add_row(row.destination, str(row.message_id), str(row.attempts),
+                                  f"{row.created_at:%Y-%m-%d %H:%M:%S}", (row.last_error or "")[:120])
+                console.print(table)
+    asyncio.run(main())
+
+
+def _summary_table(rows: list[outbox.DestinationSummary]) -> Table:
+    table = Table(title="outbox")
+    for column in ("destination", "pending", "delivered", "dead", "oldest pending"):
+        table.add_column(column, justify="right" if column != "destination" else "left")
+    now = datetime.now(UTC)
+    for row in rows:
+        age = f"{(now - row.oldest_pending).total_seconds():.0f} s" if row.oldest_pending else "-"
+        table.add_row(row.destination, str(row.pending), str(row.delivered), str(row.dead), age)
+    if not rows:
+        table.add_row("(empty)", "0", "0", "0", "-")
+    return table
+
+
+@outbox_group.command("redrive")
+@click.option("--dead", "dead", is_flag=True, required=True, help="Redrive dead rows (the only kind there is).")
+@click.option("--destination", default=None, help="Only this destination, e.g. portal.")
+@click.option("--since", default=None, help="Only rows created at or after this ISO 8601 time.")
+@click.pass_obj
+def outbox_redrive_command(settings: Settings, dead: bool, destination: str | None, since: str | None) -> None:
+    """Return dead rows to pending with a fresh attempt budget; MessageIDs stay the same."""
+    async def main() -> int:
+        async with connected(settings) as pool:
+            return await outbox.redrive(pool, destination=destination, since=_moment(since))
+    click.echo(f"redriven: {asyncio.run(main())} row(s)")
+
+
+@click.command("replay")
+@click.option("--topic", default=None, help="Default: the events topic.")
+@click.option("--from-time", default=None, help="First record at or after this ISO 8601 time.")
+@click.option("--from-offset", type=int, default=None, help="First offset in every selected partition.")
+@click.option("--to-time", default=None, help="Stop before this ISO 8601 time (default: the current end).")
+@click.option("--partition", type=int, default=None, help="Only this partition.")
+@click.option("--dry-run", is_flag=True, help="Do everything, then roll back: report what would happen.")
+@click.option("--redeliver", is_flag=True,
+              help="Give already routed events new MessageIDs with ReferenceMessageID = the original.")
+@click.option("--routing", "routing_file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              default=None, help="Routing rules (default: EJX_ROUTING_FILE, else the packaged rules).")
+@click.pass_obj
+def replay_command(settings: Settings, topic: str | None, from_time: str | None, from_offset: int | None,
+                   to_time: str | None, partition: int | None, dry_run: bool, redeliver: bool,
+                   routing_file: Path | None) -> None:
+    """Re-feed events through the router; the inbox keeps it from delivering anything twice."""
+    try:
+        selection = ReplayRange(topic=topic or settings.events_topic, from_time=_moment(from_time),
+                                from_offset=from_offset, to_time=_moment(to_time), partition=partition)
+    except InvalidContent as fault:
+        raise click.UsageError(fault.description) from None
+
+    async def main():
+        routing = RoutingTable.load(routing_file or settings.routing_file)
+        schemas = Schemas.load()
+        signer = XmlDsigSigner.from_pem_files(settings.signing_key_file, settings.signing_cert_file)
+        async with connected(settings) as pool, kafka.running(kafka.producer(settings)) as producer:
+            router = Router(settings, pool=pool, producer=producer, signer=signer, schemas=schemas, routing=routing,
+                            options=RouterOptions())
+            with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                          console=console) as progress:
+                task = progress.add_task("replay", total=None)
+                return await replay(settings, router, selection, redeliver=redeliver, dry_run=dry_run,
+                                    on_start=lambda total: progress.update(task, total=total),
+                                    on_progress=lambda n: progress.advance(task, n))
+
+    report = asyncio.run(main())
+    table = Table(title="replay" + (" (dry run: nothing written)" if dry_run else ""))
+    for column in ("records", "routed", "skipped (seen)", "redelivered", "rejected", "outbox rows"):
+        table.add_column(column, justify="right")
+    total = report.total
+    table.add_row(*(str(v) for v in (report.records, total.routed, total.skipped, total.redelivered,
+                                     total.rejected, total.messages)))
+    console.print(table)
+    console.print("partitions: " + ", ".join(f"{p}: [{a}, {b})" for p, (a, b) in sorted(report.partitions.items())))
+
+
+@click.command("status")
+@click.option("--group", "groups", multiple=True, default=("ejx-router", "ejx-analytics"), show_default=True,
+              help="Consumer groups whose lag to show.")
+@click.pass_obj
+def status_command(settings: Settings, groups: tuple[str, ...]) -> None:
+    """Consumer-group lag per partition of the events topic, and the outbox summary."""
+    async def main() -> None:
+        table = Table(title=f"lag on {settings.events_topic}")
+        for column in ("group", "partition", "committed", "end", "lag"):
+            table.add_column(column, justify="right" if column != "group" else "left")
+        for group in groups:
+            consumer = kafka.consumer(settings, settings.events_topic, group_id=None)
+            async with kafka.running(consumer):
+                tps = [TopicPartition(settings.events_topic, p)
+                       for p in sorted(consumer.partitions_for_topic(settings.events_topic) or ())]
+                ends = await consumer.end_offsets(tps) if tps else {}
+            reader = kafka.consumer(settings, group_id=group)
+            async with kafka.running(reader):
+                for tp in tps:
+                    committed = await reader.committed(tp)
+                    lag = ends[tp] - (committed or 0)
+                    table.add_row(group, str(tp.partition), "-" if committed is None else str(committed),
+                                  str(ends[tp]), str(lag))
+        console.print(table)
+        async with connected(settings) as pool:
+            console.print(_summary_table(await outbox.summary(pool)))
+    asyncio.run(main())
+
+
+@click.group("receiver")
+def receiver_group() -> None:
+    """Reference receivers that verify every signature and record every MessageID."""
+
+
+def _verifier(settings: Settings) -> Verifier:
+    return Verifier.from_pem_files([settings.trusted_certs_file])
+
+
+@receiver_group.command("portal")
+@click.option("--port", type=int, default=8090, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.pass_obj
+def receiver_portal_command(settings: Settings, port: int, host: str) -> None:
+    """Serve POST /envelopes as the portal would; GET /report for the counts."""
+    async def main(stop: asyncio.Event) -> None:
+        async with connected(settings) as pool:
+            app = portal_receiver_app(verifier=_verifier(settings), journal=ReceiverLog(pool, "portal"))
+            server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            serving = asyncio.create_task(server.serve())
+            await stop.wait()
+            server.should_exit = True
+            await serving
+            _print_report(await ReceiverLog(pool, "portal").report())
+
+    _until_signalled(main)
+
+
+@receiver_group.command("interagency")
+@click.option("--queue-url", default=None, help="Base URL of the pull queue (default: ejx's HTTP server).")
+@click.option("--recipient", default="RSMEV", show_default=True)
+@click.option("--message-type", default=None, help="Only this primary-content type.")
+@click.pass_obj
+def receiver_interagency_command(settings: Settings, queue_url: str | None, recipient: str,
+                                 message_type: str | None) -> None:
+    """Pull, verify, record and acknowledge envelopes until stopped."""
+    url = queue_url or f"http://{settings.http_host}:{settings.http_port}"
+
+    async def main(stop: asyncio.Event) -> None:
+        async with connected(settings) as pool:
+            journal = ReceiverLog(pool, "interagency")
+            client = InteragencyPullClient(url, verifier=_verifier(settings), journal=journal,
+                                           options=PullClientOptions(recipient=recipient, message_type=message_type))
+            await client.run(stop)
+            _print_report(await journal.report())
+
+    _until_signalled(main)
+
+
+@receiver_group.command("report")
+@click.argument("receiver", type=click.Choice(["portal", "interagency"]))
+@click.pass_obj
+def receiver_report_command(settings: Settings, receiver: str) -> None:
+    """Received / duplicates / test messages / bad signatures of a reference receiver."""
+    async def main():
+        async with connected(settings) as pool:
+            return await ReceiverLog(pool, receiver).report()
+    _print_report(asyncio.run(main()))
+
+
+def _print_report(report) -> None:
+    table = Table(title=f"{report.receiver} receiver")
+    for column in ("received", "duplicates", "test messages", "bad signatures"):
+        table.add_column(column, justify="right")
+    table.add_row(str(report.received), str(report.duplicates), str(report.test_messages),
+                  str(report.bad_signatures))
+    console.print(table)
+
+
+commands = [relay_command, outbox_group, replay_command, status_command, receiver_group]

@@ -1,0 +1,257 @@
+"""The relay: claims due outbox rows, hands each to its destination, records the outcome.
+
+Any number of relays may run: claims are leases taken with ``SKIP LOCKED``, so
+two relays never deliver the same row at the same time (a relay that dies
+mid-delivery leaves its rows to be claimed again once the lease ends, and the
+receiver de-duplicates the repeat by MessageID). A claim takes a run of rows
+per (destination, partition_key); each key's run is delivered in order, the keys
+concurrently, and the next claim overlaps the deliveries still in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import asyncpg
+import structlog
+
+from broker.delivery import outbox
+from broker.delivery.destinations import Destination
+from broker.delivery.outbox import OutboxMessage
+from broker.domain.faults import Failure, Fault
+from broker.infra.backoff import Backoff, pause
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RelayOptions:
+    """How the relay claims, retries and cleans up."""
+
+    batch_size: int = 200
+    """Keys (destination, partition_key) claimed per round."""
+    per_key: int = 20
+    """Rows of one key claimed per round; delivered one after another, in order."""
+    concurrency: int = 16
+    """Deliveries in flight at once within a round."""
+    max_attempts: int = 12
+    """After this many failed attempts a row is dead."""
+    backoff: Backoff = field(default_factory=Backoff)
+    """Delay between attempts of one row."""
+    lease_s: float = 60.0
+    """How long a claimed row is reserved for its relay; longer than any delivery timeout."""
+    idle_poll_s: float = 0.2
+    """Pause before claiming again when the last claim found fewer keys due than it asked for."""
+    record_every_s: float = 0.05
+    """Finished deliveries are recorded together, at least this often (and at once when nothing is in flight)."""
+    retention: timedelta = timedelta(days=7)
+    """Delivered rows older than this are deleted (the table must not grow forever)."""
+    sweep_every_s: float = 300.0
+    """How often the retention sweep runs."""
+
+
+@dataclass
+class RoundResult:
+    """What one claim-and-deliver round did."""
+
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+
+    @property
+    def claimed(self) -> int:
+        return self.delivered + self.retried + self.dead
+
+
+_ChainOutcome = tuple[list[OutboxMessage], "tuple[OutboxMessage, Fault] | None", list[OutboxMessage]]
+"""One key's chain after delivery: (delivered, the one that failed with its fault, untried after it)."""
+
+
+class Relay:
+    """Moves outbox rows to their destinations; ``run`` until ``stop`` is set."""
+
+    def __init__(self, pool: asyncpg.Pool, destinations: Mapping[str, Destination], *,
+                 options: RelayOptions = RelayOptions(), rng: random.Random | None = None) -> None:
+        self._pool = pool
+        self._destinations = dict(destinations)
+        self._options = options
+        self._rng = rng or random.Random()
+        self._slots = asyncio.Semaphore(options.concurrency)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop``; deliveries in flight finish and have their outcome recorded first.
+
+        Pipelined: the next batch is claimed while the previous one is still being
+        delivered (whenever half of the claimed keys are done), and finished chains
+        are recorded together, one UPDATE for all the delivered rows among them. A
+        key's rows stay leased until recorded, so no claim can take a key whose
+        earlier rows are still in flight.
+        """
+        options = self._options
+        log.info("relay.started", destinations=sorted(self._destinations), batch_size=options.batch_size,
+                 concurrency=options.concurrency)
+        next_sweep = next_claim = time.monotonic()
+        failures = 0
+        in_flight: set[asyncio.Task[_ChainOutcome]] = set()
+        finished: list[asyncio.Task[_ChainOutcome]] = []
+        record_by = math.inf
+        woken = asyncio.Event()
+
+        def chain_done(task: asyncio.Task[_ChainOutcome]) -> None:
+            # One callback per chain: asyncio.wait over hundreds of tasks would re-register on every wake.
+            nonlocal record_by
+            in_flight.discard(task)
+            if not finished:
+                record_by = time.monotonic() + options.record_every_s
+            finished.append(task)
+            woken.set()
+
+        while True:
+            woken.clear()
+            try:
+                if finished and (not in_flight or stop.is_set() or time.monotonic() >= record_by
+                                 or len(finished) >= options.batch_size // 2):
+                    recording, finished[:], record_by = list(finished), [], math.inf
+                    try:
+                        await self._record([task.result() for task in recording])  # a bug in a chain stops us
+                    except BaseException:
+                        finished[:0] = recording  # still to be recorded, first thing after the outage
+                        record_by = time.monotonic()
+                        raise
+                if stop.is_set() and not in_flight:
+                    break
+                now = time.monotonic()
+                if not stop.is_set() and now >= next_sweep:
+                    await outbox.sweep(self._pool, older_than=options.retention)
+                    next_sweep = now + options.sweep_every_s
+                if not stop.is_set() and now >= next_claim and len(in_flight) <= options.batch_size // 2:
+                    want = options.batch_size - len(in_flight)
+                    claimed = await outbox.claim(self._pool, keys=want, per_key=options.per_key,
+                                                 lease=timedelta(seconds=options.lease_s))
+                    chains = _chains(claimed)
+                    for chain in chains:
+                        task = asyncio.create_task(self._deliver_in_order(chain))
+                        in_flight.add(task)
+                        task.add_done_callback(chain_done)
+                    # Fewer keys than asked for: the backlog is drained, so poll again only after a pause.
+                    next_claim = now if len(chains) >= want else now + options.idle_poll_s
+                failures = 0
+            except (Failure, *outbox.DATABASE_OUTAGES) as error:
+                # The database is what failed (destinations' faults never get here): wait, then try again.
+                failures += 1
+                delay = options.backoff.delay(failures, rng=self._rng)
+                log.warning("relay.database_unavailable", error=repr(error), retry_in_s=round(delay, 2))
+                if stop.is_set() and not in_flight:
+                    log.warning("relay.outcomes_unrecorded", chains=len(finished))
+                    break  # leases run out and the rows are delivered again (receivers de-duplicate)
+                await pause(stop, delay)
+                continue
+            if in_flight:
+                may_claim = not stop.is_set() and len(in_flight) <= options.batch_size // 2
+                wake = min(record_by, next_claim if may_claim else math.inf)
+                timeout = None if wake == math.inf else max(0.0, wake - time.monotonic())
+                try:
+                    await asyncio.wait_for(woken.wait(), timeout=timeout)
+                except TimeoutError:
+                    pass
+            elif not stop.is_set():
+                await pause(stop, max(0.0, next_claim - time.monotonic()))
+        log.info("relay.stopped")
+
+    async def run_once(self) -> RoundResult:
+        """Claim one batch, deliver each key's rows in order (keys in parallel), record every outcome."""
+        claimed = await outbox.claim(self._pool, keys=self._options.batch_size, per_key=self._options.per_key,
+                                     lease=timedelta(seconds=self._options.lease_s))
+        if not claimed:
+            return RoundResult()
+        outcomes = await asyncio.gather(*(self._deliver_in_order(chain) for chain in _chains(claimed)))
+        return await self._record(outcomes)
+
+    async def _record(self, outcomes: list[_ChainOutcome]) -> RoundResult:
+        """Write down what happened to finished chains: delivered rows in one statement, then the failures."""
+        result = RoundResult()
+        delivered = [m for chain in outcomes for m in chain[0]]
+        if delivered:
+            await outbox.mark_delivered(self._pool, (m.id for m in delivered))
+        result.delivered = len(delivered)
+        for message in delivered:
+            log.info("outbox.delivered", message_id=str(message.message_id), destination=message.destination,
+                     recipient=message.recipient, attempts=message.attempts)
+        untried = [m for _, _, chain_untried in outcomes for m in chain_untried]
+        if untried:
+            await outbox.release(self._pool, untried)
+        for _, failed, _ in outcomes:
+            if failed is None:
+                continue
+            message, fault = failed
+            if not fault.retriable or message.attempts >= self._options.max_attempts:
+                await outbox.mark_dead(self._pool, message, error=str(fault))
+                result.dead += 1
+                log.error("outbox.dead", message_id=str(message.message_id), destination=message.destination,
+                          attempts=message.attempts, code=fault.code, error=fault.description)
+            else:
+                delay = self._options.backoff.delay(message.attempts, rng=self._rng)
+                await outbox.mark_retry(self._pool, message, delay=timedelta(seconds=delay), error=str(fault))
+                result.retried += 1
+                log.warning("outbox.retry", message_id=str(message.message_id), destination=message.destination,
+                            attempts=message.attempts, code=fault.code, error=fault.description,
+                            retry_in_s=round(delay, 2))
+        return result
+
+    async def _deliver_in_order(self, chain: list[OutboxMessage]) -> _ChainOutcome:
+        """Deliver one key's rows in order until one fails: (delivered, failed with its fault, untried).
+
+        A long chain (slow receiver, queueing for a slot) renews its lease at half-time, so no other
+        claim can take the key while it is still being delivered; a lease that was lost ends the chain.
+        """
+        lease = timedelta(seconds=self._options.lease_s)
+        renew_at = time.monotonic() + self._options.lease_s / 2
+        for index, message in enumerate(chain):
+            if time.monotonic() >= renew_at:
+                renew_at = time.monotonic() + self._options.lease_s / 2
+                try:
+                    held = await outbox.renew(self._pool, chain, lease=lease)  # delivered rows stay pending until recorded
+                except outbox.DATABASE_OUTAGES as error:  # keep delivering; receivers de-duplicate a re-claim
+                    log.warning("relay.lease_not_renewed", error=repr(error))
+                    held = {message.id}
+                if message.id not in held:
+                    log.warning("outbox.lease_lost", message_id=str(message.message_id),
+                                destination=message.destination)
+                    return chain[:index], None, []
+            fault = await self._attempt(message)
+            if fault is not None:
+                return chain[:index], (message, fault), chain[index + 1:]
+        return chain, None, []
+
+    async def drain(self) -> int:
+        """Rounds until nothing is due now; the number delivered. For commands and tests."""
+        total = 0
+        while (result := await self.run_once()).claimed:
+            total += result.delivered
+        return total
+
+    async def _attempt(self, message: OutboxMessage) -> Fault | None:
+        """None when delivered, else the fault that says what to do next."""
+        destination = self._destinations.get(message.destination)
+        if destination is None:
+            return Failure(f"no destination {message.destination!r} is configured in this relay")
+        async with self._slots:
+            try:
+                await destination.deliver(message)
+            except Fault as fault:
+                return fault
+        return None
+
+
+def _chains(claimed: list[OutboxMessage]) -> list[list[OutboxMessage]]:
+    """Claimed rows grouped per (destination, partition_key), each group in delivery order."""
+    chains: dict[tuple[str, str], list[OutboxMessage]] = {}
+    for message in claimed:
+        chains.setdefault((message.destination, message.partition_key), []).append(message)
+    return list(chains.values())

@@ -1,0 +1,171 @@
+"""A PostgreSQL cluster of our own (Debian's binaries), in the state dir, on its own port.
+
+It never touches a system cluster. PostgreSQL refuses to run as root, so as root
+the cluster runs as the ``postgres`` system user created by Debian's package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+import asyncpg
+import structlog
+
+from broker.domain.faults import Failure
+from broker.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+DEBIAN_PACKAGE = "postgresql"
+ROLE = "ejx"
+DATABASE = "ejx"
+
+
+def find_bin_dir() -> Path | None:
+    """Newest ``/usr/lib/postgresql/<major>/bin`` that has a server."""
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+                        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    return candidates[-1].parent if candidates else None
+
+
+def install_server() -> Path:
+    """Install Debian's server package when we are root; otherwise say exactly what to run."""
+    if os.geteuid() != 0:
+        raise Failure(f"PostgreSQL server not found: run `sudo apt-get install -y {DEBIAN_PACKAGE}` "
+                      "or set EJX_DATABASE_URL to an existing database")
+    log.info("postgres.installing", package=DEBIAN_PACKAGE)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-q"],
+                    ["apt-get", "install", "-y", "-q", "--no-install-recommends", DEBIAN_PACKAGE]):
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise Failure(f"`{' '.join(command)}` failed: {done.stderr.strip()[-500:]}")
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        raise Failure(f"{DEBIAN_PACKAGE} installed but no server binary under /usr/lib/postgresql")
+    return bin_dir
+
+
+class LocalPostgres:
+    """Owns ``<state_dir>/postgres``: data directory, socket directory and log."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.root = settings.state_dir.resolve() / "postgres"
+        self.data_dir = self.root / "data"
+        self.socket_dir = self.root / "run"
+        self.log_file = self.root / "postgres.log"
+
+    @property
+    def address(self) -> str:
+        return f"postgresql://{ROLE}@127.0.0.1:{self._settings.postgres_port}/{DATABASE}"
+
+    def up(self) -> str:
+        """Initialise on first use, start unless running, create the database; idempotent."""
+        bin_dir = find_bin_dir() or install_server()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(exist_ok=True)
+        self._hand_over(self.root)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb(bin_dir)
+        if not self._running(bin_dir):
+            self._start(bin_dir)
+        asyncio.run(self._ensure_database())
+        return self.address
+
+    def down(self) -> None:
+        """Fast shutdown; waits until the postmaster is gone. Idempotent."""
+        bin_dir = find_bin_dir()
+        if bin_dir is None or not self._running(bin_dir):
+            return
+        self._run([bin_dir / "pg_ctl", "-D", self.data_dir, "-m", "fast", "-w", "-t", "60", "stop"])
+        log.info("postgres.stopped", data_dir=str(self.data_dir))
+
+    def is_up(self) -> bool:
+        try:
+            return asyncio.run(answers(self.address))
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+            return False
+
+    def _initdb(self, bin_dir: Path) -> None:
+        self._run([bin_dir / "initdb", "-D", self.data_dir, "-U", ROLE, "--auth=trust",
+                   "--encoding=UTF8", "--locale=C.UTF-8"])
+        overrides = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self._settings.postgres_port),
+            "unix_socket_directories": f"'{self.socket_dir}'",
+            "max_connections": "200",
+            "shared_buffers": "128MB",
+            "logging_collector": "off",
+        }
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write("\n# ejx local cluster\n")
+            conf.writelines(f"{key} = {value}\n" for key, value in overrides.items())
+        log.info("postgres.initialised", data_dir=str(self.data_dir))
+
+    def _start(self, bin_dir: Path) -> None:
+        done = self._run([bin_dir / "pg_ctl", "-D", self.data_dir, "-l", self.log_file,
+                          "-w", "-t", "60", "-o", f"-p {self._settings.postgres_port}", "start"], check=False)
+        if done.returncode != 0:
+            tail = self.log_file.read_text(errors="replace")[-1500:] if self.log_file.exists() else ""
+            raise Failure(f"PostgreSQL did not start on port {self._settings.postgres_port}: "
+                          f"{done.stderr.strip()} {tail}")
+        log.info("postgres.started", port=self._settings.postgres_port, data_dir=str(self.data_dir))
+
+    def _running(self, bin_dir: Path) -> bool:
+        if not (self.data_dir / "PG_VERSION").exists():
+            return False
+        return self._run([bin_dir / "pg_ctl", "-D", self.data_dir, "status"], check=False).returncode == 0
+
+    async def _ensure_database(self) -> None:
+        conn = await asyncpg.connect(self.address.rsplit("/", 1)[0] + "/postgres", timeout=30)
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
+                await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+        finally:
+            await conn.close()
+        if not await answers(self.address):
+            raise Failure(f"PostgreSQL at {self.address} does not answer SELECT 1")
+
+    def _run(self, command: list, *, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a PostgreSQL tool, as the ``postgres`` user when we are root."""
+        argv = [str(part) for part in command]
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", _service_user(), "--", *argv]
+        done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if check and done.returncode != 0:
+            raise Failure(f"`{' '.join(argv)}` failed: {done.stderr.strip()[-800:]}")
+        return done
+
+    def _hand_over(self, path: Path) -> None:
+        """As root, let the service user own the cluster's tree (and traverse to it)."""
+        if os.geteuid() != 0:
+            return
+        user = pwd.getpwnam(_service_user())
+        for directory in (path, self.socket_dir):
+            shutil.chown(directory, user.pw_uid, user.pw_gid)
+        for parent in path.parents:
+            if parent.stat().st_mode & 0o001 == 0:
+                parent.chmod(parent.stat().st_mode | 0o001)
+
+
+async def answers(dsn: str) -> bool:
+    """Whether the database at ``dsn`` answers ``SELECT 1``; connection errors propagate."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        return await conn.fetchval("SELECT 1") == 1
+    finally:
+        await conn.close()
+
+
+def _service_user() -> str:
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError as missing:
+        raise Failure("running as root needs the `postgres` system user from Debian's package") from missing
+    return "postgres"

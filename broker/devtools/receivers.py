@@ -1,0 +1,236 @@
+"""Reference receivers: what a portal and an interagency system should do with our envelopes.
+
+Both verify every signature against the trusted certificates, take header and
+content only from what the signature covers, and record every MessageID
+durably before they answer (portal) or acknowledge (interagency), so a repeat
+is recognised as a duplicate after a restart too. A TestMessage is recorded as
+such and never applied. They serve tests, the demo and vendors' own testing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+import h11
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from lxml import etree
+
+from broker.delivery.destinations import Answer, KeepAliveClient, fault_xml
+from broker.delivery.outbox import DATABASE_OUTAGES
+from broker.delivery.pull_queue import ACK_PATH, GET_MESSAGE_PATH
+from broker.domain.faults import Failure, Fault, MessageIsAlreadySent
+from broker.domain.model import NAMESPACE as EVENTS_NAMESPACE
+from broker.infra.backoff import pause
+from broker.xml import hardened
+from broker.xml.signing import VerifiedEnvelope, Verifier
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ReceiverReport:
+    """What a receiver has seen so far."""
+
+    receiver: str
+    received: int
+    """Distinct MessageIDs."""
+    duplicates: int
+    """Repeats of a MessageID already received."""
+    test_messages: int
+    """Received with TestMessage: recorded, not applied."""
+    bad_signatures: int
+    """Envelopes refused (signature or structure)."""
+
+
+class ReceiverLog:
+    """Durable record of every MessageID a receiver took and every envelope it refused."""
+
+    def __init__(self, pool: asyncpg.Pool, receiver: str) -> None:
+        self._pool = pool
+        self.receiver = receiver
+
+    async def record(self, envelope: VerifiedEnvelope) -> bool:
+        """Record a verified envelope; False when its MessageID was received before."""
+        header = envelope.header
+        try:
+            first = await self._pool.fetchval(
+                """INSERT INTO receiver_messages AS m (receiver, message_id, reference_message_id, sender, recipient,
+                                                       content_type, test, event_id)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                   ON CONFLICT (receiver, message_id)
+                   DO UPDATE SET copies = m.copies + 1, last_received_at = now()
+                   RETURNING copies = 1""",
+                self.receiver, header.message_id, header.reference_message_id, header.sender, header.recipient,
+                etree.QName(envelope.content).localname, header.test, _event_id(envelope.content))
+        except DATABASE_OUTAGES as error:
+            raise Failure(f"receiver log unavailable: {error}") from error
+        return bool(first)
+
+    async def reject(self, fault: Fault) -> None:
+        try:
+            await self._pool.execute(
+                "INSERT INTO receiver_rejects (receiver, code, description) VALUES ($1, $2, $3)",
+                self.receiver, fault.code, fault.description[:2000])
+        except DATABASE_OUTAGES as error:
+            raise Failure(f"receiver log unavailable: {error}") from error
+
+    async def report(self) -> ReceiverReport:
+        row = await self._pool.fetchrow(
+            """SELECT count(*) AS received, coalesce(sum(copies - 1), 0) AS duplicates,
+                      count(*) FILTER (WHERE test) AS test_messages,
+                      (SELECT count(*) FROM receiver_rejects WHERE receiver = $1) AS bad_signatures
+               FROM receiver_messages WHERE receiver = $1""", self.receiver)
+        return ReceiverReport(receiver=self.receiver, **{k: int(v) for k, v in dict(row).items()})
+
+    async def message_ids(self) -> dict[uuid.UUID, int]:
+        """Every MessageID received, with how many copies arrived."""
+        rows = await self._pool.fetch("SELECT message_id, copies FROM receiver_messages WHERE receiver = $1",
+                                      self.receiver)
+        return {row["message_id"]: row["copies"] for row in rows}
+
+
+def _event_id(content: etree._Element) -> uuid.UUID | None:
+    """The carried event's id (signed content), so receipts can be matched to events."""
+    text = content.findtext(f"{{{EVENTS_NAMESPACE}}}EventId")
+    return uuid.UUID(text) if text else None
+
+
+async def take(data: bytes, *, verifier: Verifier, journal: ReceiverLog) -> tuple[VerifiedEnvelope, bool]:
+    """Parse, verify and record one envelope; a refused one is recorded and re-raised."""
+    try:
+        verified = verifier.verify(hardened.parse(data))
+    except Fault as fault:
+        if fault.retriable:
+            raise
+        await journal.reject(fault)
+        log.warning("receiver.refused", receiver=journal.receiver, code=fault.code, error=fault.description)
+        raise
+    first = await journal.record(verified)
+    header = verified.header
+    log.info("receiver.received" if first else "receiver.duplicate", receiver=journal.receiver,
+             message_id=str(header.message_id), reference_message_id=str(header.reference_message_id or ""),
+             content_type=etree.QName(verified.content).localname, test=header.test)
+    return verified, first
+
+
+def portal_receiver_app(*, verifier: Verifier, journal: ReceiverLog) -> FastAPI:
+    """The reference portal: ``POST /envelopes`` takes one signed envelope.
+
+    200 for a new MessageID, 409 MessageIsAlreadySent for a repeat, 400 with the
+    fault for a bad signature or document, 503 when it cannot record.
+    """
+    app = FastAPI(title="ejx reference portal receiver")
+
+    @app.post("/envelopes")
+    async def receive(request: Request) -> Response:
+        try:
+            verified, first = await take(await request.body(), verifier=verifier, journal=journal)
+        except Fault as fault:
+            return Response(fault_xml(fault), status_code=fault.http_status, media_type="application/xml")
+        if not first:
+            fault = MessageIsAlreadySent(f"message {verified.header.message_id} was received before")
+            return Response(fault_xml(fault), status_code=fault.http_status, media_type="application/xml")
+        return JSONResponse({"message_id": str(verified.header.message_id), "status": "received"})
+
+    @app.get("/report")
+    async def report() -> JSONResponse:
+        return JSONResponse((await journal.report()).__dict__)
+
+    return app
+
+
+@dataclass(frozen=True)
+class PullClientOptions:
+    """How the reference interagency client polls the pull queue."""
+
+    recipient: str = "RSMEV"
+    """Whose queue it reads."""
+    message_type: str | None = None
+    """Only this primary-content type, or all."""
+    in_flight: int = 8
+    """Envelopes taken at once: each of this many readers does get-message, verify, record, ack in turn."""
+    idle_poll_s: float = 0.2
+    """A reader's wait after an empty answer (204)."""
+    timeout_s: float = 10.0
+    """Per request."""
+
+
+class InteragencyPullClient:
+    """Pulls envelopes, verifies and records each, then acknowledges it (refused ones with accepted=false)."""
+
+    def __init__(self, base_url: str, *, verifier: Verifier, journal: ReceiverLog,
+                 options: PullClientOptions = PullClientOptions()) -> None:
+        base_url = base_url.rstrip("/")
+        connections = max(1, options.in_flight)
+        self._get = KeepAliveClient(base_url + GET_MESSAGE_PATH, timeout_s=options.timeout_s,
+                                    max_connections=connections)
+        self._ack_client = KeepAliveClient(base_url + ACK_PATH, timeout_s=options.timeout_s,
+                                           max_connections=connections)
+        self._verifier = verifier
+        self._journal = journal
+        self._options = options
+
+    async def pull_once(self) -> bool:
+        """Take one envelope if there is one; False when the queue was empty."""
+        body = {"recipient": self._options.recipient}
+        if self._options.message_type:
+            body["message_type"] = self._options.message_type
+        response = await _post_json(self._get, body)
+        if response.status == 204:
+            return False
+        if response.status != 200:
+            raise Failure(f"get-message answered HTTP {response.status}: {response.body[:200]!r}")
+        try:
+            verified, _ = await take(response.body, verifier=self._verifier, journal=self._journal)
+        except Fault as fault:
+            if fault.retriable:
+                raise
+            # A refused envelope's MessageID is only a hint (unsigned); acknowledge it as refused.
+            hinted = response.header("X-Ejx-Message-Id")
+            if hinted:
+                await self._ack(uuid.UUID(hinted), accepted=False)
+            return True
+        await self._ack(verified.header.message_id, accepted=True)
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Pull with ``in_flight`` readers until ``stop``; a queue outage is waited out, never skipped past.
+
+        Each envelope is acknowledged only after it is recorded, so one a reader
+        never acknowledges comes back after the queue's visibility timeout.
+        """
+        try:
+            await asyncio.gather(*(self._read(stop) for _ in range(max(1, self._options.in_flight))))
+        finally:
+            await self._get.aclose()
+            await self._ack_client.aclose()
+
+    async def _read(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                took = await self.pull_once()
+            except Failure as fault:
+                log.warning("receiver.pull_failed", error=fault.description)
+                took = False
+            if not took:
+                await pause(stop, self._options.idle_poll_s)
+
+    async def _ack(self, message_id: uuid.UUID, *, accepted: bool) -> None:
+        response = await _post_json(self._ack_client, {"message_id": str(message_id), "accepted": accepted})
+        if response.status != 200:
+            raise Failure(f"ack of {message_id} answered HTTP {response.status}: {response.body[:200]!r}")
+
+
+async def _post_json(client: KeepAliveClient, body: dict[str, object]) -> Answer:
+    try:
+        return await client.post(json.dumps(body).encode(), headers=(("Content-Type", "application/json"),))
+    except TimeoutError as error:
+        raise Failure(f"pull queue timed out: {error!r}") from error
+    except (OSError, h11.ProtocolError, asyncio.IncompleteReadError) as error:
+        raise Failure(f"pull queue unreachable: {error!r}") from error

@@ -1,0 +1,1 @@
+"""Outside systems behind small interfaces: PostgreSQL, Kafka, HTTP, retry backoff."""

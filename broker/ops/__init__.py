@@ -1,0 +1,1 @@
+"""Running ejx: metrics, health probes, structured logs."""

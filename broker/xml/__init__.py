@@ -1,0 +1,1 @@
+"""XML trust: the one hardened parser, XSD schemas, the envelope, signatures (signing/)."""

@@ -1,0 +1,177 @@
+"""The SMEV-style envelope: build it around one canonical event, read its parts back.
+
+The header sits inside ``SenderProvidedData`` so the sender's signature covers
+MessageID, Recipient and TestMessage too (see ``schemas/envelope.xsd``).
+Building and reading check structure only; schema validation is
+:class:`broker.xml.schemas.Schemas`' job and signatures are :mod:`broker.xml.signing`'s.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from lxml import etree
+
+from broker.domain.faults import InvalidContent, UnknownMessageType
+from broker.xml import hardened
+
+ENVELOPE_NS = "urn://ejx/envelope/1"
+EVENTS_NS = "urn://ejx/events/1"
+
+ENVELOPE = f"{{{ENVELOPE_NS}}}Envelope"
+SENDER_PROVIDED_DATA = f"{{{ENVELOPE_NS}}}SenderProvidedData"
+HEADER = f"{{{ENVELOPE_NS}}}Header"
+MESSAGE_PRIMARY_CONTENT = f"{{{ENVELOPE_NS}}}MessagePrimaryContent"
+SIGNATURE_CONTAINER = f"{{{ENVELOPE_NS}}}CallerInformationSystemSignature"
+
+_MESSAGE_ID = f"{{{ENVELOPE_NS}}}MessageID"
+_REFERENCE_MESSAGE_ID = f"{{{ENVELOPE_NS}}}ReferenceMessageID"
+_MESSAGE_TYPE = f"{{{ENVELOPE_NS}}}MessageType"
+_SENDER = f"{{{ENVELOPE_NS}}}Sender"
+_RECIPIENT = f"{{{ENVELOPE_NS}}}Recipient"
+_SENDING_TIMESTAMP = f"{{{ENVELOPE_NS}}}SendingTimestamp"
+_TEST_MESSAGE = f"{{{ENVELOPE_NS}}}TestMessage"
+
+
+class MessageType(StrEnum):
+    """SMEV 3 message kinds."""
+
+    REQUEST = "REQUEST"
+    RESPONSE = "RESPONSE"
+    BROADCAST = "BROADCAST"
+
+
+@dataclass(frozen=True)
+class EnvelopeHeader:
+    """What a receiver routes and de-duplicates on; all of it is signed."""
+
+    message_id: uuid.UUID
+    message_type: MessageType
+    sender: str
+    recipient: str
+    sending_timestamp: datetime
+    test: bool = False
+    reference_message_id: uuid.UUID | None = None
+
+
+def new_message_id() -> uuid.UUID:
+    """A version-1 UUID, as SMEV 3 requires for MessageID."""
+    return uuid.uuid1()
+
+
+def build_envelope(
+    event: etree._Element | bytes,
+    *,
+    recipient: str,
+    sender: str = "EJX",
+    message_type: MessageType = MessageType.REQUEST,
+    test: bool = False,
+    reference_message_id: uuid.UUID | str | None = None,
+    message_id: uuid.UUID | str | None = None,
+    sending_timestamp: datetime | None = None,
+) -> etree._Element:
+    """An unsigned envelope around a copy of ``event``.
+
+    Pass ``message_id`` when re-building a message that already has one: the
+    MessageID is fixed once per message, so a retry must not mint a new one.
+    """
+    event_root = hardened.parse(event) if isinstance(event, bytes) else event
+    if etree.QName(event_root).namespace != EVENTS_NS:
+        raise UnknownMessageType(f"primary content {event_root.tag} is not in the events namespace {EVENTS_NS}")
+    mid = _message_id(message_id, "MessageID") if message_id is not None else new_message_id()
+    sent = sending_timestamp or datetime.now(UTC)
+    if sent.tzinfo is None:
+        raise InvalidContent("SendingTimestamp needs an explicit time zone")
+
+    envelope = etree.Element(ENVELOPE, nsmap={None: ENVELOPE_NS})
+    data = etree.SubElement(envelope, SENDER_PROVIDED_DATA, Id=f"ejx-{mid}")
+    header = etree.SubElement(data, HEADER)
+    etree.SubElement(header, _MESSAGE_ID).text = str(mid)
+    if reference_message_id is not None:
+        etree.SubElement(header, _REFERENCE_MESSAGE_ID).text = str(
+            _message_id(reference_message_id, "ReferenceMessageID"))
+    etree.SubElement(header, _MESSAGE_TYPE).text = MessageType(message_type).value
+    etree.SubElement(header, _SENDER).text = sender
+    etree.SubElement(header, _RECIPIENT).text = recipient
+    etree.SubElement(header, _SENDING_TIMESTAMP).text = sent.isoformat(timespec="milliseconds")
+    if test:
+        etree.SubElement(header, _TEST_MESSAGE)
+    etree.SubElement(data, MESSAGE_PRIMARY_CONTENT).append(copy.deepcopy(event_root))
+    return envelope
+
+
+def read_envelope(envelope: etree._Element) -> tuple[EnvelopeHeader, etree._Element]:
+    """The header and the primary content's root element, from an envelope or its SenderProvidedData.
+
+    Structure only: nothing here says the content was signed; take the parts of
+    a received message from :meth:`broker.xml.signing.Verifier.verify` instead.
+    """
+    data = sender_provided_data(envelope) if envelope.tag == ENVELOPE else envelope
+    if data.tag != SENDER_PROVIDED_DATA:
+        raise InvalidContent(f"expected Envelope or SenderProvidedData, got {envelope.tag}")
+    header = _only_child(data, HEADER)
+    content = _only_child(data, MESSAGE_PRIMARY_CONTENT)
+    roots = [child for child in content if isinstance(child.tag, str)]
+    if len(roots) != 1:
+        raise InvalidContent(f"MessagePrimaryContent must hold exactly one element, found {len(roots)}")
+    reference = header.find(_REFERENCE_MESSAGE_ID)
+    try:
+        message_type = MessageType(_text(header, _MESSAGE_TYPE))
+    except ValueError as error:
+        raise InvalidContent(f"unknown MessageType: {error}") from None
+    try:
+        sent = datetime.fromisoformat(_text(header, _SENDING_TIMESTAMP))
+    except ValueError as error:
+        raise InvalidContent(f"SendingTimestamp: {error}") from None
+    if sent.tzinfo is None:
+        raise InvalidContent("SendingTimestamp needs an explicit time zone")
+    return EnvelopeHeader(
+        message_id=_message_id(_text(header, _MESSAGE_ID), "MessageID"),
+        message_type=message_type,
+        sender=_text(header, _SENDER),
+        recipient=_text(header, _RECIPIENT),
+        sending_timestamp=sent,
+        test=header.find(_TEST_MESSAGE) is not None,
+        reference_message_id=(_message_id(reference.text or "", "ReferenceMessageID")
+                              if reference is not None else None),
+    ), roots[0]
+
+
+def sender_provided_data(envelope: etree._Element) -> etree._Element:
+    """The envelope's one SenderProvidedData, which must be its first child."""
+    if envelope.tag != ENVELOPE:
+        raise InvalidContent(f"root element is {envelope.tag}, expected {ENVELOPE}")
+    data = _only_child(envelope, SENDER_PROVIDED_DATA)
+    if next(envelope.iterchildren(tag=etree.Element)) is not data:
+        raise InvalidContent("SenderProvidedData must be the Envelope's first element")
+    return data
+
+
+def _only_child(parent: etree._Element, tag: str) -> etree._Element:
+    found = parent.findall(tag)
+    if len(found) != 1:
+        raise InvalidContent(f"{etree.QName(parent).localname} must hold exactly one "
+                             f"{etree.QName(tag).localname}, found {len(found)}")
+    return found[0]
+
+
+def _text(parent: etree._Element, tag: str) -> str:
+    return (_only_child(parent, tag).text or "").strip()
+
+
+def _message_id(value: uuid.UUID | str, field: str) -> uuid.UUID:
+    """A lower-case version-1 UUID, or InvalidContent."""
+    if isinstance(value, str):
+        if value != value.lower():
+            raise InvalidContent(f"{field} must be lower case: {value!r}")
+        try:
+            value = uuid.UUID(value)
+        except ValueError:
+            raise InvalidContent(f"{field} is not a UUID: {value!r}") from None
+    if value.version != 1:
+        raise InvalidContent(f"{field} must be a version-1 UUID: {value}")
+    return value

@@ -1,0 +1,181 @@
+"""The one hardened XML parser: every entry point that reads XML bytes calls :func:`parse`.
+
+Hostile input is refused by a byte scan before libxml2 sees it where a scan
+can tell: size, encoding, any DOCTYPE (so no DTD and no entity declarations at
+all) and an upper bound on the element count, which bounds the tree before it
+is built. What only the tree can tell (depth, text and attribute sizes,
+processing instructions, XInclude) is checked on that bounded tree. libxml2
+runs with DTD loading, entity substitution and network access off, and keeps
+its own depth (256) and text-node limits, as a second line of defence.
+
+Only UTF-8 is accepted: SMEV-style exchanges are UTF-8, signatures are
+computed over UTF-8, and a single ASCII-compatible encoding keeps the byte
+scans sound (UTF-16 or EBCDIC could hide a ``<!DOCTYPE`` from them).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+
+from lxml import etree
+
+from broker.domain.faults import InvalidContent
+
+_XINCLUDE = ("{http://www.w3.org/2001/XInclude}", "{http://www.w3.org/2003/XInclude}")
+
+_DECLARATION = re.compile(rb"<\?xml[ \t\r\n][^>]{0,200}?\?>")
+_PSEUDO_ATTRIBUTE = re.compile(rb"""(version|encoding|standalone)\s*=\s*["']([^"']*)["']""")
+_WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+_UTF8_BOM = b"\xef\xbb\xbf"
+_local = threading.local()
+
+
+@dataclass(frozen=True)
+class XmlLimits:
+    """Bounds on one document; the defaults fit any single event and a large EventBatch."""
+
+    max_bytes: int = 1_048_576
+    """Size of the raw document, checked before parsing."""
+    max_depth: int = 64
+    """Deepest element nesting; the root is depth 1."""
+    max_elements: int = 50_000
+    """Elements in the whole document."""
+    max_text: int = 65_536
+    """Longest text node or attribute value, in characters."""
+
+
+def parse(data: bytes, *, limits: XmlLimits = XmlLimits()) -> etree._Element:
+    """Parse one untrusted document into its root element, or raise ``InvalidContent``."""
+    if not isinstance(data, bytes):
+        raise TypeError(f"parse() takes bytes, not {type(data).__name__}")
+    _check_bytes(data, limits)
+    parser = _thread_parser()
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as error:
+        raise _malformed(parser, error) from None
+    _check_tree(root, data, limits)
+    return root
+
+
+def to_bytes(element: etree._Element) -> bytes:
+    """Serialise an element as a standalone UTF-8 document with an XML declaration."""
+    return etree.tostring(element, encoding="UTF-8", xml_declaration=True)
+
+
+def location(element: etree._Element) -> str:
+    """An XPath-like path of local names, e.g. ``/GradePosted/Mark/FivePoint``."""
+    steps = []
+    node: etree._Element | None = element
+    while node is not None:
+        name = etree.QName(node).localname
+        parent = node.getparent()
+        if parent is not None:
+            same = [sibling for sibling in parent if sibling.tag == node.tag]
+            if len(same) > 1:
+                name = f"{name}[{same.index(node) + 1}]"
+        steps.append(name)
+        node = parent
+    return "/" + "/".join(reversed(steps))
+
+
+def _thread_parser() -> etree.XMLParser:
+    """This thread's parser: lxml parsers serialise concurrent use behind a lock."""
+    parser = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = etree.XMLParser(
+            encoding="utf-8",  # never guess: the declaration was checked already
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            dtd_validation=False,
+            attribute_defaults=False,
+            huge_tree=False,
+            remove_comments=True,
+            remove_pis=False,  # kept so that they can be refused
+            collect_ids=False,
+        )
+    return parser
+
+
+def _check_bytes(data: bytes, limits: XmlLimits) -> None:
+    """Refuse by byte scan what must never reach the parser."""
+    if len(data) > limits.max_bytes:
+        raise InvalidContent(f"document is {len(data)} bytes, over the limit of {limits.max_bytes}")
+    if not data.strip():
+        raise InvalidContent("document is empty")
+    if data.startswith(_WIDE_BOMS) or b"\x00" in data[:4]:
+        raise InvalidContent("UTF-16 and UTF-32 are not accepted; send UTF-8")
+    body = data[len(_UTF8_BOM):] if data.startswith(_UTF8_BOM) else data
+    declaration = _DECLARATION.match(body)
+    if declaration:
+        pseudo = {name.decode(): value.decode("ascii", "replace")
+                  for name, value in _PSEUDO_ATTRIBUTE.findall(declaration.group())}
+        if pseudo.get("version") != "1.0":
+            raise InvalidContent(f"XML version {pseudo.get('version')!r} is not accepted; use 1.0")
+        encoding = pseudo.get("encoding", "UTF-8")
+        if encoding.upper() != "UTF-8":
+            raise InvalidContent(f"encoding {encoding!r} is not accepted; send UTF-8")
+    doctype = data.find(b"<!DOCTYPE")
+    if doctype >= 0:
+        # Anywhere, even inside a comment or CDATA: cheaper and safer than finding the prolog's end.
+        raise InvalidContent(f"line {_line_of(data, doctype)}: DOCTYPE is not accepted "
+                             "(no DTD, no entity declarations)")
+    # Every element has one start tag, a "<" not followed by "/": this bounds the tree
+    # before it is built. Comments or CDATA full of "<" can only make the bound stricter.
+    start_tags = data.count(b"<") - data.count(b"</")
+    if start_tags > limits.max_elements:
+        raise InvalidContent(f"document has more than {limits.max_elements} elements")
+
+
+def _check_tree(root: etree._Element, data: bytes, limits: XmlLimits) -> None:
+    """Enforce what only the tree can tell, on a tree whose size is already bounded.
+
+    Checks that cannot fail are skipped: no text can be longer than the document,
+    and no nesting deeper than its number of tags.
+    """
+    if data.count(b"<") > limits.max_depth:
+        too_deep = root.xpath("/*" + "/*" * limits.max_depth)
+        if too_deep:
+            raise _refused(too_deep[0], f"nesting deeper than {limits.max_depth} elements")
+    check_text = len(data) > limits.max_text
+    for node in root.iter():
+        tag = node.tag
+        if not isinstance(tag, str):  # comments are removed while parsing, so a PI
+            raise _instruction(node)
+        if tag.startswith(_XINCLUDE):
+            raise _refused(node, "XInclude is not accepted")
+        if check_text:
+            for text in (node.text, node.tail):
+                if text is not None and len(text) > limits.max_text:
+                    raise _refused(node, f"text is longer than {limits.max_text} characters")
+            for name, value in node.attrib.items():
+                if len(value) > limits.max_text:
+                    raise _refused(node, f"attribute {name} is longer than {limits.max_text} characters")
+    for sibling in (*root.itersiblings(preceding=True), *root.itersiblings()):
+        raise _instruction(sibling)
+
+
+def _instruction(node: etree._Element) -> InvalidContent:
+    return InvalidContent(f"line {node.sourceline}: processing instruction <?{node.target}?> is not accepted",
+                          details={"line": node.sourceline})
+
+
+def _refused(node: etree._Element, reason: str) -> InvalidContent:
+    path = location(node)
+    return InvalidContent(f"line {node.sourceline}, {path}: {reason}",
+                          details={"line": node.sourceline, "path": path})
+
+
+def _malformed(parser: etree.XMLParser, error: etree.XMLSyntaxError) -> InvalidContent:
+    """Name the first error of this run: later ones are often its consequences."""
+    first = next((entry for entry in parser.error_log if entry.level >= etree.ErrorLevels.ERROR), None)
+    line, column, message = (first.line, first.column, first.message) if first else (*error.position, error.msg)
+    return InvalidContent(f"line {line}, column {column}: not well-formed XML: {message}",
+                          details={"line": line, "column": column})
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
