@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from broker.domain.faults import Failure
-from broker.infra.postgres import UnitOfWork
+from broker.infra.postgres import UnitOfWork, is_outage
 
 
 @dataclass(frozen=True)
@@ -83,15 +83,10 @@ class IngestLedger:
                     outcome.known = {row["idempotency_key"]: row["event_id"] for row in rows}
                 yield outcome
                 await uow.commit()
-        except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.DeadlockDetectedError,
-                asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as error:
-            raise Failure(f"the ingest ledger is unavailable: {error!r}") from error
-
-    async def known(self, keys: Sequence[str]) -> dict[str, uuid.UUID]:
-        """Already-accepted keys among ``keys`` (committed ones only)."""
-        rows = await self._pool.fetch(
-            "SELECT idempotency_key, event_id FROM ingest_keys WHERE idempotency_key = ANY($1::text[])", list(keys))
-        return {row["idempotency_key"]: row["event_id"] for row in rows}
+        except Exception as error:
+            if not is_outage(error):
+                raise
+            raise Failure(f"the ingest ledger is unavailable ({type(error).__name__}); try again later") from error
 
     async def first_versions(self, source_system: str, record_ids: Sequence[str]) -> dict[str, tuple[uuid.UUID, int]]:
         """For each source record seen before: the event_id and version of its first accepted event."""

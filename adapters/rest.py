@@ -35,7 +35,7 @@ from broker.domain.faults import (
     SenderIsNotRegistered,
     UnknownMessageType,
 )
-from broker.infra.http_server import fault_response
+from broker.infra.http_server import fault_response, fault_router
 
 log = structlog.get_logger(__name__)
 
@@ -93,7 +93,7 @@ def accepted_response(receipts: list[Receipt]) -> JSONResponse:
 
 def ingest_router(service: IngestService, *, oneroster: OneRosterMapper | None = None) -> APIRouter:
     """Routes for vendors; ``oneroster`` defaults to a mapper over the service's ledger."""
-    router = APIRouter(tags=["ingest"])
+    router = fault_router(tags=["ingest"])
     mapper = oneroster or OneRosterMapper()
 
     async def read_body(request: Request) -> bytes:

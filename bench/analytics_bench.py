@@ -38,7 +38,8 @@ from rich.table import Table
 from broker.devtools.simulation import simulate
 from broker.domain.model import Event
 from broker.infra import kafka
-from broker.infra.postgres import create_pool, migrate
+from broker.infra.migrations import migrate
+from broker.infra.postgres import create_pool
 from broker.ops import logs
 from broker.settings import Settings
 from broker.xml.schemas import Schemas

@@ -44,7 +44,8 @@ from adapters.publisher import KafkaPublisher, PublisherOptions
 from adapters.rest import ingest_router
 from broker.access.registry import Registry, School
 from broker.infra import kafka
-from broker.infra.postgres import create_pool, migrate
+from broker.infra.migrations import migrate
+from broker.infra.postgres import create_pool
 from broker.ops import logs
 from broker.settings import Settings
 from broker.xml.schemas import Schemas

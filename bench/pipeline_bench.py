@@ -35,11 +35,13 @@ from rich.table import Table
 
 from broker.delivery.destinations import PortalDestination
 from broker.delivery.relay import Relay, RelayOptions
+from broker.devtools.migrations import RECEIVER_TABLES
 from broker.devtools.receivers import ReceiverLog
 from broker.domain.model import GradePosted, Mark, MarkScale
 from broker.domain.routing import RoutingTable
 from broker.infra import kafka
-from broker.infra.postgres import create_pool, migrate
+from broker.infra.migrations import PRODUCTION, migrate
+from broker.infra.postgres import create_pool
 from broker.ops import logs
 from broker.settings import Settings
 from broker.xml.schemas import Schemas
@@ -182,7 +184,7 @@ async def main(count: int, *, verbose: bool = False) -> None:
     topics = [settings.events_topic, settings.dlq_topic, settings.interagency_topic, raw_topic]
     try:
         conn = await asyncpg.connect(dsn)
-        await migrate(conn)
+        await migrate(conn, PRODUCTION, RECEIVER_TABLES)
         await conn.close()
         await kafka.ensure_topics(settings, topics)
         batch = events(count)

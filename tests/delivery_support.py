@@ -55,7 +55,7 @@ def signed_message(signer: XmlDsigSigner, *, destination: str = "portal", recipi
     envelope = signer.sign(build_envelope(hardened.parse(event_xml(record)), recipient=recipient,
                                           message_id=message_id))
     return NewMessage(message_id=message_id, destination=destination, partition_key=partition_key,
-                      payload=hardened.to_bytes(envelope), recipient=recipient, content_type="GradePosted",
+                      payload=hardened.to_bytes(envelope), recipient=recipient, message_type="GradePosted",
                       idempotency_key=f"dnevnik-plus:{record}:1")
 
 

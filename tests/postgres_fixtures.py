@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from broker.infra.postgres import create_pool, migrate
+from broker.devtools.migrations import RECEIVER_TABLES
+from broker.infra.migrations import PRODUCTION, migrate
+from broker.infra.postgres import create_pool
 from broker.settings import Settings
 
 
@@ -44,7 +46,7 @@ async def database_url(settings: Settings) -> AsyncIterator[str]:
         dsn = _with_database(settings.database_dsn, name)
         conn = await asyncpg.connect(dsn)
         try:
-            await migrate(conn)
+            await migrate(conn, PRODUCTION, RECEIVER_TABLES)
         finally:
             await conn.close()
         yield dsn

@@ -9,19 +9,15 @@ read is logged in the same transaction as the read itself.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from dataclasses import dataclass
 from datetime import date
 
 import asyncpg
-import click
 import structlog
 
 from broker.access.registry import new_token, token_hash
 from broker.domain.faults import AccessDenied, InvalidContent, SenderIsNotRegistered
-from broker.infra.postgres import connected
-from broker.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -76,25 +72,3 @@ async def record_read(conn: asyncpg.Connection, *, client: PortalClient, student
     await conn.execute(
         "INSERT INTO diary_access_log (client_id, student_id, date_from, date_to) VALUES ($1, $2, $3, $4)",
         client.client_id, student_id, date_from, date_to)
-
-
-@click.group("portal-clients")
-def portal_clients_group() -> None:
-    """Clients allowed to read e-diaries (the public-services portal)."""
-
-
-@portal_clients_group.command("add")
-@click.argument("name")
-@click.pass_obj
-def add_portal_client_command(settings: Settings, name: str) -> None:
-    """Register portal client NAME and print its bearer token (shown only this once)."""
-
-    async def run() -> str:
-        async with connected(settings, max_size=1) as pool:
-            return await PortalClients(pool).add(name)
-
-    click.echo(asyncio.run(run()))
-    click.echo(f"portal client {name} registered; store the token now, it is not kept", err=True)
-
-
-commands = [portal_clients_group]

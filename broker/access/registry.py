@@ -6,7 +6,6 @@ only its SHA-256 is stored, so a leaked database does not leak credentials.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 import hmac
@@ -14,23 +13,18 @@ import io
 import re
 import secrets
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import asyncpg
-import click
 import structlog
 
 from broker.domain.faults import (
     AccessDenied,
-    Failure,
     InvalidContent,
     SenderIsNotRegistered,
 )
-from broker.infra.postgres import UnitOfWork, connected
-from broker.settings import Settings
+from broker.infra.postgres import UnitOfWork, outage_as_failure
 
 log = structlog.get_logger(__name__)
 
@@ -73,16 +67,6 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-@contextmanager
-def _database_faults() -> Iterator[None]:
-    """A database that cannot answer is a retriable Failure (503), not a crash."""
-    try:
-        yield
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-            asyncpg.CannotConnectNowError) as error:
-        raise Failure(f"the registry database is unavailable: {error!r}") from error
-
-
 class Registry:
     """Vendors and schools in PostgreSQL; settings at construction, data at call time."""
 
@@ -111,7 +95,7 @@ class Registry:
 
     async def vendor(self, vendor_id: str) -> Vendor:
         """The named, enabled vendor (for imports run by an operator on a vendor's behalf)."""
-        with _database_faults():
+        with outage_as_failure("the registry"):
             row = await self._pool.fetchrow(
                 "SELECT vendor_id, created_at FROM vendors WHERE vendor_id = $1 AND disabled_at IS NULL", vendor_id)
         if row is None:
@@ -123,7 +107,7 @@ class Registry:
         if not token:
             raise SenderIsNotRegistered("a bearer token is required (Authorization: Bearer <token>)")
         digest = token_hash(token)
-        with _database_faults():
+        with outage_as_failure("the registry"):
             row = await self._pool.fetchrow(
                 "SELECT vendor_id, created_at, token_hash FROM vendors WHERE token_hash = $1 AND disabled_at IS NULL",
                 digest)
@@ -138,7 +122,7 @@ class Registry:
 
     async def school_vendors(self, school_ids: Iterable[str]) -> dict[str, str]:
         """``school_vendor`` for many schools in one round trip; unknown schools are absent."""
-        with _database_faults():
+        with outage_as_failure("the registry"):
             rows = await self._pool.fetch(
                 "SELECT school_id, vendor_id FROM schools WHERE school_id = ANY($1::text[])", sorted(set(school_ids)))
         return {row["school_id"]: row["vendor_id"] for row in rows}
@@ -208,50 +192,3 @@ def read_schools_csv(data: bytes) -> Iterator[School]:
             raise InvalidContent(f"line {line}: school {values['school_id']!r} appears twice")
         seen.add(values["school_id"])
         yield School(values["school_id"], values["name"], values["district"], values["vendor"])
-
-
-async def _with_registry(settings: Settings, action):  # noqa: ANN001, ANN202 - CLI plumbing
-    async with connected(settings, max_size=2) as pool:
-        return await action(Registry(pool))
-
-
-@click.group("vendors")
-def vendors_group() -> None:
-    """E-journal vendors allowed to publish events."""
-
-
-@vendors_group.command("add")
-@click.argument("name")
-@click.pass_obj
-def add_vendor_command(settings: Settings, name: str) -> None:
-    """Register vendor NAME and print its bearer token (shown only this once)."""
-    token = asyncio.run(_with_registry(settings, lambda registry: registry.add_vendor(name)))
-    click.echo(token)
-    click.echo(f"vendor {name} registered; store the token now, it is not kept", err=True)
-
-
-@vendors_group.command("list")
-@click.pass_obj
-def list_vendors_command(settings: Settings) -> None:
-    """Registered vendors (tokens are never shown)."""
-    for vendor in asyncio.run(_with_registry(settings, lambda registry: registry.vendors())):
-        state = "disabled" if vendor.disabled else "enabled"
-        click.echo(f"{vendor.vendor_id}\t{state}\t{vendor.created_at.isoformat()}")
-
-
-@click.group("schools")
-def schools_group() -> None:
-    """Schools and the vendor serving each."""
-
-
-@schools_group.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.pass_obj
-def import_schools_command(settings: Settings, file: Path) -> None:
-    """Load schools from FILE.csv (school_id, name, district, vendor); safe to re-run."""
-    schools = list(read_schools_csv(file.read_bytes()))
-    changed, unchanged = asyncio.run(_with_registry(settings, lambda registry: registry.import_schools(schools)))
-    click.echo(f"{changed} school(s) added or changed, {unchanged} unchanged")
-
-
-commands = [vendors_group, schools_group]

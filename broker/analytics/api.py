@@ -34,15 +34,12 @@ from broker.analytics.projections.school_activity import (
     SchoolStatus,
     counts_by_district,
 )
-from broker.domain.faults import Failure, Fault, InvalidContent
-from broker.infra.http_server import fault_response
+from broker.domain.faults import Fault, InvalidContent
+from broker.infra.http_server import fault_router
 from broker.infra.postgres import UnitOfWork
 from broker.ops import metrics
 
 log = structlog.get_logger(__name__)
-
-# Failures of the database behind a read: the client may retry (503).
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 LagSource = Callable[[], Awaitable[dict[str, dict[str, int]]]]
 
@@ -103,7 +100,7 @@ def monitoring_router(*, pool: asyncpg.Pool, options: MonitoringOptions = Monito
     ``lag`` reports consumer lag per consumer and topic; by default it reads the
     ``ejx_consumer_lag`` gauge the consumers of this process keep.
     """
-    router = APIRouter()
+    router = fault_router()
     monitor = SchoolMonitor(pool, options.activity)
     statistics = GradeStatistics(pool)
     portal = PortalClients(pool)
@@ -116,10 +113,7 @@ def monitoring_router(*, pool: asyncpg.Pool, options: MonitoringOptions = Monito
                       as_of: datetime | None = Query(None, description="Judge status at this instant; default now.")
                       ) -> JSONResponse:
         moment = _aware(as_of) if as_of is not None else clock()
-        try:
-            found = await monitor.schools(as_of=moment, district=district, vendor_id=vendor, status=status)
-        except _DB_ERRORS as error:
-            return fault_response(_unavailable(error))
+        found = await monitor.schools(as_of=moment, district=district, vendor_id=vendor, status=status)
         activity = options.activity
         return JSONResponse({
             "as_of": moment.isoformat(),
@@ -133,14 +127,11 @@ def monitoring_router(*, pool: asyncpg.Pool, options: MonitoringOptions = Monito
     @router.get("/v1/monitoring/pipeline", tags=["monitoring"],
                 summary="Consumer lag, outbox pending/dead rows and the recent delivery rate")
     async def pipeline() -> JSONResponse:
-        try:
-            outbox = await metrics.refresh_outbox_rows(pool)
-            since = clock() - timedelta(seconds=options.delivery_rate_window_s)
-            delivered = await pool.fetch(
-                "SELECT destination, count(*) AS n FROM outbox WHERE status = 'delivered' AND delivered_at >= $1 "
-                "GROUP BY destination ORDER BY destination", since)
-        except _DB_ERRORS as error:
-            return fault_response(_unavailable(error))
+        outbox = await metrics.refresh_outbox_rows(pool)
+        since = clock() - timedelta(seconds=options.delivery_rate_window_s)
+        delivered = await pool.fetch(
+            "SELECT destination, count(*) AS n FROM outbox WHERE status = 'delivered' AND delivered_at >= $1 "
+            "GROUP BY destination ORDER BY destination", since)
         destinations = sorted({d for d, _ in outbox} | {row["destination"] for row in delivered})
         per_destination = {row["destination"]: row["n"] for row in delivered}
         minutes = options.delivery_rate_window_s / 60
@@ -163,14 +154,9 @@ def monitoring_router(*, pool: asyncpg.Pool, options: MonitoringOptions = Monito
                      group_by: str | None = Query(None, description="Comma-separated: district, school, subject, "
                                                   "class_unit, term (default all; attendance only by district/school)")
                      ) -> Response:
-        try:
-            _period(date_from, date_to)
-            dimensions = parse_dimensions(group_by)
-            found = await statistics.groups(dimensions, GradeFilter(district, school, subject, date_from, date_to))
-        except Fault as fault:
-            return fault_response(fault)
-        except _DB_ERRORS as error:
-            return fault_response(_unavailable(error))
+        _period(date_from, date_to)
+        dimensions = parse_dimensions(group_by)
+        found = await statistics.groups(dimensions, GradeFilter(district, school, subject, date_from, date_to))
         names = tuple(d.value for d in dimensions)
         if "text/csv" in request.headers.get("accept", ""):
             return Response(grades_csv(names, found), media_type="text/csv; charset=utf-8",
@@ -194,20 +180,17 @@ def monitoring_router(*, pool: asyncpg.Pool, options: MonitoringOptions = Monito
                 client = await portal.authenticate(_bearer(authorization))
                 _period(date_from, date_to)
             except Fault as fault:
+                if fault.retriable:
+                    raise
                 metrics.DIARY_READS.labels("denied").inc()
                 log.info("diary.refused", code=fault.code, reason=fault.description)
-                return fault_response(fault)
-            except _DB_ERRORS as error:
-                return fault_response(_unavailable(error))
-            try:
-                # The read and its log line commit together: no diary leaves without a trace.
-                async with UnitOfWork(pool) as uow:
-                    body = await DiaryReader(uow.connection).diary(student_id, DiaryPeriod(date_from, date_to))
-                    await record_read(uow.connection, client=client, student_id=student_id,
-                                      date_from=date_from, date_to=date_to)
-                    await uow.commit()
-            except _DB_ERRORS as error:
-                return fault_response(_unavailable(error))
+                raise
+            # The read and its log line commit together: no diary leaves without a trace.
+            async with UnitOfWork(pool) as uow:
+                body = await DiaryReader(uow.connection).diary(student_id, DiaryPeriod(date_from, date_to))
+                await record_read(uow.connection, client=client, student_id=student_id,
+                                  date_from=date_from, date_to=date_to)
+                await uow.commit()
             metrics.DIARY_READS.labels("allowed").inc()
             log.info("diary.read", client_id=client.client_id, grades=len(body["grades"]))
             return JSONResponse(body)
@@ -224,6 +207,3 @@ def _aware(moment: datetime) -> datetime:
 def _iso(day: date | None) -> str | None:
     return day.isoformat() if day is not None else None
 
-
-def _unavailable(error: BaseException) -> Fault:
-    return Failure(f"PostgreSQL is unavailable: {error}")

@@ -294,7 +294,7 @@ class InteragencyDestination:
 
     async def deliver(self, message: OutboxMessage) -> None:
         headers = [("message_id", str(message.message_id).encode()),
-                   ("content_type", message.content_type.encode())]
+                   ("message_type", message.message_type.encode())]
         if message.reference_message_id:
             headers.append(("reference_message_id", str(message.reference_message_id).encode()))
         try:
@@ -303,7 +303,7 @@ class InteragencyDestination:
         except KafkaError as error:
             raise Failure(f"interagency topic {self._topic}: {error!r}") from error
         await self._queue.put(message_id=message.message_id, recipient=message.recipient,
-                              content_type=message.content_type, payload=message.payload)
+                              message_type=message.message_type, payload=message.payload)
 
     async def close(self) -> None:
         """The producer belongs to whoever built it."""

@@ -13,7 +13,6 @@ running one, so a row still being committed can never be overtaken.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,11 +22,6 @@ import asyncpg
 import structlog
 
 log = structlog.get_logger(__name__)
-
-DATABASE_OUTAGES = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                    asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError, asyncpg.AdminShutdownError,
-                    asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
-"""Errors worth waiting out; any other PostgresError (a bug: bad SQL, missing migration) stops the caller."""
 
 
 class Status:
@@ -50,7 +44,7 @@ class NewMessage:
     payload: bytes
     """The signed envelope, exactly as it goes on the wire."""
     recipient: str
-    content_type: str
+    message_type: str
     idempotency_key: str | None = None
     reference_message_id: uuid.UUID | None = None
 
@@ -65,7 +59,7 @@ class OutboxMessage:
     partition_key: str
     payload: bytes
     recipient: str
-    content_type: str
+    message_type: str
     attempts: int
     """Including the attempt this claim is for."""
     lease_id: uuid.UUID
@@ -92,7 +86,7 @@ class DeadMessage:
     created_at: datetime
 
 
-_COLUMNS = ("message_id", "destination", "partition_key", "payload", "recipient", "content_type",
+_COLUMNS = ("message_id", "destination", "partition_key", "payload", "recipient", "message_type",
             "idempotency_key", "reference_message_id")
 
 
@@ -104,7 +98,7 @@ async def enqueue(conn: asyncpg.Connection, messages: Sequence[NewMessage]) -> i
     if not messages:
         return 0
     columns = list(zip(*((m.message_id, m.destination, m.partition_key, m.payload, m.recipient,
-                          m.content_type, m.idempotency_key, m.reference_message_id) for m in messages)))
+                          m.message_type, m.idempotency_key, m.reference_message_id) for m in messages)))
     rows = await conn.fetch(
         f"""INSERT INTO outbox ({", ".join(_COLUMNS)})
             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[],
@@ -146,7 +140,7 @@ async def claim(pool: asyncpg.Pool, *, keys: int, per_key: int = 1, lease: timed
                              lease_id = $4
            WHERE outbox.id IN (SELECT id FROM window_rows) AND outbox.status = 'pending'
            RETURNING outbox.id, outbox.message_id, outbox.destination, outbox.partition_key, outbox.payload,
-                     outbox.recipient, outbox.content_type, outbox.attempts, outbox.reference_message_id,
+                     outbox.recipient, outbox.message_type, outbox.attempts, outbox.reference_message_id,
                      outbox.xact_id""",
         keys, per_key, lease, lease_id)
     ordered = sorted(rows, key=lambda r: (r["destination"], r["partition_key"], r["xact_id"], r["id"]))

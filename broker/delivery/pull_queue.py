@@ -18,8 +18,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from broker.delivery.outbox import DATABASE_OUTAGES
-from broker.domain.faults import Failure, Fault, TargetMessageIsNotFound
+from broker.domain.faults import TargetMessageIsNotFound
+from broker.infra.http_server import fault_router
+from broker.infra.postgres import outage_as_failure
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +40,7 @@ class PullQueueOptions:
 class QueuedMessage:
     message_id: uuid.UUID
     recipient: str
-    content_type: str
+    message_type: str
     payload: bytes
     deliveries: int
     """How many times it was handed out, this time included."""
@@ -52,27 +53,25 @@ class PullQueue:
         self._pool = pool
         self._visibility = timedelta(seconds=options.visibility_timeout_s)
 
-    async def put(self, *, message_id: uuid.UUID, recipient: str, content_type: str, payload: bytes) -> bool:
+    async def put(self, *, message_id: uuid.UUID, recipient: str, message_type: str, payload: bytes) -> bool:
         """Enqueue once per MessageID; False when it was there already."""
         status = await self._execute(
-            """INSERT INTO smev_queue (message_id, recipient, content_type, payload) VALUES ($1, $2, $3, $4)
-               ON CONFLICT (message_id) DO NOTHING""", message_id, recipient, content_type, payload)
+            """INSERT INTO smev_queue (message_id, recipient, message_type, payload) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (message_id) DO NOTHING""", message_id, recipient, message_type, payload)
         return status.endswith(" 1")
 
-    async def get(self, *, recipient: str, content_type: str | None = None) -> QueuedMessage | None:
+    async def get(self, *, recipient: str, message_type: str | None = None) -> QueuedMessage | None:
         """The oldest visible unacknowledged envelope for ``recipient``, now hidden for the timeout."""
-        try:
+        with outage_as_failure("the pull queue"):
             row = await self._pool.fetchrow(
                 """UPDATE smev_queue SET visible_at = now() + $3::interval, deliveries = deliveries + 1
                    WHERE message_id = (
                        SELECT message_id FROM smev_queue
                        WHERE recipient = $1 AND acked_at IS NULL AND visible_at <= now()
-                         AND ($2::text IS NULL OR content_type = $2)
+                         AND ($2::text IS NULL OR message_type = $2)
                        ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
-                   RETURNING message_id, recipient, content_type, payload, deliveries""",
-                recipient, content_type, self._visibility)
-        except DATABASE_OUTAGES as error:
-            raise Failure(f"pull queue unavailable: {error}") from error
+                   RETURNING message_id, recipient, message_type, payload, deliveries""",
+                recipient, message_type, self._visibility)
         return QueuedMessage(**dict(row)) if row else None
 
     async def ack(self, *, message_id: uuid.UUID, accepted: bool) -> None:
@@ -85,10 +84,8 @@ class PullQueue:
         log.info("smev_queue.acked", message_id=str(message_id), accepted=accepted)
 
     async def _execute(self, sql: str, *args: object) -> str:
-        try:
+        with outage_as_failure("the pull queue"):
             return await self._pool.execute(sql, *args)
-        except DATABASE_OUTAGES as error:
-            raise Failure(f"pull queue unavailable: {error}") from error
 
 
 class GetMessageRequest(BaseModel):
@@ -102,21 +99,14 @@ class AckRequest(BaseModel):
     accepted: bool = Field(default=True, description="False: refused by the reader; it is not handed out again.")
 
 
-def _fault_response(fault: Fault) -> JSONResponse:
-    return JSONResponse(fault.as_dict(), status_code=fault.http_status)
-
-
 def pull_queue_router(queue: PullQueue) -> APIRouter:
     """``POST /smev/v1/get-message`` and ``POST /smev/v1/ack`` over ``queue``."""
-    router = APIRouter(tags=["interagency pull queue"])
+    router = fault_router(tags=["interagency pull queue"])
 
     @router.post(GET_MESSAGE_PATH, responses={200: {"content": {"application/xml": {}}}, 204: {}})
     async def get_message(body: GetMessageRequest, request: Request) -> Response:
         """The oldest unacknowledged signed envelope for the recipient, or 204 when there is none."""
-        try:
-            message = await queue.get(recipient=body.recipient, content_type=body.message_type)
-        except Fault as fault:
-            return _fault_response(fault)
+        message = await queue.get(recipient=body.recipient, message_type=body.message_type)
         if message is None:
             return Response(status_code=204)
         log.info("smev_queue.handed_out", message_id=str(message.message_id), recipient=message.recipient,
@@ -127,10 +117,7 @@ def pull_queue_router(queue: PullQueue) -> APIRouter:
     @router.post(ACK_PATH)
     async def ack(body: AckRequest) -> Response:
         """Acknowledge an envelope; TargetMessageIsNotFound for a MessageID the queue never held."""
-        try:
-            await queue.ack(message_id=body.message_id, accepted=body.accepted)
-        except Fault as fault:
-            return _fault_response(fault)
+        await queue.ack(message_id=body.message_id, accepted=body.accepted)
         return JSONResponse({"message_id": str(body.message_id), "accepted": body.accepted})
 
     return router

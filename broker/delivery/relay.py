@@ -26,6 +26,7 @@ from broker.delivery.destinations import Destination
 from broker.delivery.outbox import OutboxMessage
 from broker.domain.faults import Failure, Fault
 from broker.infra.backoff import Backoff, pause
+from broker.infra.postgres import is_outage
 
 log = structlog.get_logger(__name__)
 
@@ -142,7 +143,9 @@ class Relay:
                     # Fewer keys than asked for: the backlog is drained, so poll again only after a pause.
                     next_claim = now if len(chains) >= want else now + options.idle_poll_s
                 failures = 0
-            except (Failure, *outbox.DATABASE_OUTAGES) as error:
+            except Exception as error:
+                if not isinstance(error, Failure) and not is_outage(error):
+                    raise
                 # The database is what failed (destinations' faults never get here): wait, then try again.
                 failures += 1
                 delay = options.backoff.delay(failures, rng=self._rng)
@@ -217,7 +220,9 @@ class Relay:
                 renew_at = time.monotonic() + self._options.lease_s / 2
                 try:
                     held = await outbox.renew(self._pool, chain, lease=lease)  # delivered rows stay pending until recorded
-                except outbox.DATABASE_OUTAGES as error:  # keep delivering; receivers de-duplicate a re-claim
+                except Exception as error:  # keep delivering; receivers de-duplicate a re-claim
+                    if not is_outage(error):
+                        raise
                     log.warning("relay.lease_not_renewed", error=repr(error))
                     held = {message.id}
                 if message.id not in held:

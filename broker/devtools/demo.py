@@ -42,7 +42,8 @@ from rich.table import Table
 from adapters.csv_import import RejectsFile, import_csv
 from adapters.ingest import event_id_for
 from broker.access.registry import Registry, School
-from broker.app.cli.imports import ingest_service
+from broker.app import bootstrap
+from broker.devtools.migrations import RECEIVER_TABLES
 from broker.devtools.simulation import TERM_ID, SchoolDay, simulate
 from broker.domain.faults import Failure
 from broker.domain.model import (
@@ -54,7 +55,7 @@ from broker.domain.model import (
 )
 from broker.domain.routing import RoutingTable
 from broker.infra import kafka
-from broker.infra.postgres import migrate
+from broker.infra.migrations import PRODUCTION, migrate
 from broker.settings import Settings
 from broker.xml.signing.keys import write_dev_pair
 
@@ -156,7 +157,7 @@ async def create_database(settings: Settings, name: str) -> str:
     dsn = settings.database_dsn.rsplit("/", 1)[0] + f"/{name}"
     conn = await asyncpg.connect(dsn, timeout=30)
     try:
-        await migrate(conn)
+        await migrate(conn, PRODUCTION, RECEIVER_TABLES)
     finally:
         await conn.close()
     return dsn
@@ -324,7 +325,7 @@ class Demo:
                 writer = csv.DictWriter(file, fieldnames=columns)
                 writer.writeheader()
                 writer.writerows(rows)
-            async with ingest_service(self.settings) as service:
+            async with bootstrap.ingest_service(self.settings) as service:
                 sender = await service.registry.vendor(vendor)
                 rejects = RejectsFile(Path(scratch) / "rejects.csv")
                 report = await import_csv(service, sender, path, rejects=rejects)

@@ -22,11 +22,11 @@ from fastapi.responses import JSONResponse, Response
 from lxml import etree
 
 from broker.delivery.destinations import Answer, KeepAliveClient, fault_xml
-from broker.delivery.outbox import DATABASE_OUTAGES
 from broker.delivery.pull_queue import ACK_PATH, GET_MESSAGE_PATH
 from broker.domain.faults import Failure, Fault, MessageIsAlreadySent
 from broker.domain.model import NAMESPACE as EVENTS_NAMESPACE
 from broker.infra.backoff import pause
+from broker.infra.postgres import outage_as_failure
 from broker.xml import hardened
 from broker.xml.signing import VerifiedEnvelope, Verifier
 
@@ -58,27 +58,23 @@ class ReceiverLog:
     async def record(self, envelope: VerifiedEnvelope) -> bool:
         """Record a verified envelope; False when its MessageID was received before."""
         header = envelope.header
-        try:
+        with outage_as_failure("the receiver log"):
             first = await self._pool.fetchval(
                 """INSERT INTO receiver_messages AS m (receiver, message_id, reference_message_id, sender, recipient,
-                                                       content_type, test, event_id)
+                                                       message_type, test, event_id)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                    ON CONFLICT (receiver, message_id)
                    DO UPDATE SET copies = m.copies + 1, last_received_at = now()
                    RETURNING copies = 1""",
                 self.receiver, header.message_id, header.reference_message_id, header.sender, header.recipient,
                 etree.QName(envelope.content).localname, header.test, _event_id(envelope.content))
-        except DATABASE_OUTAGES as error:
-            raise Failure(f"receiver log unavailable: {error}") from error
         return bool(first)
 
     async def reject(self, fault: Fault) -> None:
-        try:
+        with outage_as_failure("the receiver log"):
             await self._pool.execute(
                 "INSERT INTO receiver_rejects (receiver, code, description) VALUES ($1, $2, $3)",
                 self.receiver, fault.code, fault.description[:2000])
-        except DATABASE_OUTAGES as error:
-            raise Failure(f"receiver log unavailable: {error}") from error
 
     async def report(self) -> ReceiverReport:
         row = await self._pool.fetchrow(
@@ -115,7 +111,7 @@ async def take(data: bytes, *, verifier: Verifier, journal: ReceiverLog) -> tupl
     header = verified.header
     log.info("receiver.received" if first else "receiver.duplicate", receiver=journal.receiver,
              message_id=str(header.message_id), reference_message_id=str(header.reference_message_id or ""),
-             content_type=etree.QName(verified.content).localname, test=header.test)
+             message_type=etree.QName(verified.content).localname, test=header.test)
     return verified, first
 
 

@@ -1,21 +1,20 @@
-"""PostgreSQL: connection pool, ordered migrations, and the unit of work.
+"""PostgreSQL: the connection pool, the unit of work, and THE one outage classification.
 
 The unit of work is the only way to write durably: business rows and outbox rows
-commit together or not at all.
+commit together or not at all. Whether an error means "PostgreSQL is unavailable
+now, try again" or "a bug, stop" is decided by :func:`is_outage` alone; every
+caller converts with :func:`outage_as_failure`, so they can never disagree.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from importlib import resources
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import click
 import structlog
 
 from broker.domain.faults import Failure
@@ -23,63 +22,51 @@ from broker.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-# Any constant works: it only has to be the same for every migrating process.
-MIGRATION_LOCK = 0x656A78  # "ejx"
+_OUTAGES = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError, asyncpg.AdminShutdownError,
+            asyncpg.SerializationError, asyncpg.DeadlockDetectedError, asyncpg.QueryCanceledError,
+            asyncpg.exceptions.InternalClientError)
+"""QueryCanceledError: a statement timeout (a frozen or overloaded server). InternalClientError:
+what asyncpg raises on a pooled connection whose server died ("cannot switch to state …")."""
 
 
-@dataclass(frozen=True)
-class Migration:
-    """One ordered SQL file from ``broker/migrations``."""
-
-    version: int
-    name: str
-    sql: str
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
+def is_outage(error: BaseException) -> bool:
+    """True when ``error`` means PostgreSQL cannot answer now (worth waiting out); any other
+    PostgresError — bad SQL, a missing migration, a constraint — is a bug the caller must not retry."""
+    return isinstance(error, _OUTAGES)
 
 
-def migrations() -> list[Migration]:
-    """The repo's migrations in order; file names are ``NNNN_name.sql``."""
-    found = []
-    for entry in resources.files("broker.infra.migrations").iterdir():
-        if entry.name.endswith(".sql"):
-            version, _, rest = entry.name.partition("_")
-            found.append(Migration(int(version), rest.removesuffix(".sql"), entry.read_text("utf-8")))
-    return sorted(found, key=lambda m: m.version)
-
-
-async def migrate(conn: asyncpg.Connection) -> list[Migration]:
-    """Apply pending migrations, each in its own transaction; return those applied.
-
-    An advisory lock serialises concurrent callers; a changed checksum of an
-    applied migration is refused rather than silently ignored.
-    """
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+@contextmanager
+def outage_as_failure(what: str = "PostgreSQL") -> Iterator[None]:
+    """Turn an outage inside the block into a retriable :class:`Failure` (503, retry); the
+    description names no host, so it is safe to show any caller."""
     try:
-        await conn.execute(
-            """CREATE TABLE IF NOT EXISTS schema_migrations (
-                   version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
-                   applied_at timestamptz NOT NULL DEFAULT now())""")
-        applied = {row["version"]: row["checksum"]
-                   for row in await conn.fetch("SELECT version, checksum FROM schema_migrations")}
-        done = []
-        for migration in migrations():
-            if migration.version in applied:
-                if applied[migration.version] != migration.checksum:
-                    raise Failure(f"migration {migration.version:04d}_{migration.name} was changed "
-                                  "after it was applied; add a new migration instead")
-                continue
-            async with conn.transaction():
-                await conn.execute(migration.sql)
-                await conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                                   migration.version, migration.name, migration.checksum)
-            log.info("db.migrated", version=migration.version, name=migration.name)
-            done.append(migration)
-        return done
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        yield
+    except Failure:
+        raise
+    except Exception as error:
+        if not is_outage(error):
+            raise
+        raise Failure(f"{what} is unavailable ({type(error).__name__}); try again later") from error
+
+
+def masked_dsn(dsn: str) -> str:
+    """The DSN with its password replaced by ``***``: the only form ejx ever prints or logs."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def connect(settings: Settings, *, timeout: float = 30) -> asyncpg.Connection:
+    """One connection (migrations, admin work); unreachable is a Failure naming the masked DSN."""
+    try:
+        return await asyncpg.connect(settings.database_dsn, timeout=timeout)
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+        raise Failure(f"PostgreSQL at {masked_dsn(settings.database_dsn)} is unreachable: "
+                      f"{type(error).__name__}") from error
 
 
 async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
@@ -87,7 +74,8 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 
     try:
         return await asyncpg.create_pool(settings.database_dsn, min_size=min_size, max_size=max_size, timeout=30)
     except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
-        raise Failure(f"PostgreSQL at {settings.database_dsn} is unreachable: {error}") from error
+        raise Failure(f"PostgreSQL at {masked_dsn(settings.database_dsn)} is unreachable: "
+                      f"{type(error).__name__}") from error
 
 
 @asynccontextmanager
@@ -110,7 +98,11 @@ class UnitOfWork:
     async def __aenter__(self) -> UnitOfWork:
         self.connection: asyncpg.Connection = await self._pool.acquire()
         self._transaction = self.connection.transaction()
-        await self._transaction.start()
+        try:
+            await self._transaction.start()
+        except BaseException:
+            await self._pool.release(self.connection)
+            raise
         return self
 
     async def commit(self) -> None:
@@ -122,32 +114,9 @@ class UnitOfWork:
         try:
             if not self._committed:
                 await self._transaction.rollback()
+        except BaseException as error:
+            if exc is None or not is_outage(error):
+                raise
+            # The connection died under the block's own error: that error is the one to report.
         finally:
             await self._pool.release(self.connection)
-
-
-@click.group("db")
-def db_group() -> None:
-    """Database schema."""
-
-
-@db_group.command("migrate")
-@click.pass_obj
-def migrate_command(settings: Settings) -> None:
-    """Apply the repo's migrations in order (idempotent)."""
-
-    async def run() -> list[Migration]:
-        try:
-            conn = await asyncpg.connect(settings.database_dsn, timeout=30)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
-            raise Failure(f"PostgreSQL at {settings.database_dsn} is unreachable: {error}") from error
-        try:
-            return await migrate(conn)
-        finally:
-            await conn.close()
-
-    applied = asyncio.run(run())
-    click.echo(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.version:04d} {m.name}" for m in applied))
-
-
-commands = [db_group]

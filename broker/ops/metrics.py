@@ -24,6 +24,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from broker.infra.http_server import fault_router
+
 log = structlog.get_logger(__name__)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -113,7 +115,7 @@ def health_router(*, pool: asyncpg.Pool | None, probes: dict[str, Probe],
     ``probes`` names each dependency readiness needs, e.g.
     ``{"postgresql": postgres_probe(pool), "kafka": kafka_probe(settings.kafka_address)}``.
     """
-    router = APIRouter(tags=["operations"])
+    router = fault_router(tags=["operations"])
 
     @router.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

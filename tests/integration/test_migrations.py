@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from broker.infra.postgres import UnitOfWork, migrate, migrations
+from broker.devtools.migrations import RECEIVER_TABLES
+from broker.infra.migrations import PRODUCTION, migrate, migrations
+from broker.infra.postgres import UnitOfWork
 
 pytestmark = pytest.mark.postgres
 
@@ -21,9 +23,10 @@ async def test_migrations_applied_twice_leave_the_same_schema(database_url: str)
     conn = await asyncpg.connect(database_url)
     try:
         before = (await conn.fetch(SCHEMA_QUERY), await conn.fetch(INDEX_QUERY))
-        assert await migrate(conn) == []
+        assert await migrate(conn, PRODUCTION, RECEIVER_TABLES) == []
         after = (await conn.fetch(SCHEMA_QUERY), await conn.fetch(INDEX_QUERY))
-        recorded = [row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations ORDER BY 1")]
+        recorded = [row["version"] for row in await conn.fetch(
+            "SELECT version FROM schema_migrations WHERE component = 'ejx' ORDER BY 1")]
     finally:
         await conn.close()
     assert before == after

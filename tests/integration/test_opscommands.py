@@ -19,7 +19,7 @@ def _seed(database_url: str) -> None:
                                   ("pending", None), ("delivered", None)):
                 await conn.execute(
                     """INSERT INTO outbox (message_id, destination, partition_key, payload, status, attempts,
-                                           last_error, recipient, content_type)
+                                           last_error, recipient, message_type)
                        VALUES ($1, 'portal', 'sch-1', '<x/>', $2, 3, $3, 'EPGU', 'GradePosted')""",
                     new_message_id(), status, error)
         finally:

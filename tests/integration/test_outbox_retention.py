@@ -27,7 +27,7 @@ async def test_sweep_deletes_only_old_delivered_rows_and_old_acknowledged_envelo
     queue = PullQueue(db_pool)
     envelopes = {name: uuid.uuid4() for name in ("old-acked", "recent-acked", "old-unacked")}
     for message_id in envelopes.values():
-        await queue.put(message_id=message_id, recipient="RSMEV", content_type="TermGradeFinalized",
+        await queue.put(message_id=message_id, recipient="RSMEV", message_type="TermGradeFinalized",
                         payload=b"<e/>")
     await queue.ack(message_id=envelopes["old-acked"], accepted=True)
     await queue.ack(message_id=envelopes["recent-acked"], accepted=True)

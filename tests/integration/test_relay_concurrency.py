@@ -21,7 +21,7 @@ KEYS = 500
 
 async def test_two_relays_deliver_each_of_10000_rows_once(db_pool):
     messages = [outbox.NewMessage(message_id=new_message_id(), destination="portal", partition_key=f"sch-{i % KEYS}",
-                                  payload=b"<Envelope/>", recipient="EPGU", content_type="GradePosted")
+                                  payload=b"<Envelope/>", recipient="EPGU", message_type="GradePosted")
                 for i in range(ROWS)]
     async with UnitOfWork(db_pool) as uow:
         assert await outbox.enqueue(uow.connection, messages) == ROWS

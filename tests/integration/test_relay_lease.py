@@ -17,7 +17,7 @@ SLOW_S = 0.5
 
 async def test_a_chain_longer_than_its_lease_is_delivered_once_by_one_relay(db_pool) -> None:
     messages = [outbox.NewMessage(message_id=new_message_id(), destination="portal", partition_key="one-record",
-                                  payload=b"<Envelope/>", recipient="EPGU", content_type="GradePosted")
+                                  payload=b"<Envelope/>", recipient="EPGU", message_type="GradePosted")
                 for _ in range(ROWS)]
     async with UnitOfWork(db_pool) as uow:
         await outbox.enqueue(uow.connection, messages)

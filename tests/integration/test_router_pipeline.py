@@ -144,4 +144,4 @@ async def test_term_grade_reaches_portal_and_interagency_once_each_with_verified
     assert (interagency_report.received, interagency_report.duplicates,
             interagency_report.bad_signatures) == (1, 0, 0)
     on_topic = await read_all(pipeline.settings, pipeline.settings.interagency_topic)
-    assert [(r.key, dict(r.headers)["content_type"]) for r in on_topic] == [(b"RSMEV", b"TermGradeFinalized")]
+    assert [(r.key, dict(r.headers)["message_type"]) for r in on_topic] == [(b"RSMEV", b"TermGradeFinalized")]

@@ -26,9 +26,9 @@ async def queue_client(db_pool):
         yield queue, client
 
 
-async def _put(queue, recipient="RSMEV", content_type="TermGradeFinalized"):
+async def _put(queue, recipient="RSMEV", message_type="TermGradeFinalized"):
     message_id = new_message_id()
-    await queue.put(message_id=message_id, recipient=recipient, content_type=content_type,
+    await queue.put(message_id=message_id, recipient=recipient, message_type=message_type,
                     payload=f"<Envelope id='{message_id}'/>".encode())
     return message_id
 
@@ -40,7 +40,7 @@ def _id(response: httpx.Response) -> str | None:
 async def test_oldest_first_per_recipient_and_type_then_204(queue_client):
     queue, client = queue_client
     first, other, second = await _put(queue), await _put(queue, recipient="EDU77"), await _put(queue)
-    special = await _put(queue, content_type="GradePosted")
+    special = await _put(queue, message_type="GradePosted")
 
     got = await client.post(GET_MESSAGE_PATH, json={"recipient": "RSMEV", "message_type": "GradePosted"})
     assert _id(got) == str(special)
@@ -89,7 +89,11 @@ async def test_ack_of_an_unknown_message_is_target_message_is_not_found(queue_cl
     assert answer.json()["code"] == "TargetMessageIsNotFound"
 
 
-async def test_malformed_requests_are_refused(queue_client):
+async def test_malformed_requests_are_refused_in_the_fault_shape(queue_client):
     _, client = queue_client
-    assert (await client.post(GET_MESSAGE_PATH, json={})).status_code == 422
-    assert (await client.post(ACK_PATH, json={"message_id": "not-a-uuid"})).status_code == 422
+    for answer in (await client.post(GET_MESSAGE_PATH, json={}),
+                   await client.post(ACK_PATH, json={"message_id": "not-a-uuid"})):
+        assert answer.status_code == 400
+        body = answer.json()
+        assert body["code"] == "InvalidContent" and body["retriable"] is False
+        assert body["details"]["errors"], body

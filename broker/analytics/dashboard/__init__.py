@@ -12,6 +12,8 @@ from importlib import resources
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import HTMLResponse, Response
 
+from broker.infra.http_server import fault_router
+
 # Everything the page needs; nothing else under static/ is served.
 ASSETS = {
     "dashboard.js": "text/javascript; charset=utf-8",
@@ -28,7 +30,7 @@ def _read(name: str) -> bytes:
 
 def dashboard_router() -> APIRouter:
     """``GET /dashboard`` and its assets under ``/dashboard/static/``."""
-    router = APIRouter(include_in_schema=False)
+    router = fault_router(include_in_schema=False)
     page = _read("index.html")
     assets = {name: _read(name) for name in ASSETS}
     headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff",

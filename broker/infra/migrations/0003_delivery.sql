@@ -1,6 +1,5 @@
 -- Delivery (issue 5): what the outbox rows say about themselves, the origin of every
--- routed message (for replays that redeliver), the SMEV-style pull queue, and the
--- reference receivers' durable logs.
+-- routed message (for replays that redeliver), and the SMEV-style pull queue.
 
 -- Rows describe themselves, so delivering one never re-parses the signed payload.
 -- xact_id: the inserting transaction. Ids come from a sequence at insert time, so a
@@ -10,7 +9,7 @@
 ALTER TABLE outbox
     ADD COLUMN xact_id              xid8 NOT NULL DEFAULT pg_current_xact_id(),
     ADD COLUMN recipient            text NOT NULL DEFAULT '',   -- envelope Recipient, e.g. EPGU, RSMEV
-    ADD COLUMN content_type         text NOT NULL DEFAULT '',   -- primary content's root, e.g. GradePosted
+    ADD COLUMN message_type         text NOT NULL DEFAULT '',   -- primary content's root, e.g. GradePosted
     ADD COLUMN idempotency_key      text,                       -- of the event the envelope carries
     ADD COLUMN reference_message_id uuid,                       -- set on redeliveries
     ADD COLUMN lease_id             uuid;                       -- the relay claim currently delivering the row
@@ -35,7 +34,7 @@ CREATE TABLE smev_queue (
     seq           bigint GENERATED ALWAYS AS IDENTITY,
     message_id    uuid PRIMARY KEY,
     recipient     text NOT NULL,
-    content_type  text NOT NULL,                  -- selector of get-message's message_type
+    message_type  text NOT NULL,                  -- selector of get-message's message_type
     payload       bytea NOT NULL,                 -- the signed envelope
     enqueued_at   timestamptz NOT NULL DEFAULT now(),
     visible_at    timestamptz NOT NULL DEFAULT now(),  -- handed out again after this unless acknowledged
@@ -45,26 +44,3 @@ CREATE TABLE smev_queue (
 );
 CREATE INDEX smev_queue_ready_idx ON smev_queue (recipient, seq) WHERE acked_at IS NULL;
 CREATE INDEX smev_queue_acked_idx ON smev_queue (acked_at) WHERE acked_at IS NOT NULL;
-
--- Reference receivers: every MessageID they took, how often, and every refused envelope.
-CREATE TABLE receiver_messages (
-    receiver             text NOT NULL,           -- "portal", "interagency"
-    message_id           uuid NOT NULL,
-    reference_message_id uuid,
-    sender               text NOT NULL,
-    recipient            text NOT NULL,
-    content_type         text NOT NULL,
-    test                 boolean NOT NULL,        -- TestMessage: recorded, never applied
-    copies               integer NOT NULL DEFAULT 1,
-    first_received_at    timestamptz NOT NULL DEFAULT now(),
-    last_received_at     timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (receiver, message_id)
-);
-
-CREATE TABLE receiver_rejects (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    receiver    text NOT NULL,
-    code        text NOT NULL,
-    description text NOT NULL,
-    received_at timestamptz NOT NULL DEFAULT now()
-);
