@@ -27,48 +27,40 @@ from enum import StrEnum
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import KafkaError
 
 from broker.analytics import projections
-from broker.delivery.outbox import DATABASE_OUTAGES
-from broker.domain.faults import Failure, Fault
+from broker.domain.faults import Fault
 from broker.domain.model import Event
 from broker.infra import kafka
-from broker.infra.backoff import Backoff, pause
-from broker.infra.postgres import UnitOfWork
+from broker.infra.postgres import UnitOfWork, outage_as_failure
 from broker.ops import metrics
 from broker.settings import Settings
 from broker.xml.schemas import Schemas
+from consumers.loop import (
+    LoopOptions,
+    claim_inbox,
+    consume,
+    dead_letter,
+    is_test_message,
+)
 
 log = structlog.get_logger(__name__)
 
 CONSUMER = "analytics"
 """Name in the inbox, in metrics and in DLQ headers."""
-HEADER_TEST_MESSAGE = "test_message"
-"""Header marking a TestMessage on the events topic; value "true" (or "1")."""
-HEADER_FAULT_CODE = "fault_code"
-HEADER_FAULT_DESCRIPTION = "fault_description"
-HEADER_CONSUMER = "consumer"
 
 ConsumerFactory = Callable[[], AIOKafkaConsumer]
 ProducerFactory = Callable[[], AIOKafkaProducer]
 
 
 @dataclass(frozen=True)
-class AnalyticsOptions:
+class AnalyticsOptions(LoopOptions):
     """How the analytics consumer reads and retries."""
 
     group_id: str = "ejx-analytics"
     """Kafka consumer group; a new one re-reads the topic from the start."""
-    max_records: int = 500
-    """Most records taken from Kafka per poll: one batch, one PostgreSQL transaction."""
     poll_timeout_ms: int = 1000
     """How long one poll waits for records before checking whether to stop."""
-    retry_backoff_s: float = 1.0
-    """Pause before retrying a batch after a retriable failure (jittered: half of it to all of it); doubles
-    with each further failure up to ``retry_backoff_max_s``."""
-    retry_backoff_max_s: float = 30.0
-    """Longest pause between retries."""
 
 
 class Outcome(StrEnum):
@@ -76,10 +68,6 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"
     TEST = "test"
     REJECTED = "rejected"
-
-
-def is_test_message(headers: dict[str, str]) -> bool:
-    return headers.get(HEADER_TEST_MESSAGE, "").strip().lower() in {"true", "1"}
 
 
 @dataclass(frozen=True)
@@ -113,7 +101,6 @@ class AnalyticsConsumer:
         self._pool = pool
         self._schemas = schemas
         self._options = options
-        self._backoff = Backoff(base_s=options.retry_backoff_s, cap_s=options.retry_backoff_max_s)
         self._consumer_factory = consumer_factory or (lambda: kafka.consumer(
             settings, settings.events_topic, group_id=options.group_id, max_poll_records=options.max_records))
         self._producer_factory = producer_factory or (lambda: kafka.producer(settings))
@@ -123,27 +110,8 @@ class AnalyticsConsumer:
         async with kafka.running(self._consumer_factory()) as consumer, \
                 kafka.running(self._producer_factory()) as dlq:
             log.info("analytics.started", group_id=self._options.group_id, topic=self._settings.events_topic)
-            failures = 0
-            while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=self._options.poll_timeout_ms,
-                                                 max_records=self._options.max_records)
-                records = [record for partition in batches.values() for record in partition]
-                if records:
-                    try:
-                        await self.process(records, dlq)
-                    except Fault as fault:
-                        if not fault.retriable:
-                            raise
-                        failures += 1
-                        delay = self._backoff.delay(failures)
-                        log.warning("analytics.batch_retry", code=fault.code, reason=fault.description,
-                                    records=len(records), retry_in_s=round(delay, 2))
-                        kafka.rewind(consumer, batches)  # the same records again: nothing skipped, nothing committed
-                        await pause(stop, delay)
-                        continue
-                    failures = 0
-                    await kafka.commit_processed(consumer, batches)
-                await self._report_lag(consumer)
+            await consume(consumer, lambda records: self.process(records, dlq), stop=stop, name=CONSUMER,
+                          options=self._options, after_poll=self._report_lag)
             log.info("analytics.stopped", group_id=self._options.group_id)
 
     async def handle(self, record: ConsumerRecord, dlq: AIOKafkaProducer | None = None) -> Outcome:
@@ -218,22 +186,14 @@ class AnalyticsConsumer:
 
         ``events`` have distinct keys; returns the keys applied now.
         """
-        try:
+        with outage_as_failure():
             async with UnitOfWork(self._pool) as uow:
                 conn = uow.connection
-                # Sorted, so that two members claiming overlapping keys (after a rebalance) lock in one order.
-                claims = sorted((event.idempotency_key, event.event_id) for event in events)
-                fresh = {row["idempotency_key"] for row in await conn.fetch(
-                    """INSERT INTO inbox (consumer, idempotency_key, event_id)
-                       SELECT $1, k, e FROM unnest($2::text[], $3::uuid[]) AS t(k, e)
-                       ON CONFLICT (consumer, idempotency_key) DO NOTHING RETURNING idempotency_key""",
-                    CONSUMER, [key for key, _ in claims], [event_id for _, event_id in claims])}
+                fresh = await claim_inbox(conn, CONSUMER, [(event.idempotency_key, event.event_id) for event in events])
                 if fresh:
                     await projections.apply(conn, [event for event in events if event.idempotency_key in fresh])
                 await uow.commit()
                 return fresh
-        except DATABASE_OUTAGES as error:
-            raise Failure(f"PostgreSQL: {type(error).__name__}: {error}") from error
 
     async def _dead_letters(self, rejected: list[_Read], dlq: AIOKafkaProducer | None) -> None:
         """Send every reject to the DLQ with its fault headers and wait until Kafka holds them all."""
@@ -242,19 +202,9 @@ class AnalyticsConsumer:
             metrics.EVENTS_REJECTED.labels(item.fault.code).inc()
             with structlog.contextvars.bound_contextvars(**item.context):
                 log.warning("analytics.event_rejected", code=item.fault.code, reason=item.fault.description)
-        if dlq is None:
-            return
-        try:
-            sent = []
-            for item in rejected:
-                record, fault = item.record, item.fault
-                headers = [*(record.headers or ()), *kafka.encode_headers({
-                    HEADER_FAULT_CODE: fault.code, HEADER_FAULT_DESCRIPTION: fault.description[:1000],
-                    HEADER_CONSUMER: CONSUMER})]
-                sent.append(await dlq.send(self._settings.dlq_topic, record.value, key=record.key, headers=headers))
-            await asyncio.gather(*sent)
-        except KafkaError as error:
-            raise Failure(f"DLQ {self._settings.dlq_topic} unreachable: {error!r}") from error
+        if dlq is not None:
+            await dead_letter(dlq, self._settings.dlq_topic, [(item.record, item.fault) for item in rejected],
+                              consumer=CONSUMER)
 
     async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
         for tp in consumer.assignment():
@@ -266,11 +216,3 @@ class AnalyticsConsumer:
 
 
 _LOG_EVENT = {outcome: "analytics.event_" + outcome.value for outcome in Outcome}
-
-
-
-async def run(stop: asyncio.Event, *, settings: Settings, pool: asyncpg.Pool, schemas: Schemas | None = None,
-              consumer_factory: ConsumerFactory | None = None, options: AnalyticsOptions = AnalyticsOptions()) -> None:
-    """Run the analytics consumer until ``stop`` is set (what ``ejx serve --components analytics`` calls)."""
-    await AnalyticsConsumer(settings=settings, pool=pool, schemas=schemas or Schemas.load(),
-                            consumer_factory=consumer_factory, options=options).run(stop)

@@ -21,50 +21,45 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import KafkaError
 from lxml import etree
 
 from broker.delivery import outbox
 from broker.delivery.outbox import NewMessage
-from broker.domain.faults import Failure, Fault, InvalidContent, UnknownMessageType
+from broker.domain.faults import Fault, InvalidContent, UnknownMessageType
 from broker.domain.model import Event
 from broker.domain.routing import Route, RoutingTable
 from broker.infra import kafka
-from broker.infra.backoff import Backoff, pause
-from broker.infra.postgres import UnitOfWork
+from broker.infra.postgres import UnitOfWork, outage_as_failure
 from broker.settings import Settings
 from broker.xml import hardened
 from broker.xml.envelope import build_envelope, new_message_id
 from broker.xml.schemas import Schemas, read_events
 from broker.xml.signing import Signer
+from consumers.loop import (
+    LoopOptions,
+    claim_inbox,
+    consume,
+    dead_letter,
+    is_test_message,
+)
 
 log = structlog.get_logger(__name__)
 
 CONSUMER = "router"
 """Name in the inbox and in DLQ headers."""
-HEADER_TEST_MESSAGE = "test_message"
-HEADER_FAULT_CODE = "fault_code"
-HEADER_FAULT_DESCRIPTION = "fault_description"
-HEADER_CONSUMER = "consumer"
 
 
 @dataclass(frozen=True)
-class RouterOptions:
+class RouterOptions(LoopOptions):
     """How the router reads, batches and retries."""
 
     group_id: str = "ejx-router"
     """Kafka consumer group on the events topic."""
-    max_records: int = 500
-    """Most records per batch (one PostgreSQL transaction)."""
-    poll_timeout_ms: int = 500
-    """How long one poll waits before checking whether to stop."""
-    backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.5, cap_s=30.0))
-    """Pause before retrying a batch after a retriable failure."""
 
 
 @dataclass
@@ -128,27 +123,7 @@ class Router:
                                   max_poll_records=self._options.max_records)
         async with kafka.running(consumer):
             log.info("router.started", topic=self._settings.events_topic, group_id=self._options.group_id)
-            failures = 0
-            while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=self._options.poll_timeout_ms,
-                                                 max_records=self._options.max_records)
-                records = [r for partition in batches.values() for r in partition]
-                if not records:
-                    continue
-                try:
-                    await self.process(records)
-                except Fault as fault:
-                    if not fault.retriable:
-                        raise
-                    failures += 1
-                    delay = self._options.backoff.delay(failures)
-                    log.warning("router.batch_retry", code=fault.code, error=fault.description,
-                                records=len(records), retry_in_s=round(delay, 2))
-                    kafka.rewind(consumer, batches)
-                    await pause(stop, delay)
-                    continue
-                failures = 0
-                await kafka.commit_processed(consumer, batches)
+            await consume(consumer, self.process, stop=stop, name=CONSUMER, options=self._options)
         log.info("router.stopped")
 
     async def process(self, records: Sequence[ConsumerRecord], *, redeliver: bool = False,
@@ -160,11 +135,9 @@ class Router:
         sending them to the DLQ again (replays of a topic the DLQ already saw). ``dry_run`` does
         all of it, signing included, then rolls back and sends nothing.
         """
-        try:
+        with outage_as_failure():
             return await self._process(records, redeliver=redeliver, dead_letters=dead_letters and not dry_run,
                                        dry_run=dry_run)
-        except outbox.DATABASE_OUTAGES as error:
-            raise Failure(f"PostgreSQL: {error!r}") from error
 
     async def _process(self, records: Sequence[ConsumerRecord], *, redeliver: bool,
                        dead_letters: bool, dry_run: bool) -> BatchOutcome:
@@ -219,13 +192,7 @@ class Router:
                 else:
                     messages.extend(result)
 
-            claimed = set()
-            if fresh:
-                claimed = {row["idempotency_key"] for row in await conn.fetch(
-                    """INSERT INTO inbox (consumer, idempotency_key, event_id)
-                       SELECT $1, k, e FROM unnest($2::text[], $3::uuid[]) AS t(k, e)
-                       ON CONFLICT DO NOTHING RETURNING idempotency_key""",
-                    CONSUMER, [f.inbox_key for f in fresh], [f.event.event_id for f in fresh])}
+            claimed = await claim_inbox(conn, CONSUMER, [(f.inbox_key, f.event.event_id) for f in fresh])
             # A concurrent router (a zombie after a rebalance) may have claimed a key meanwhile: its
             # envelopes are the ones that count, ours are dropped with the key.
             lost = {f.inbox_key for f in fresh} - claimed
@@ -273,8 +240,7 @@ class Router:
                 rejected.append(_Rejected(record, fault))
                 continue
             headers = kafka.decode_headers(record.headers or ())
-            test = headers.get(HEADER_TEST_MESSAGE, "").lower() in ("true", "1")
-            accepted.append(_Accepted(record, root, events[0], test))
+            accepted.append(_Accepted(record, root, events[0], is_test_message(headers)))
         return accepted, rejected
 
     def _build_all(self, plans, origins) -> list[list[NewMessage] | Fault]:
@@ -299,27 +265,14 @@ class Router:
         self._schemas.validate_envelope(envelope)
         return NewMessage(message_id=message_id, destination=route.channel, partition_key=ordering_key(item.event),
                           payload=hardened.to_bytes(envelope), recipient=route.recipient,
-                          content_type=item.event.type.value, idempotency_key=item.inbox_key,
+                          message_type=item.event.type.value, idempotency_key=item.inbox_key,
                           reference_message_id=reference)
 
     async def _dead_letters(self, rejected: Sequence[_Rejected]) -> None:
-        """Send every reject to the DLQ and wait until Kafka holds them all."""
-        if not rejected:
-            return
-        try:
-            futures = []
-            for item in rejected:
-                record = item.record
-                headers = [*(record.headers or ()),
-                           (HEADER_FAULT_CODE, item.fault.code.encode()),
-                           (HEADER_FAULT_DESCRIPTION, item.fault.description[:1000].encode()),
-                           (HEADER_CONSUMER, CONSUMER.encode())]
-                futures.append(await self._producer.send(self._settings.dlq_topic, record.value, key=record.key,
-                                                         headers=headers))
-                _log_record("router.rejected", record, code=item.fault.code, error=item.fault.description)
-            await asyncio.gather(*futures)
-        except KafkaError as error:
-            raise Failure(f"DLQ {self._settings.dlq_topic}: {error!r}") from error
+        for item in rejected:
+            _log_record("router.rejected", item.record, code=item.fault.code, error=item.fault.description)
+        await dead_letter(self._producer, self._settings.dlq_topic,
+                          [(item.record, item.fault) for item in rejected], consumer=CONSUMER)
 
 
 def ordering_key(event: Event) -> str:

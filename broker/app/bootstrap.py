@@ -1,18 +1,22 @@
 """All wiring: one place builds every component from one Settings object, inside the running loop.
 
-``ejx serve`` runs any subset of the components in one process; running one
-component per process (``--components relay``) gives the separate-process shape.
-On stop (SIGTERM/SIGINT) each loop finishes its batch in flight, commits and
-closes; the HTTP server stops taking requests first.
+``ejx serve`` runs any subset of the components in one process (one component
+per process gives the separate-process shape); every CLI command builds what it
+needs with the same functions (:func:`router`, :func:`destinations`,
+:func:`ingest_service`, …), so a command and a served component can never be
+wired differently. On stop (SIGTERM/SIGINT, installed by :func:`stop_on_signals`)
+each loop finishes its batch in flight, commits and closes; the HTTP server stops
+taking requests first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
 import structlog
@@ -28,18 +32,22 @@ from broker.access.registry import Registry
 from broker.analytics.api import MonitoringOptions, monitoring_router
 from broker.analytics.dashboard import dashboard_router
 from broker.analytics.projections.school_activity import ActivityOptions
-from broker.delivery.destinations import InteragencyDestination, PortalDestination
+from broker.delivery.destinations import (
+    Destination,
+    InteragencyDestination,
+    PortalDestination,
+)
 from broker.delivery.pull_queue import PullQueue, pull_queue_router
-from broker.delivery.relay import Relay
+from broker.delivery.relay import Relay, RelayOptions
 from broker.domain.routing import RoutingTable
 from broker.infra import kafka
-from broker.infra.postgres import create_pool
+from broker.infra.postgres import connected, create_pool
 from broker.ops.metrics import health_router, kafka_probe, postgres_probe
 from broker.settings import Settings
 from broker.xml.schemas import Schemas
 from broker.xml.signing import XmlDsigSigner
 from consumers.analytics import AnalyticsConsumer
-from consumers.router import Router
+from consumers.router import Router, RouterOptions
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +65,71 @@ def parse_components(text: str | None) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown component(s) {', '.join(unknown)}; choose from {', '.join(COMPONENTS)}")
     return names
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop``: in-flight work finishes, then everything closes."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread: the caller owns ``stop``
+            return
+
+
+def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``main(stop)`` in a new event loop, with SIGTERM/SIGINT setting ``stop`` (CLI commands)."""
+    async def runner() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        await main(stop)
+    asyncio.run(runner())
+
+
+def signer(settings: Settings) -> XmlDsigSigner:
+    """ejx's signer, from the configured key and certificate."""
+    return XmlDsigSigner.from_pem_files(settings.signing_key_file, settings.signing_cert_file)
+
+
+def router(settings: Settings, *, pool: asyncpg.Pool, producer: AIOKafkaProducer, schemas: Schemas,
+           routing_file: Path | None = None, options: RouterOptions = RouterOptions()) -> Router:
+    """The router: events → signed envelopes in the outbox (served, and used by ``ejx replay``)."""
+    return Router(settings, pool=pool, producer=producer, signer=signer(settings), schemas=schemas,
+                  routing=RoutingTable.load(routing_file or settings.routing_file), options=options)
+
+
+@asynccontextmanager
+async def destinations(settings: Settings, *, pool: asyncpg.Pool, producer: AIOKafkaProducer
+                       ) -> AsyncIterator[dict[str, Destination]]:
+    """Where the relay delivers, by outbox destination; closed on exit."""
+    found: dict[str, Destination] = {"interagency": InteragencyDestination(
+        producer=producer, topic=settings.interagency_topic, queue=PullQueue(pool))}
+    if settings.portal_url:
+        found["portal"] = PortalDestination(settings.portal_url)
+    else:
+        log.warning("relay.portal_disabled", reason="EJX_PORTAL_URL is not set; portal rows stay pending")
+    try:
+        yield found
+    finally:
+        for destination in found.values():
+            await destination.close()
+
+
+@asynccontextmanager
+async def ingest_service(settings: Settings, *, pool: asyncpg.Pool | None = None, schemas: Schemas | None = None,
+                         publisher_options: PublisherOptions | None = None) -> AsyncIterator[IngestService]:
+    """The ingest service over Kafka and PostgreSQL (REST, CSV and OneRoster imports); closed on exit."""
+    async with AsyncExitStack() as stack:
+        await kafka.ensure_topics(settings, [settings.events_topic])
+        if pool is None:
+            pool = await stack.enter_async_context(connected(settings, max_size=4))
+        if publisher_options is None:
+            prefix = f"ejx-ingest-{settings.instance_id}" if settings.instance_id else None
+            publisher_options = PublisherOptions(transactional_id_prefix=prefix)
+        publisher = KafkaPublisher(settings, options=publisher_options)
+        stack.push_async_callback(publisher.stop)
+        yield IngestService(registry=Registry(pool), ledger=IngestLedger(pool), sink=publisher,
+                            schemas=schemas or Schemas.load())
 
 
 @dataclass
@@ -82,44 +155,35 @@ async def runtime(settings: Settings, components: Iterable[str]) -> AsyncIterato
         stack.push_async_callback(pool.close)
         producer = await stack.enter_async_context(kafka.running(kafka.producer(settings)))
         built = Runtime(settings=settings, pool=pool, schemas=Schemas.load(), producer=producer)
-        queue = PullQueue(pool)
         if "router" in wanted:
-            signer = XmlDsigSigner.from_pem_files(settings.signing_key_file, settings.signing_cert_file)
-            built.loops.append(Router(settings, pool=pool, producer=producer, signer=signer,
-                                      schemas=built.schemas, routing=RoutingTable.load(settings.routing_file)))
+            built.loops.append(router(settings, pool=pool, producer=producer, schemas=built.schemas))
         if "relay" in wanted:
-            destinations = {"interagency": InteragencyDestination(
-                producer=producer, topic=settings.interagency_topic, queue=queue)}
-            if settings.portal_url:
-                portal = PortalDestination(settings.portal_url)
-                stack.push_async_callback(portal.close)
-                destinations["portal"] = portal
-            else:
-                log.warning("relay.portal_disabled", reason="EJX_PORTAL_URL is not set; portal rows stay pending")
-            built.loops.append(Relay(pool, destinations))
+            found = await stack.enter_async_context(destinations(settings, pool=pool, producer=producer))
+            built.loops.append(Relay(pool, found))
         if "analytics" in wanted:
             built.loops.append(AnalyticsConsumer(settings=settings, pool=pool, schemas=built.schemas))
         if wanted & HTTP_COMPONENTS:
-            built.app = await _app(settings, built, wanted, queue, stack)
+            built.app = await http_app(settings, built, wanted, stack)
         yield built
 
 
-async def _app(settings: Settings, built: Runtime, wanted: set[str], queue: PullQueue,
-               stack: AsyncExitStack) -> FastAPI:
+def relay(pool: asyncpg.Pool, found: dict[str, Destination], *, options: RelayOptions = RelayOptions()) -> Relay:
+    """The relay over ``found`` destinations (``ejx relay`` sets its own batch size and attempts)."""
+    return Relay(pool, found, options=options)
+
+
+async def http_app(settings: Settings, built: Runtime, wanted: set[str], stack: AsyncExitStack) -> FastAPI:
+    """The HTTP faces of the chosen components in one FastAPI app."""
     app = FastAPI(title="ejx", version="1", description=(
         "Exchange broker for school e-journals: vendors publish canonical events; "
         "the portal and the interagency exchange receive signed SMEV-style envelopes."))
     app.include_router(health_router(pool=built.pool, probes={
         "postgresql": postgres_probe(built.pool), "kafka": kafka_probe(settings.kafka_address)}))
     if "ingest" in wanted:
-        prefix = f"ejx-ingest-{settings.instance_id}" if settings.instance_id else None
-        publisher = KafkaPublisher(settings, options=PublisherOptions(transactional_id_prefix=prefix))
-        stack.push_async_callback(publisher.stop)
-        service = IngestService(registry=Registry(built.pool), ledger=IngestLedger(built.pool), sink=publisher,
-                                schemas=built.schemas)
+        service = await stack.enter_async_context(ingest_service(settings, pool=built.pool, schemas=built.schemas))
         app.include_router(ingest_router(service))
     if "smev" in wanted:
-        app.include_router(pull_queue_router(queue))
+        app.include_router(pull_queue_router(PullQueue(built.pool)))
     if "dashboard" in wanted:
         activity = ActivityOptions(silent_after_days=settings.silent_after_days,
                                    timely_within_days=settings.timely_within_days)
@@ -132,12 +196,7 @@ async def serve(settings: Settings, components: Iterable[str], *, stop: asyncio.
                 ready: asyncio.Event | None = None) -> None:
     """Run the chosen components until ``stop`` (or SIGTERM/SIGINT) and shut down gracefully."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(signum, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread: the caller owns ``stop``
-            break
+    stop_on_signals(stop)
     names = tuple(components)
     async with runtime(settings, names) as built:
         tasks = [asyncio.create_task(component.run(stop), name=type(component).__name__)
@@ -152,13 +211,13 @@ async def serve(settings: Settings, components: Iterable[str], *, stop: asyncio.
         if ready is not None:
             ready.set()
         stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         stop.set()
         if server is not None:
             server.should_exit = True
         results = await asyncio.gather(*tasks, return_exceptions=True)
         stopper.cancel()
         log.info("serve.stopped", components=list(names))
-        for task, result in zip(tasks, results):
+        for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 raise result

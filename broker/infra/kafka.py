@@ -86,7 +86,7 @@ async def running(client: Client) -> AsyncIterator[Client]:
         await client.start()
     except (KafkaError, asyncio.TimeoutError) as error:
         await client.stop()
-        if not _transient(error):
+        if not is_transient(error):
             raise
         raise Failure(f"Kafka is unreachable: {error!r}") from error
     try:
@@ -102,14 +102,14 @@ async def _admin(bootstrap: str, *, request_timeout_ms: int = 30_000) -> AsyncIt
         await admin.start()
         yield admin
     except (KafkaError, asyncio.TimeoutError) as error:
-        if not _transient(error):
+        if not is_transient(error):
             raise
         raise Failure(f"Kafka at {bootstrap} is unreachable: {error!r}") from error
     finally:
         await admin.close()
 
 
-def _transient(error: Exception) -> bool:
+def is_transient(error: Exception) -> bool:
     """Connection trouble and timeouts: worth another try later, unlike a refused request."""
     return isinstance(error, (KafkaTimeoutError, asyncio.TimeoutError)) or getattr(error, "retriable", False)
 

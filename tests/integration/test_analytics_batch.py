@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from broker.domain.model import GradeRetracted, MarkScale
 from broker.infra import kafka
+from broker.infra.backoff import Backoff
 from broker.xml.schemas import Schemas
 from consumers.analytics import AnalyticsConsumer, AnalyticsOptions, Outcome
 from tests.fixtures.analytics.journal import (
@@ -153,7 +154,7 @@ async def test_a_postgresql_outage_retries_the_batch_and_commits_offsets_only_af
     consumer = AnalyticsConsumer(
         settings=settings, pool=FlakyPool(db_pool, 3, trail), schemas=SCHEMAS,
         consumer_factory=lambda: RecordingConsumer(kafka.consumer(settings, fresh_topic, group_id=group_id), trail),
-        options=AnalyticsOptions(group_id=group_id, poll_timeout_ms=200, retry_backoff_s=0.05))
+        options=AnalyticsOptions(group_id=group_id, poll_timeout_ms=200, backoff=Backoff(base_s=0.05, cap_s=1.0)))
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_address)

@@ -1,31 +1,25 @@
-"""The ``ejx`` command: one root group; each domain module contributes its commands.
+"""The ``ejx`` command: one root group; each CLI module contributes its commands.
 
-Any :class:`~broker.domain.faults.Fault` escaping a command becomes one line on stderr,
-``<code>: <description>``, and exit status 1 — never a traceback.
+Any :class:`~broker.domain.faults.Fault` escaping a command becomes one line on
+stderr, ``<code>: <description>``, and exit status 1 — never a traceback. Tools
+outside production (the dev tools) add commands through the ``ejx.commands``
+entry point, so nothing here imports them.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
+from importlib.metadata import entry_points
 
 import click
 
+from broker.app.cli import database, documents, imports, operations, registry, serve
 from broker.domain.faults import Fault
 from broker.ops import logs
 from broker.settings import Settings
 
-# Modules that export a ``commands`` list of click commands or groups.
-COMMAND_MODULES = (
-    "broker.devtools.infra.commands",
-    "broker.infra.postgres",
-    "broker.app.cli.documents",
-    "broker.access.registry",
-    "broker.access.portal_clients",
-    "broker.app.cli.imports",
-    "broker.app.cli.serve",
-    "broker.app.cli.operations",
-)
+PLUGIN_GROUP = "ejx.commands"
+"""Entry-point group of modules exporting a ``commands`` list of click commands."""
 
 
 class FaultAwareGroup(click.Group):
@@ -48,6 +42,9 @@ def main(ctx: click.Context) -> None:
     ctx.obj = settings
 
 
-for _name in COMMAND_MODULES:
-    for _command in importlib.import_module(_name).commands:
+for _module in (database, documents, registry, imports, serve, operations):
+    for _command in _module.commands:
+        main.add_command(_command)
+for _plugin in entry_points(group=PLUGIN_GROUP):
+    for _command in _plugin.load().commands:
         main.add_command(_command)

@@ -8,8 +8,6 @@ re-running an import adds nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -33,32 +31,11 @@ from adapters.csv_import import (
     import_csv,
 )
 from adapters.ingest import IngestService
-from adapters.ledger import IngestLedger
 from adapters.oneroster import OneRosterMapper, read_bundle
 from adapters.problems import Problem
-from adapters.publisher import KafkaPublisher, PublisherOptions
-from broker.access.registry import Registry
+from broker.app import bootstrap
 from broker.domain.faults import InvalidContent
-from broker.infra.postgres import create_pool
 from broker.settings import Settings
-from broker.xml.schemas import Schemas
-
-
-@asynccontextmanager
-async def ingest_service(settings: Settings, *, publisher_options: PublisherOptions = PublisherOptions()
-                         ) -> AsyncIterator[IngestService]:
-    """An IngestService on the configured PostgreSQL and Kafka, closed on exit (CLI wiring)."""
-    from broker.infra import kafka
-
-    await kafka.ensure_topics(settings, [settings.events_topic])
-    pool = await create_pool(settings, max_size=4)
-    publisher = KafkaPublisher(settings, options=publisher_options)
-    try:
-        yield IngestService(registry=Registry(pool), ledger=IngestLedger(pool), sink=publisher,
-                            schemas=Schemas.load())
-    finally:
-        await publisher.stop()
-        await pool.close()
 
 
 def _rejects_path(source: Path, given: Path | None) -> Path:
@@ -98,7 +75,7 @@ def import_csv_command(settings: Settings, file: Path, vendor: str, rejects: Pat
     console = Console(stderr=True)
 
     async def run() -> ImportReport:
-        async with ingest_service(settings) as service:
+        async with bootstrap.ingest_service(settings) as service:
             sender = await service.registry.vendor(vendor)
             sink = RejectsFile(rejects_path)
             columns = [TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
@@ -131,7 +108,7 @@ def import_oneroster_command(settings: Settings, directory: Path, vendor: str, r
 
     async def run() -> ImportReport:
         bundle = read_bundle(directory)
-        async with ingest_service(settings) as service:
+        async with bootstrap.ingest_service(settings) as service:
             sender = await service.registry.vendor(vendor)
             mapping = await OneRosterMapper().map(bundle, source_system=sender.vendor_id, ledger=service.ledger)
             return await _publish_mapped(service, sender, mapping.events, mapping.problems, mapping.skipped,

@@ -1,20 +1,17 @@
-"""Operator commands: relay, outbox status and redrive, replay, status, reference receivers.
+"""Operator commands: relay, outbox status and redrive, replay, status.
 
-Each command builds what it needs from Settings inside its own event loop and
+Each command builds what it needs through the one bootstrap, inside its own event loop, and
 closes it on the way out; long-running ones stop cleanly on SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 import structlog
-import uvicorn
 from aiokafka import TopicPartition
 from rich.console import Console
 from rich.progress import (
@@ -26,25 +23,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from broker.app import bootstrap
 from broker.delivery import outbox
-from broker.delivery.destinations import InteragencyDestination, PortalDestination
-from broker.delivery.pull_queue import PullQueue
-from broker.delivery.relay import Relay, RelayOptions
+from broker.delivery.relay import RelayOptions
 from broker.delivery.replay import ReplayRange, replay
-from broker.devtools.receivers import (
-    InteragencyPullClient,
-    PullClientOptions,
-    ReceiverLog,
-    portal_receiver_app,
-)
 from broker.domain.faults import InvalidContent
-from broker.domain.routing import RoutingTable
 from broker.infra import kafka
 from broker.infra.postgres import connected
 from broker.settings import Settings
 from broker.xml.schemas import Schemas
-from broker.xml.signing import Verifier, XmlDsigSigner
-from consumers.router import Router, RouterOptions
 
 log = structlog.get_logger(__name__)
 console = Console(stderr=False)
@@ -61,17 +48,6 @@ def _moment(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run ``main(stop)``; SIGINT/SIGTERM set ``stop`` so in-flight work finishes first."""
-    async def runner() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await main(stop)
-    asyncio.run(runner())
-
-
 @click.command("relay")
 @click.option("--batch-size", default=RelayOptions.batch_size, show_default=True, help="Rows claimed per round.")
 @click.option("--max-attempts", default=RelayOptions.max_attempts, show_default=True,
@@ -82,20 +58,11 @@ def relay_command(settings: Settings, batch_size: int, max_attempts: int) -> Non
     options = RelayOptions(batch_size=batch_size, max_attempts=max_attempts)
 
     async def main(stop: asyncio.Event) -> None:
-        async with connected(settings) as pool, kafka.running(kafka.producer(settings)) as producer:
-            destinations = {"interagency": InteragencyDestination(
-                producer=producer, topic=settings.interagency_topic, queue=PullQueue(pool))}
-            if settings.portal_url:
-                destinations["portal"] = PortalDestination(settings.portal_url)
-            else:
-                log.warning("relay.no_portal", hint="set EJX_PORTAL_URL; portal rows wait until then")
-            try:
-                await Relay(pool, destinations, options=options).run(stop)
-            finally:
-                for destination in destinations.values():
-                    await destination.close()
+        async with connected(settings) as pool, kafka.running(kafka.producer(settings)) as producer, \
+                bootstrap.destinations(settings, pool=pool, producer=producer) as found:
+            await bootstrap.relay(pool, found, options=options).run(stop)
 
-    _until_signalled(main)
+    bootstrap.run_until_signalled(main)
 
 
 @click.group("outbox")
@@ -171,12 +138,9 @@ def replay_command(settings: Settings, topic: str | None, from_time: str | None,
         raise click.UsageError(fault.description) from None
 
     async def main():
-        routing = RoutingTable.load(routing_file or settings.routing_file)
-        schemas = Schemas.load()
-        signer = XmlDsigSigner.from_pem_files(settings.signing_key_file, settings.signing_cert_file)
         async with connected(settings) as pool, kafka.running(kafka.producer(settings)) as producer:
-            router = Router(settings, pool=pool, producer=producer, signer=signer, schemas=schemas, routing=routing,
-                            options=RouterOptions())
+            router = bootstrap.router(settings, pool=pool, producer=producer, schemas=Schemas.load(),
+                                      routing_file=routing_file)
             with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                           console=console) as progress:
                 task = progress.add_task("replay", total=None)
@@ -224,74 +188,4 @@ def status_command(settings: Settings, groups: tuple[str, ...]) -> None:
     asyncio.run(main())
 
 
-@click.group("receiver")
-def receiver_group() -> None:
-    """Reference receivers that verify every signature and record every MessageID."""
-
-
-def _verifier(settings: Settings) -> Verifier:
-    return Verifier.from_pem_files([settings.trusted_certs_file])
-
-
-@receiver_group.command("portal")
-@click.option("--port", type=int, default=8090, show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.pass_obj
-def receiver_portal_command(settings: Settings, port: int, host: str) -> None:
-    """Serve POST /envelopes as the portal would; GET /report for the counts."""
-    async def main(stop: asyncio.Event) -> None:
-        async with connected(settings) as pool:
-            app = portal_receiver_app(verifier=_verifier(settings), journal=ReceiverLog(pool, "portal"))
-            server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-            serving = asyncio.create_task(server.serve())
-            await stop.wait()
-            server.should_exit = True
-            await serving
-            _print_report(await ReceiverLog(pool, "portal").report())
-
-    _until_signalled(main)
-
-
-@receiver_group.command("interagency")
-@click.option("--queue-url", default=None, help="Base URL of the pull queue (default: ejx's HTTP server).")
-@click.option("--recipient", default="RSMEV", show_default=True)
-@click.option("--message-type", default=None, help="Only this primary-content type.")
-@click.pass_obj
-def receiver_interagency_command(settings: Settings, queue_url: str | None, recipient: str,
-                                 message_type: str | None) -> None:
-    """Pull, verify, record and acknowledge envelopes until stopped."""
-    url = queue_url or f"http://{settings.http_host}:{settings.http_port}"
-
-    async def main(stop: asyncio.Event) -> None:
-        async with connected(settings) as pool:
-            journal = ReceiverLog(pool, "interagency")
-            client = InteragencyPullClient(url, verifier=_verifier(settings), journal=journal,
-                                           options=PullClientOptions(recipient=recipient, message_type=message_type))
-            await client.run(stop)
-            _print_report(await journal.report())
-
-    _until_signalled(main)
-
-
-@receiver_group.command("report")
-@click.argument("receiver", type=click.Choice(["portal", "interagency"]))
-@click.pass_obj
-def receiver_report_command(settings: Settings, receiver: str) -> None:
-    """Received / duplicates / test messages / bad signatures of a reference receiver."""
-    async def main():
-        async with connected(settings) as pool:
-            return await ReceiverLog(pool, receiver).report()
-    _print_report(asyncio.run(main()))
-
-
-def _print_report(report) -> None:
-    table = Table(title=f"{report.receiver} receiver")
-    for column in ("received", "duplicates", "test messages", "bad signatures"):
-        table.add_column(column, justify="right")
-    table.add_row(str(report.received), str(report.duplicates), str(report.test_messages),
-                  str(report.bad_signatures))
-    console.print(table)
-
-
-commands = [relay_command, outbox_group, replay_command, status_command, receiver_group]
+commands = [relay_command, outbox_group, replay_command, status_command]

@@ -94,4 +94,3 @@ def down(settings: Settings) -> None:
     click.echo("stopped")
 
 
-commands = [infra_group]

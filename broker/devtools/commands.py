@@ -1,0 +1,139 @@
+"""The dev tools' commands: ``ejx infra``, ``ejx demo``, ``ejx receiver``.
+
+Registered with the ``ejx`` CLI through the ``ejx.commands`` entry point (see
+pyproject.toml), so production code never imports this package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+
+from broker.app import bootstrap
+from broker.devtools.demo import Demo, DemoOptions, render
+from broker.devtools.infra.commands import infra_group, infra_up
+from broker.devtools.migrations import RECEIVER_TABLES
+from broker.devtools.receivers import (
+    InteragencyPullClient,
+    PullClientOptions,
+    ReceiverLog,
+    portal_receiver_app,
+)
+from broker.infra.migrations import migrate
+from broker.infra.postgres import connected
+from broker.settings import Settings
+from broker.xml.signing import Verifier
+
+console = Console(stderr=False)
+
+
+@click.command("demo")
+@click.option("--schools", default=DemoOptions.schools, show_default=True, type=click.IntRange(1, 500))
+@click.option("--students-per-school", default=DemoOptions.students_per_school, show_default=True,
+              type=click.IntRange(3, 2000))
+@click.option("--days", default=DemoOptions.days, show_default=True, type=click.IntRange(1, 60))
+@click.option("--seed", default=DemoOptions.seed, show_default=True, type=int)
+@click.option("--keep", is_flag=True, help="Keep ejx, the dashboard and the receivers running after the report.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the report as JSON to this file.")
+@click.pass_obj
+def demo_command(settings: Settings, schools: int, students_per_school: int, days: int, seed: int, keep: bool,
+                 json_file: Path | None) -> None:
+    """A simulated school day through every adapter to both verifying receivers; exit 1 if anything was
+    lost, doubled or badly signed."""
+    infra_up(settings)
+    options = DemoOptions(schools=schools, students_per_school=students_per_school, days=days, seed=seed,
+                          keep=keep)
+    console = Console()
+    report = asyncio.run(Demo(settings, options, console).run())
+    render(report, console)
+    if json_file:
+        json_file.write_text(report.as_json(), encoding="utf-8")
+    sys.exit(1 if report.problems else 0)
+
+
+@click.group("receiver")
+def receiver_group() -> None:
+    """Reference receivers that verify every signature and record every MessageID."""
+
+
+def _verifier(settings: Settings) -> Verifier:
+    return Verifier.from_pem_files([settings.trusted_certs_file])
+
+
+async def _with_receiver_tables(pool) -> None:  # noqa: ANN001
+    """The receivers keep their own tables (never in production's migrations)."""
+    async with pool.acquire() as conn:
+        await migrate(conn, RECEIVER_TABLES)
+
+
+@receiver_group.command("portal")
+@click.option("--port", type=int, default=8090, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.pass_obj
+def receiver_portal_command(settings: Settings, port: int, host: str) -> None:
+    """Serve POST /envelopes as the portal would; GET /report for the counts."""
+    async def main(stop: asyncio.Event) -> None:
+        async with connected(settings) as pool:
+            await _with_receiver_tables(pool)
+            app = portal_receiver_app(verifier=_verifier(settings), journal=ReceiverLog(pool, "portal"))
+            server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            serving = asyncio.create_task(server.serve())
+            await stop.wait()
+            server.should_exit = True
+            await serving
+            _print_report(await ReceiverLog(pool, "portal").report())
+
+    bootstrap.run_until_signalled(main)
+
+
+@receiver_group.command("interagency")
+@click.option("--queue-url", default=None, help="Base URL of the pull queue (default: ejx's HTTP server).")
+@click.option("--recipient", default="RSMEV", show_default=True)
+@click.option("--message-type", default=None, help="Only this primary-content type.")
+@click.pass_obj
+def receiver_interagency_command(settings: Settings, queue_url: str | None, recipient: str,
+                                 message_type: str | None) -> None:
+    """Pull, verify, record and acknowledge envelopes until stopped."""
+    url = queue_url or f"http://{settings.http_host}:{settings.http_port}"
+
+    async def main(stop: asyncio.Event) -> None:
+        async with connected(settings) as pool:
+            await _with_receiver_tables(pool)
+            journal = ReceiverLog(pool, "interagency")
+            client = InteragencyPullClient(url, verifier=_verifier(settings), journal=journal,
+                                           options=PullClientOptions(recipient=recipient, message_type=message_type))
+            await client.run(stop)
+            _print_report(await journal.report())
+
+    bootstrap.run_until_signalled(main)
+
+
+@receiver_group.command("report")
+@click.argument("receiver", type=click.Choice(["portal", "interagency"]))
+@click.pass_obj
+def receiver_report_command(settings: Settings, receiver: str) -> None:
+    """Received / duplicates / test messages / bad signatures of a reference receiver."""
+    async def main():
+        async with connected(settings) as pool:
+            return await ReceiverLog(pool, receiver).report()
+    _print_report(asyncio.run(main()))
+
+
+def _print_report(report) -> None:
+    table = Table(title=f"{report.receiver} receiver")
+    for column in ("received", "duplicates", "test messages", "bad signatures"):
+        table.add_column(column, justify="right")
+    table.add_row(str(report.received), str(report.duplicates), str(report.test_messages),
+                  str(report.bad_signatures))
+    console.print(table)
+
+
+commands = [infra_group, demo_command, receiver_group]
