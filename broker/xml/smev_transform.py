@@ -110,7 +110,7 @@ def transform(element: etree._Element) -> bytes:
             if declared:
                 for uri in declared:
                     del scope[uri]
-            text = node.tail if node is not element else None
+            text = node.tail  # never written for the signed element: its end is the last event
         elif node.tail:  # a comment or PI left in the tree: dropped, its tail joins the text around it
             text = (text or "") + node.tail
     return "".join(out).encode("utf-8")
