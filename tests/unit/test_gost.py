@@ -230,7 +230,8 @@ def test_a_missing_engine_is_a_clear_failure_naming_the_package(tmp_path):
     env = {**os.environ, "OPENSSL_ENGINES": str(tmp_path)}
     script = ("from broker.xml.signing import gost\n"
               "try:\n    gost.streebog256(b'')\n"
-              "except gost.GostUnavailable as e:\n    assert isinstance(e, gost.Failure); print(e); raise SystemExit(3)\n")
+              "except gost.GostUnavailable as e:\n"
+              "    assert isinstance(e, gost.Failure)\n    print(e)\n    raise SystemExit(3)\n")
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert done.returncode == 3, done.stderr
     assert PACKAGE in done.stdout and "gost" in done.stdout

@@ -158,7 +158,7 @@ class _Key:
 class GostPrivateKey:
     """A GOST R 34.10-2012 (256) private key, parsed once; ``sign`` may run in many threads at once."""
 
-    def __init__(self, pointer: int) -> None:
+    def __init__(self, pointer: int) -> None:  # takes over an EVP_PKEY*; callers use from_pem
         self._key = _Key(pointer, "the private key")
 
     @classmethod
@@ -168,7 +168,7 @@ class GostPrivateKey:
         with _owned(lib.BIO_new_mem_buf(pem, len(pem)), lib.BIO_free, "BIO_new_mem_buf") as bio:
             pointer = lib.PEM_read_bio_PrivateKey(bio, None, None, password or b"")  # non-NULL: never a tty prompt
         if not pointer:
-            raise InvalidGostKey(f"the private key cannot be read (wrong password?): {_drain(lib)}")
+            raise InvalidGostKey(f"the private key cannot be read (not a PEM key, or a wrong password): {_drain(lib)}")
         return cls(pointer)
 
     def sign(self, data: bytes) -> bytes:
