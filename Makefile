@@ -5,9 +5,10 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 EJX    := $(BIN)/ejx
-# Debian packages the tests need: xmlsec1 (independent signature checks), Chromium (dashboard test).
+# Debian packages the tests need: xmlsec1 (independent signature checks), Chromium (dashboard test),
+# OpenSSL's GOST engine and CLI (GOST R 34.10-2012 signatures, checked against `openssl -engine gost`).
 # PostgreSQL's server is installed by `ejx infra up` itself when missing.
-APT_TEST := xmlsec1 chromium chromium-driver
+APT_TEST := xmlsec1 chromium chromium-driver libengine-gost-openssl openssl
 
 .PHONY: demo test setup infra down bench test-deps clean
 
@@ -18,6 +19,7 @@ test: setup test-deps
 	$(BIN)/pytest -q -p no:cacheprovider tests
 
 setup: $(VENV)/.installed infra
+	@bash .ci/apt-install libengine-gost-openssl
 
 $(VENV)/.installed: pyproject.toml
 	command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
