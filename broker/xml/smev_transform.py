@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from broker.faults import InvalidContent
+from broker.domain.faults import InvalidContent
 
 __all__ = ["TRANSFORM_URI", "transform", "transform_bytes"]
 

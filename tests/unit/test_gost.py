@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID
 
 from broker import keys
-from broker.faults import Failure, InvalidContent, SignatureVerificationFault
+from broker.domain.faults import Failure, InvalidContent, SignatureVerificationFault
 from broker.xml.signing.gost import (PACKAGE, GostCertificate, GostPrivateKey, GostSignatureInvalid, InvalidGostKey,
                                      generate_key_and_certificate, streebog256)
 

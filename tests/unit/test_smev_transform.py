@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from broker.faults import InvalidContent
+from broker.domain.faults import InvalidContent
 from broker.xml.smev_transform import transform, transform_bytes
 
 

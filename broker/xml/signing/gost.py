@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from broker.faults import Failure, InvalidContent, SignatureVerificationFault
+from broker.domain.faults import Failure, InvalidContent, SignatureVerificationFault
 
 PACKAGE = "libengine-gost-openssl"
 SIGNATURE_METHOD = "urn:ietf:params:xml:ns:cpxmlsec:algorithms:gostr34102012-gostr34112012-256"
