@@ -41,6 +41,7 @@ from adapters.publisher import EventRecord, EventSink
 from broker.access.registry import Registry, Vendor
 from broker.domain import model
 from broker.domain.faults import AccessDenied, Fault, InvalidContent, UnknownMessageType
+from broker.ops import metrics
 from broker.xml import hardened
 from broker.xml.schemas import Schemas
 
@@ -239,6 +240,8 @@ class IngestService:
             produced_here = key in fresh and first[key] is c
             event_id = claim.known.get(key, c.event.event_id)
             receipts.append(Receipt(c.index, event_id, key, duplicate=not produced_here))
+            if produced_here:
+                metrics.EVENTS_INGESTED.labels(vendor.vendor_id, _event_type(c.event)).inc()
             log.info("ingest.accepted", vendor_id=vendor.vendor_id, index=c.index, event_id=str(event_id),
                      event_type=_event_type(c.event), school_id=c.event.school_id,
                      idempotency_key=key, duplicate=not produced_here)

@@ -27,7 +27,12 @@ from pathlib import Path
 
 import click
 
-from broker.xml.signing.gost import GostCertificate, GostPrivateKey, generate_key_and_certificate, streebog256
+from broker.xml.signing.gost import (
+    GostCertificate,
+    GostPrivateKey,
+    generate_key_and_certificate,
+    streebog256,
+)
 
 RAW_C = r"""
 #include <openssl/engine.h>

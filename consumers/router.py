@@ -35,6 +35,7 @@ from broker.domain.model import Event
 from broker.domain.routing import Route, RoutingTable
 from broker.infra import kafka
 from broker.infra.postgres import UnitOfWork, outage_as_failure
+from broker.ops import metrics
 from broker.settings import Settings
 from broker.xml import hardened
 from broker.xml.envelope import build_envelope, new_message_id
@@ -217,6 +218,7 @@ class Router:
         if dead_letters:
             await self._dead_letters(rejected)
 
+        metrics.ENVELOPES_SIGNED.labels(self._signer.method).inc(len(keep))
         for message in keep:
             log.info("router.routed", message_id=str(message.message_id), recipient=message.recipient,
                      destination=message.destination, idempotency_key=message.idempotency_key,

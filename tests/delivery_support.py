@@ -170,3 +170,9 @@ async def two_relays_deliver(pool, portal_url: str, *, options: RelayOptions, ro
         await asyncio.gather(*relays)
         for destination in destinations:
             await destination.close()
+
+
+def metric(name: str, **labels: str) -> float:
+    """The current value of one ejx metric sample (0 when it was never recorded)."""
+    from broker.ops.metrics import REGISTRY
+    return REGISTRY.get_sample_value(name, labels) or 0.0

@@ -64,6 +64,8 @@ class OutboxMessage:
     """Including the attempt this claim is for."""
     lease_id: uuid.UUID
     reference_message_id: uuid.UUID | None = None
+    created_at: datetime | None = None
+    """When the row was written (the relay's delivery latency is measured from here)."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ async def claim(pool: asyncpg.Pool, *, keys: int, per_key: int = 1, lease: timed
            WHERE outbox.id IN (SELECT id FROM window_rows) AND outbox.status = 'pending'
            RETURNING outbox.id, outbox.message_id, outbox.destination, outbox.partition_key, outbox.payload,
                      outbox.recipient, outbox.message_type, outbox.attempts, outbox.reference_message_id,
-                     outbox.xact_id""",
+                     outbox.created_at, outbox.xact_id""",
         keys, per_key, lease, lease_id)
     ordered = sorted(rows, key=lambda r: (r["destination"], r["partition_key"], r["xact_id"], r["id"]))
     return [OutboxMessage(lease_id=lease_id, **{k: v for k, v in dict(row).items() if k != "xact_id"})

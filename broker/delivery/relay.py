@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import structlog
@@ -27,6 +27,7 @@ from broker.delivery.outbox import OutboxMessage
 from broker.domain.faults import Failure, Fault
 from broker.infra.backoff import Backoff, pause
 from broker.infra.postgres import is_outage
+from broker.ops import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -183,7 +184,12 @@ class Relay:
         if delivered:
             await outbox.mark_delivered(self._pool, (m.id for m in delivered))
         result.delivered = len(delivered)
+        now = datetime.now(UTC)
         for message in delivered:
+            metrics.DELIVERIES.labels(message.destination, "delivered").inc()
+            if message.created_at is not None:
+                metrics.RELAY_DELIVERY_LATENCY.labels(message.destination).observe(
+                    (now - message.created_at).total_seconds())
             log.info("outbox.delivered", message_id=str(message.message_id), destination=message.destination,
                      recipient=message.recipient, attempts=message.attempts)
         untried = [m for _, _, chain_untried in outcomes for m in chain_untried]
@@ -196,12 +202,14 @@ class Relay:
             if not fault.retriable or message.attempts >= self._options.max_attempts:
                 await outbox.mark_dead(self._pool, message, error=str(fault))
                 result.dead += 1
+                metrics.DELIVERIES.labels(message.destination, "dead").inc()
                 log.error("outbox.dead", message_id=str(message.message_id), destination=message.destination,
                           attempts=message.attempts, code=fault.code, error=fault.description)
             else:
                 delay = self._options.backoff.delay(message.attempts, rng=self._rng)
                 await outbox.mark_retry(self._pool, message, delay=timedelta(seconds=delay), error=str(fault))
                 result.retried += 1
+                metrics.DELIVERIES.labels(message.destination, "retry").inc()
                 log.warning("outbox.retry", message_id=str(message.message_id), destination=message.destination,
                             attempts=message.attempts, code=fault.code, error=fault.description,
                             retry_in_s=round(delay, 2))

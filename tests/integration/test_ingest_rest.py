@@ -19,6 +19,7 @@ from broker.domain import model
 from broker.infra import kafka
 from broker.infra.postgres import create_pool
 from broker.xml import hardened
+from tests.delivery_support import metric
 from tests.integration.ingest_support import (
     OTHER_SCHOOL,
     SCHOOL,
@@ -93,6 +94,7 @@ async def test_every_event_type_is_on_the_topic_once_with_key_headers_and_canoni
 
 
 async def test_one_json_event_and_an_xml_batch_are_accepted(client, tokens, ingest_settings):
+    ingested_before = metric("ejx_events_ingested_total", vendor=VENDOR, event_type="GradePosted")
     one = await client.post("/v1/events", json=grade("g-1"), headers=bearer(tokens.vendor))
     assert one.status_code == 202, one.text
 
@@ -106,6 +108,7 @@ async def test_one_json_event_and_an_xml_batch_are_accepted(client, tokens, inge
 
     records = await read_topic(ingest_settings, ingest_settings.events_topic)
     assert sorted(r.headers["idempotency_key"] for r in records) == [f"{VENDOR}/g-{n}/1" for n in (1, 2, 3)]
+    assert metric("ejx_events_ingested_total", vendor=VENDOR, event_type="GradePosted") - ingested_before == 3
 
 
 async def test_the_same_request_twice_is_produced_once_and_answered_with_the_same_ids(

@@ -20,7 +20,13 @@ from broker.devtools.receivers import (
 from broker.infra import kafka
 from broker.xml import hardened
 from consumers.router import Router
-from tests.delivery_support import event_xml, eventually, serving, term_grade_xml
+from tests.delivery_support import (
+    event_xml,
+    eventually,
+    metric,
+    serving,
+    term_grade_xml,
+)
 from tests.integration.router_support import pair, pipeline, read_all, schemas  # noqa: F401  (fixtures)
 
 
@@ -116,8 +122,13 @@ async def test_test_message_flag_reaches_the_envelope_and_keeps_its_own_inbox_ke
 
 
 async def test_term_grade_reaches_portal_and_interagency_once_each_with_verified_signatures(pipeline):
+    signed_before = metric("ejx_envelopes_signed_total", algorithm=pipeline.signer.method)
+    delivered_before = {d: metric("ejx_deliveries_total", destination=d, outcome="delivered")
+                        for d in ("portal", "interagency")}
+    latencies_before = metric("ejx_relay_delivery_latency_seconds_count", destination="portal")
     await pipeline.produce(term_grade_xml("term-1"), event_xml("grade-1"))
     await _run_until(pipeline.router(), lambda: _inbox_full(pipeline.pool, 2))
+    assert metric("ejx_envelopes_signed_total", algorithm=pipeline.signer.method) - signed_before == 3
 
     portal_log = ReceiverLog(pipeline.pool, "portal")
     interagency_log = ReceiverLog(pipeline.pool, "interagency")
@@ -145,3 +156,6 @@ async def test_term_grade_reaches_portal_and_interagency_once_each_with_verified
             interagency_report.bad_signatures) == (1, 0, 0)
     on_topic = await read_all(pipeline.settings, pipeline.settings.interagency_topic)
     assert [(r.key, dict(r.headers)["message_type"]) for r in on_topic] == [(b"RSMEV", b"TermGradeFinalized")]
+    assert {d: metric("ejx_deliveries_total", destination=d, outcome="delivered") - delivered_before[d]
+            for d in delivered_before} == {"portal": 2, "interagency": 1}
+    assert metric("ejx_relay_delivery_latency_seconds_count", destination="portal") - latencies_before == 2

@@ -20,10 +20,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID
 
-from broker.xml.signing import keys
 from broker.domain.faults import Failure, InvalidContent, SignatureVerificationFault
-from broker.xml.signing.gost import (PACKAGE, GostCertificate, GostPrivateKey, GostSignatureInvalid, InvalidGostKey,
-                                     generate_key_and_certificate, streebog256)
+from broker.xml.signing import keys
+from broker.xml.signing.gost import (
+    PACKAGE,
+    GostCertificate,
+    GostPrivateKey,
+    GostSignatureInvalid,
+    InvalidGostKey,
+    generate_key_and_certificate,
+    streebog256,
+)
 
 
 @pytest.fixture(scope="module")
