@@ -173,9 +173,10 @@ def parse_answer(root: etree._Element) -> Answer:
     """Read an answer; a soap:Fault is raised as the project's fault of that code (SMEVFailure: ``Failure``)."""
     element = _body(root)
     if element.tag == f"{{{SOAP}}}Fault":
-        detail = [node for node in element.find("detail") if isinstance(node.tag, str)] \
-            if element.find("detail") is not None else []
-        code = etree.QName(detail[0]).localname if detail else "SMEVFailure"
+        detail = element.find("detail")
+        nodes = [] if detail is None else [node for node in detail if isinstance(node.tag, str)]
+        names = [etree.QName(node).localname for node in nodes]
+        code = names[0] if names else "SMEVFailure"
         raise fault_from_code("Failure" if code == "SMEVFailure" else code, element.findtext("faultstring") or code)
     name = etree.QName(element)
     version = next((v for v in Version if name.namespace == v.types), None)
@@ -327,9 +328,9 @@ _SIGNATURE_PROBLEMS = ("PoorSOAPEnvelopeFormat", "NoSignatureFound", "IncorrectS
 
 
 def fault(version: Version, error: Fault) -> etree._Element:
-    """soap:Fault (faultcode soap:Server), its detail the SMEV fault named by ``error.code``; any other code, the
-    project's retriable ``Failure`` among them, is SMEVFailure. Only InvalidContent, SignatureVerificationFault and
-    DestinationOverflow carry Code and Description: the official schema makes the others empty (Void)."""
+    """soap:Fault (faultcode soap:Server), its detail the SMEV fault named by ``error.code``; any other code,
+    the project's retriable ``Failure`` among them, is SMEVFailure. Only InvalidContent, SignatureVerificationFault
+    and DestinationOverflow carry Code and Description: the official schema makes the others empty (Void)."""
     name, f, b = _WIRE_NAMES.get(error.code, "SMEVFailure"), partial(_e, version.faults), partial(_e, version.basic)
     text, details = _clean(error.description, lenient=True) or name, error.details
     if name == "InvalidContent":
