@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from broker.app import bootstrap
-from broker.devtools.demo import Demo, DemoOptions, render
+from broker.devtools.demo.report import render
+from broker.devtools.demo.run import Demo, DemoOptions
 from broker.devtools.infra.commands import infra_group, infra_up
 from broker.devtools.migrations import RECEIVER_TABLES
 from broker.devtools.receivers import (

@@ -10,21 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import json
-import os
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -37,14 +31,21 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 
 from adapters.csv_import import RejectsFile, import_csv
 from adapters.ingest import event_id_for
 from broker.access.registry import Registry, School
 from broker.app import bootstrap
-from broker.devtools.migrations import RECEIVER_TABLES
-from broker.devtools.simulation import TERM_ID, SchoolDay, simulate
+from broker.devtools.demo.payloads import csv_row, fault_code, oneroster_bundle
+from broker.devtools.demo.report import DemoReport, percentile
+from broker.devtools.demo.setup import (
+    create_database,
+    demo_settings,
+    ensure_keys,
+    start_processes,
+    stop_processes,
+)
+from broker.devtools.simulation import SchoolDay, simulate
 from broker.domain.faults import Failure
 from broker.domain.model import (
     Event,
@@ -55,9 +56,7 @@ from broker.domain.model import (
 )
 from broker.domain.routing import RoutingTable
 from broker.infra import kafka
-from broker.infra.migrations import PRODUCTION, migrate
 from broker.settings import Settings
-from broker.xml.signing.keys import write_dev_pair
 
 log = structlog.get_logger(__name__)
 
@@ -79,94 +78,6 @@ class DemoOptions:
     """Leave everything running (dashboard, receivers) until Ctrl-C."""
     timeout_s: float = 300.0
     """Longest wait for deliveries before the rest counts as lost."""
-
-
-@dataclass
-class DemoReport:
-    """What the run generated, what ejx did with it, and what the receivers saw."""
-
-    run_id: str
-    generated_valid: int = 0
-    accepted: int = 0
-    accepted_by_channel: dict[str, int] = field(default_factory=dict)
-    expected_rejections: dict[str, int] = field(default_factory=dict)
-    rejected_by_code: dict[str, int] = field(default_factory=dict)
-    envelopes_signed: int = 0
-    expected_deliveries: dict[str, int] = field(default_factory=dict)
-    delivered: dict[str, int] = field(default_factory=dict)
-    received: dict[str, int] = field(default_factory=dict)
-    duplicates: dict[str, int] = field(default_factory=dict)
-    bad_signatures: dict[str, int] = field(default_factory=dict)
-    lost: dict[str, int] = field(default_factory=dict)
-    events_per_s: float = 0.0
-    latency_p50_ms: float = 0.0
-    latency_p99_ms: float = 0.0
-    school_statuses: dict[str, int] = field(default_factory=dict)
-    dashboard_url: str = ""
-    elapsed_s: float = 0.0
-
-    @property
-    def problems(self) -> list[str]:
-        """Every way the run broke the contract; empty means the demo passed."""
-        found = []
-        if self.accepted != self.generated_valid:
-            found.append(f"accepted {self.accepted} of {self.generated_valid} valid events")
-        if self.rejected_by_code != self.expected_rejections:
-            found.append(f"rejections {self.rejected_by_code} differ from the expected {self.expected_rejections}")
-        for name, count in self.lost.items():
-            if count:
-                found.append(f"{count} event(s) lost on the way to {name}")
-        for name, count in self.duplicates.items():
-            if count:
-                found.append(f"{count} duplicate(s) seen by the {name} receiver")
-        for name, count in self.bad_signatures.items():
-            if count:
-                found.append(f"{count} bad signature(s) at the {name} receiver")
-        return found
-
-    def as_json(self) -> str:
-        return json.dumps({**asdict(self), "problems": self.problems}, ensure_ascii=False, indent=2)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def demo_settings(settings: Settings, run_id: str, database_url: str) -> Settings:
-    """The run's own topics, database and ports; everything else as configured."""
-    suffix = f".demo-{run_id}"
-    return settings.model_copy(update={
-        "database_url": database_url,
-        "events_topic": settings.events_topic + suffix,
-        "dlq_topic": settings.dlq_topic + suffix,
-        "interagency_topic": settings.interagency_topic + suffix,
-        "http_port": free_port(),
-        "portal_url": f"http://127.0.0.1:{free_port()}/envelopes",
-    })
-
-
-async def create_database(settings: Settings, name: str) -> str:
-    """A new, migrated database next to the configured one; returns its DSN."""
-    admin = await asyncpg.connect(settings.database_dsn, timeout=30)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = settings.database_dsn.rsplit("/", 1)[0] + f"/{name}"
-    conn = await asyncpg.connect(dsn, timeout=30)
-    try:
-        await migrate(conn, PRODUCTION, RECEIVER_TABLES)
-    finally:
-        await conn.close()
-    return dsn
-
-
-def ensure_keys(settings: Settings) -> None:
-    """A development key pair on first use; an operator's own keys are never touched."""
-    if not settings.signing_key_file.exists() and not settings.signing_cert_file.exists():
-        write_dev_pair(settings.signing_key_file.parent)
 
 
 class Demo:
@@ -218,7 +129,7 @@ class Demo:
                                    "(Ctrl-C to stop)")
                 await _forever()
         finally:
-            _stop(processes)
+            stop_processes(processes)
             await pool.close()
         return self.report
 
@@ -231,24 +142,9 @@ class Demo:
         return tokens
 
     def _start(self) -> list[subprocess.Popen]:
-        """ejx (every component), the reference portal receiver and the interagency pull client, each a
-        process of its own as in production; their logs go to the run's folder in the state dir."""
+        """ejx, the reference portal receiver and the interagency pull client, each a process of its own."""
         self.logs = self.settings.state_dir / "demo" / self.run_id
-        self.logs.mkdir(parents=True, exist_ok=True)
-        ejx = str(Path(sys.executable).with_name("ejx"))
-        portal_port = urlsplit(self.settings.portal_url).port
-        commands = {
-            "serve": [ejx, "serve"],
-            "portal-receiver": [ejx, "receiver", "portal", "--port", str(portal_port)],
-            "interagency-receiver": [ejx, "receiver", "interagency"],
-        }
-        env = {**os.environ, **settings_env(self.settings)}
-        processes = []
-        for name, command in commands.items():
-            with (self.logs / f"{name}.log").open("wb") as log_file:
-                processes.append(subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                                  stdin=subprocess.DEVNULL))
-        return processes
+        return start_processes(self.settings, self.logs)
 
     async def _wait_ready(self, client: httpx.AsyncClient, processes: list[subprocess.Popen]) -> None:
         deadline = time.monotonic() + 60
@@ -319,7 +215,7 @@ class Demo:
         """Write the vendor's export as a CSV file and import it like an operator would."""
         with tempfile.TemporaryDirectory() as scratch:
             path = Path(scratch) / f"{vendor}.csv"
-            rows = [_csv_row(event) for event in events]
+            rows = [csv_row(event) for event in events]
             columns = list(dict.fromkeys(column for row in rows for column in row))
             with path.open("w", encoding="utf-8", newline="") as file:
                 writer = csv.DictWriter(file, fieldnames=columns)
@@ -342,7 +238,7 @@ class Demo:
         for round_events in (list(posted.values()), changes):
             for start in range(0, len(round_events), REST_BATCH):
                 batch = round_events[start:start + REST_BATCH]
-                bundle = _oneroster_bundle(batch, posted)
+                bundle = oneroster_bundle(batch, posted)
                 response = await self._post(client, "/v1/oneroster/results", token, bundle)
                 if response.status_code != 202:
                     raise RuntimeError(f"OneRoster batch refused: {response.status_code} {response.text[:500]}")
@@ -355,19 +251,19 @@ class Demo:
         observed: Counter[str] = Counter()
         for bad in day.rejected:
             response = await self._post(client, "/v1/events", tokens[bad.vendor], bad.payload)
-            observed[_fault_code(response)] += 1
+            observed[fault_code(response)] += 1
             advance()
         # Nobody's token, and a billion-laughs document: both refused, nothing produced.
         response = await self._post(client, "/v1/events", "not-a-token", [])
         expected["SenderIsNotRegistered"] += 1
-        observed[_fault_code(response)] += 1
+        observed[fault_code(response)] += 1
         advance()
         bomb = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>'
                 '<GradePosted xmlns="urn://ejx/events/1">&lol2;</GradePosted>')
         response = await client.post("/v1/events", content=bomb.encode(), headers={
             "Authorization": f"Bearer {tokens[day.vendors[0].name]}", "Content-Type": "application/xml"})
         expected["InvalidContent"] += 1
-        observed[_fault_code(response)] += 1
+        observed[fault_code(response)] += 1
         advance()
         self.report.expected_rejections = dict(sorted(expected.items()))
         self.report.rejected_by_code = dict(sorted(observed.items()))
@@ -433,8 +329,8 @@ class Demo:
             (row["first_received_at"].timestamp() - self._wall(self.accepted_at[row["event_id"]])) * 1000
             for row in rows if row["event_id"] in self.accepted_at)
         if latencies:
-            self.report.latency_p50_ms = round(_percentile(latencies, 50), 1)
-            self.report.latency_p99_ms = round(_percentile(latencies, 99), 1)
+            self.report.latency_p50_ms = round(percentile(latencies, 50), 1)
+            self.report.latency_p99_ms = round(percentile(latencies, 99), 1)
         schools = (await client.get("/v1/monitoring/schools")).json()
         self.report.school_statuses = dict(sorted(Counter(s["status"] for s in schools["schools"]).items()))
 
@@ -443,131 +339,6 @@ class Demo:
         return time.time() - (time.monotonic() - monotonic)
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The run's settings as the ``EJX_*`` variables a child process reads."""
-    overrides = {
-        "EJX_KAFKA_BOOTSTRAP": settings.kafka_address, "EJX_DATABASE_URL": settings.database_dsn,
-        "EJX_EVENTS_TOPIC": settings.events_topic, "EJX_DLQ_TOPIC": settings.dlq_topic,
-        "EJX_INTERAGENCY_TOPIC": settings.interagency_topic, "EJX_HTTP_PORT": str(settings.http_port),
-        "EJX_PORTAL_URL": settings.portal_url or "", "EJX_STATE_DIR": str(settings.state_dir),
-        "EJX_KEY_FILE": str(settings.signing_key_file), "EJX_CERT_FILE": str(settings.signing_cert_file),
-        "EJX_TRUST_FILE": str(settings.trusted_certs_file),
-    }
-    return overrides
-
-
-def _stop(processes: list[subprocess.Popen]) -> None:
-    """SIGTERM (each finishes its batch in flight), then wait; SIGKILL only if one hangs."""
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _csv_row(event: Event) -> dict[str, object]:
-    """The CSV export's columns are the canonical field names; the mark is split in two."""
-    data = event_to_dict(event)
-    mark = data.pop("mark", None)
-    if mark:
-        data["mark"], data["mark_scale"] = mark["value"], mark["scale"]
-    data.pop("event_id", None)
-    data.pop("recorded_at", None)
-    data.pop("schema_version", None)
-    return data
-
-
-def _oneroster_bundle(batch: list[Event], posted: dict[str, GradePosted]) -> dict[str, list[dict]]:
-    """Results with the line items, classes and sessions they refer to (OneRoster 1.2 gradebook)."""
-    results, line_items, classes = [], {}, {}
-    for event in batch:
-        grade = posted[event.source_record_id] if isinstance(event, GradePosted) else posted[event.grade_ref]
-        class_id = f"cl-{grade.school_id}-{grade.class_unit}-{grade.subject_code}"
-        classes[class_id] = {"sourcedId": class_id, "status": "active", "title": grade.class_unit,
-                             "classCode": grade.class_unit, "subjectCodes": [grade.subject_code],
-                             "school": {"sourcedId": grade.school_id, "type": "org"},
-                             "metadata": {"teacherSourcedId": grade.teacher_id}}
-        line_items[grade.lesson_id] = {
-            "sourcedId": grade.lesson_id, "status": "active", "title": grade.work_type,
-            "assignDate": f"{grade.lesson_date.isoformat()}T09:00:00+03:00",
-            "class": {"sourcedId": class_id, "type": "class"},
-            "school": {"sourcedId": grade.school_id, "type": "org"},
-            "gradingPeriod": {"sourcedId": TERM_ID, "type": "academicSession"},
-            "resultValueMin": 1.0, "resultValueMax": 5.0}
-        result = {"sourcedId": grade.source_record_id, "status": "active",
-                  "dateLastModified": _zulu(event.occurred_at),
-                  "lineItem": {"sourcedId": grade.lesson_id, "type": "lineItem"},
-                  "student": {"sourcedId": grade.student_id, "type": "user"},
-                  "scoreStatus": "fully graded", "scoreDate": grade.lesson_date.isoformat(),
-                  "metadata": {"actorSourcedId": event.actor_id}}
-        if isinstance(event, GradeRetracted):
-            result.update(status="tobedeleted", comment=event.reason, score=float(grade.mark.value))
-        else:
-            result["score"] = float(event.mark.value)
-            if isinstance(event, GradeCorrected):
-                result["comment"] = event.reason
-        results.append(result)
-    session = {"sourcedId": TERM_ID, "status": "active", "title": "2 четверть", "type": "gradingPeriod",
-               "startDate": "2026-11-05", "endDate": "2026-12-28", "schoolYear": "2027"}
-    return {"results": results, "lineItems": list(line_items.values()), "classes": list(classes.values()),
-            "academicSessions": [session]}
-
-
-def _zulu(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def _fault_code(response: httpx.Response) -> str:
-    """The fault of a one-event submission: the event's own code when the answer lists events."""
-    try:
-        body = response.json()
-    except ValueError:
-        return f"HTTP {response.status_code}"
-    errors = (body.get("details") or {}).get("errors") or []
-    if len(errors) == 1 and errors[0].get("code"):
-        return str(errors[0]["code"])
-    return str(body.get("code", f"HTTP {response.status_code}"))
-
-
-def _percentile(sorted_values: list[float], percent: float) -> float:
-    index = min(len(sorted_values) - 1, max(0, round(percent / 100 * len(sorted_values)) - 1))
-    return sorted_values[index]
-
-
 async def _forever() -> None:
     await asyncio.Event().wait()
 
-
-def render(report: DemoReport, console: Console) -> None:
-    """The report as a table a person reads at a glance."""
-    table = Table(title=f"ejx demo {report.run_id}", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    rows: Iterator[tuple[str, object]] = iter([
-        ("events generated (valid)", report.generated_valid),
-        ("events accepted", f"{report.accepted}  {report.accepted_by_channel}"),
-        ("rejected, by fault code", f"{report.rejected_by_code}  (expected {report.expected_rejections})"),
-        ("envelopes signed", report.envelopes_signed),
-        ("delivered (outbox)", report.delivered),
-        ("expected deliveries", report.expected_deliveries),
-        ("received by receivers", report.received),
-        ("duplicates seen by receivers", report.duplicates),
-        ("bad signatures", report.bad_signatures),
-        ("events lost", report.lost),
-        ("throughput", f"{report.events_per_s} events/s (accept → all delivered)"),
-        ("latency accept → received", f"p50 {report.latency_p50_ms} ms, p99 {report.latency_p99_ms} ms"),
-        ("school statuses", report.school_statuses),
-        ("dashboard", report.dashboard_url),
-        ("elapsed", f"{report.elapsed_s} s"),
-    ])
-    for label, value in rows:
-        table.add_row(label, str(value))
-    console.print(table)
-    if report.problems:
-        console.print("[bold red]FAILED[/]: " + "; ".join(report.problems))
-    else:
-        console.print("[bold green]OK[/]: nothing lost, nothing doubled, every signature verified")

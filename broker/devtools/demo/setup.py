@@ -1,0 +1,104 @@
+"""The demo's own world: a database, topics, keys and child processes of its own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from broker.devtools.migrations import RECEIVER_TABLES
+from broker.infra.migrations import PRODUCTION, migrate
+from broker.settings import Settings
+from broker.xml.signing.keys import write_dev_pair
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def demo_settings(settings: Settings, run_id: str, database_url: str) -> Settings:
+    """The run's own topics, database and ports; everything else as configured."""
+    suffix = f".demo-{run_id}"
+    return settings.model_copy(update={
+        "database_url": database_url,
+        "events_topic": settings.events_topic + suffix,
+        "dlq_topic": settings.dlq_topic + suffix,
+        "interagency_topic": settings.interagency_topic + suffix,
+        "http_port": free_port(),
+        "portal_url": f"http://127.0.0.1:{free_port()}/envelopes",
+    })
+
+
+async def create_database(settings: Settings, name: str) -> str:
+    """A new, migrated database next to the configured one; returns its DSN."""
+    admin = await asyncpg.connect(settings.database_dsn, timeout=30)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = settings.database_dsn.rsplit("/", 1)[0] + f"/{name}"
+    conn = await asyncpg.connect(dsn, timeout=30)
+    try:
+        await migrate(conn, PRODUCTION, RECEIVER_TABLES)
+    finally:
+        await conn.close()
+    return dsn
+
+
+def ensure_keys(settings: Settings) -> None:
+    """A development key pair on first use; an operator's own keys are never touched."""
+    if not settings.signing_key_file.exists() and not settings.signing_cert_file.exists():
+        write_dev_pair(settings.signing_key_file.parent)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The run's settings as the ``EJX_*`` variables a child process reads."""
+    overrides = {
+        "EJX_KAFKA_BOOTSTRAP": settings.kafka_address, "EJX_DATABASE_URL": settings.database_dsn,
+        "EJX_EVENTS_TOPIC": settings.events_topic, "EJX_DLQ_TOPIC": settings.dlq_topic,
+        "EJX_INTERAGENCY_TOPIC": settings.interagency_topic, "EJX_HTTP_PORT": str(settings.http_port),
+        "EJX_PORTAL_URL": settings.portal_url or "", "EJX_STATE_DIR": str(settings.state_dir),
+        "EJX_KEY_FILE": str(settings.signing_key_file), "EJX_CERT_FILE": str(settings.signing_cert_file),
+        "EJX_TRUST_FILE": str(settings.trusted_certs_file),
+    }
+    return overrides
+
+
+def stop_processes(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM (each finishes its batch in flight), then wait; SIGKILL only if one hangs."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def start_processes(settings: Settings, logs: Path) -> list[subprocess.Popen]:
+    """ejx (every component), the reference portal receiver and the interagency pull client, each a
+    process of its own as in production; their logs go to ``logs``."""
+    logs.mkdir(parents=True, exist_ok=True)
+    ejx = str(Path(sys.executable).with_name("ejx"))
+    commands = {
+        "serve": [ejx, "serve"],
+        "portal-receiver": [ejx, "receiver", "portal", "--port", str(urlsplit(settings.portal_url).port)],
+        "interagency-receiver": [ejx, "receiver", "interagency"],
+    }
+    env = {**os.environ, **settings_env(settings)}
+    processes = []
+    for name, command in commands.items():
+        with (logs / f"{name}.log").open("wb") as log_file:
+            processes.append(subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                              stdin=subprocess.DEVNULL))
+    return processes
