@@ -83,7 +83,7 @@ def receiver_portal_command(settings: Settings, port: int, host: str) -> None:
     async def main(stop: asyncio.Event) -> None:
         async with connected(settings) as pool:
             await _with_receiver_tables(pool)
-            app = portal_receiver_app(verifier=_verifier(settings), journal=ReceiverLog(pool, "portal"))
+            app = portal_receiver_app(verifier=_verifier(settings), receipts=ReceiverLog(pool, "portal"))
             server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
             server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
             serving = asyncio.create_task(server.serve())
@@ -108,11 +108,11 @@ def receiver_interagency_command(settings: Settings, queue_url: str | None, reci
     async def main(stop: asyncio.Event) -> None:
         async with connected(settings) as pool:
             await _with_receiver_tables(pool)
-            journal = ReceiverLog(pool, "interagency")
-            client = InteragencyPullClient(url, verifier=_verifier(settings), journal=journal,
+            receipts = ReceiverLog(pool, "interagency")
+            client = InteragencyPullClient(url, verifier=_verifier(settings), receipts=receipts,
                                            options=PullClientOptions(recipient=recipient, message_type=message_type))
             await client.run(stop)
-            _print_report(await journal.report())
+            _print_report(await receipts.report())
 
     bootstrap.run_until_signalled(main)
 

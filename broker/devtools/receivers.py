@@ -21,11 +21,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from lxml import etree
 
-from broker.delivery.destinations import Answer, KeepAliveClient, fault_xml
+from broker.delivery.answers import fault_xml
 from broker.delivery.pull_queue import ACK_PATH, GET_MESSAGE_PATH
 from broker.domain.faults import Failure, Fault, MessageIsAlreadySent
 from broker.domain.model import NAMESPACE as EVENTS_NAMESPACE
 from broker.infra.backoff import pause
+from broker.infra.http_client import Answer, KeepAliveClient
 from broker.infra.postgres import outage_as_failure
 from broker.xml import hardened
 from broker.xml.signing import VerifiedEnvelope, Verifier
@@ -97,25 +98,25 @@ def _event_id(content: etree._Element) -> uuid.UUID | None:
     return uuid.UUID(text) if text else None
 
 
-async def take(data: bytes, *, verifier: Verifier, journal: ReceiverLog) -> tuple[VerifiedEnvelope, bool]:
+async def receive_envelope(data: bytes, *, verifier: Verifier, receipts: ReceiverLog) -> tuple[VerifiedEnvelope, bool]:
     """Parse, verify and record one envelope; a refused one is recorded and re-raised."""
     try:
         verified = verifier.verify(hardened.parse(data))
     except Fault as fault:
         if fault.retriable:
             raise
-        await journal.reject(fault)
-        log.warning("receiver.refused", receiver=journal.receiver, code=fault.code, error=fault.description)
+        await receipts.reject(fault)
+        log.warning("receiver.refused", receiver=receipts.receiver, code=fault.code, error=fault.description)
         raise
-    first = await journal.record(verified)
+    first = await receipts.record(verified)
     header = verified.header
-    log.info("receiver.received" if first else "receiver.duplicate", receiver=journal.receiver,
+    log.info("receiver.received" if first else "receiver.duplicate", receiver=receipts.receiver,
              message_id=str(header.message_id), reference_message_id=str(header.reference_message_id or ""),
              message_type=etree.QName(verified.content).localname, test=header.test)
     return verified, first
 
 
-def portal_receiver_app(*, verifier: Verifier, journal: ReceiverLog) -> FastAPI:
+def portal_receiver_app(*, verifier: Verifier, receipts: ReceiverLog) -> FastAPI:
     """The reference portal: ``POST /envelopes`` takes one signed envelope.
 
     200 for a new MessageID, 409 MessageIsAlreadySent for a repeat, 400 with the
@@ -126,7 +127,7 @@ def portal_receiver_app(*, verifier: Verifier, journal: ReceiverLog) -> FastAPI:
     @app.post("/envelopes")
     async def receive(request: Request) -> Response:
         try:
-            verified, first = await take(await request.body(), verifier=verifier, journal=journal)
+            verified, first = await receive_envelope(await request.body(), verifier=verifier, receipts=receipts)
         except Fault as fault:
             return Response(fault_xml(fault), status_code=fault.http_status, media_type="application/xml")
         if not first:
@@ -136,7 +137,7 @@ def portal_receiver_app(*, verifier: Verifier, journal: ReceiverLog) -> FastAPI:
 
     @app.get("/report")
     async def report() -> JSONResponse:
-        return JSONResponse((await journal.report()).__dict__)
+        return JSONResponse((await receipts.report()).__dict__)
 
     return app
 
@@ -160,7 +161,7 @@ class PullClientOptions:
 class InteragencyPullClient:
     """Pulls envelopes, verifies and records each, then acknowledges it (refused ones with accepted=false)."""
 
-    def __init__(self, base_url: str, *, verifier: Verifier, journal: ReceiverLog,
+    def __init__(self, base_url: str, *, verifier: Verifier, receipts: ReceiverLog,
                  options: PullClientOptions = PullClientOptions()) -> None:
         base_url = base_url.rstrip("/")
         connections = max(1, options.in_flight)
@@ -169,7 +170,7 @@ class InteragencyPullClient:
         self._ack_client = KeepAliveClient(base_url + ACK_PATH, timeout_s=options.timeout_s,
                                            max_connections=connections)
         self._verifier = verifier
-        self._journal = journal
+        self._receipts = receipts
         self._options = options
 
     async def pull_once(self) -> bool:
@@ -183,7 +184,7 @@ class InteragencyPullClient:
         if response.status != 200:
             raise Failure(f"get-message answered HTTP {response.status}: {response.body[:200]!r}")
         try:
-            verified, _ = await take(response.body, verifier=self._verifier, journal=self._journal)
+            verified, _ = await receive_envelope(response.body, verifier=self._verifier, receipts=self._receipts)
         except Fault as fault:
             if fault.retriable:
                 raise

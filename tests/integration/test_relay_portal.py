@@ -43,11 +43,11 @@ async def _status(pool, message):
 
 @pytest.fixture
 async def portal(db_pool, pair):
-    """The reference portal behind a switchable outage; yields (outage, journal, url)."""
-    journal = ReceiverLog(db_pool, "portal")
-    outage = Outage(portal_receiver_app(verifier=pair[1], journal=journal))
+    """The reference portal behind a switchable outage; yields (outage, receipts, url)."""
+    receipts = ReceiverLog(db_pool, "portal")
+    outage = Outage(portal_receiver_app(verifier=pair[1], receipts=receipts))
     async with serving(outage) as base:
-        yield outage, journal, f"{base}/envelopes"
+        yield outage, receipts, f"{base}/envelopes"
 
 
 async def _running(relay: Relay):
@@ -57,7 +57,7 @@ async def _running(relay: Relay):
 
 
 async def test_outage_then_recovery_delivers_exactly_once(db_pool, pair, portal):
-    outage, journal, url = portal
+    outage, receipts, url = portal
     outage.failures = 4
     message = signed_message(pair[0])
     await _enqueue(db_pool, message)
@@ -71,7 +71,7 @@ async def test_outage_then_recovery_delivers_exactly_once(db_pool, pair, portal)
         await destination.close()
     assert outage.refused == 4
     assert row["attempts"] == 5
-    assert await journal.message_ids() == {message.message_id: 1}
+    assert await receipts.message_ids() == {message.message_id: 1}
 
 
 async def _delivered(pool, message):
@@ -80,7 +80,7 @@ async def _delivered(pool, message):
 
 
 async def test_permanent_failure_is_dead_and_redrive_delivers_once(db_pool, pair, portal):
-    outage, journal, url = portal
+    outage, receipts, url = portal
     outage.down = True
     message = signed_message(pair[0])
     await _enqueue(db_pool, message)
@@ -93,7 +93,7 @@ async def test_permanent_failure_is_dead_and_redrive_delivers_once(db_pool, pair
             return row if row["status"] == "dead" else None
         row = await eventually(dead)
         assert row["attempts"] == 3 and "HTTP 500" in row["last_error"]
-        assert await journal.message_ids() == {}
+        assert await receipts.message_ids() == {}
 
         outage.down = False
         assert await outbox.redrive(db_pool, destination="portal") == 1
@@ -102,12 +102,12 @@ async def test_permanent_failure_is_dead_and_redrive_delivers_once(db_pool, pair
         stop.set()
         await task
         await destination.close()
-    assert await journal.message_ids() == {message.message_id: 1}
+    assert await receipts.message_ids() == {message.message_id: 1}
     assert await outbox.redrive(db_pool) == 0
 
 
 async def test_bad_signature_is_dead_at_once(db_pool, pair, portal):
-    _, journal, url = portal
+    _, receipts, url = portal
     good = signed_message(pair[0])
     forged = dataclasses.replace(good, payload=good.payload.replace(b"<FivePoint>5<", b"<FivePoint>2<"))
     await _enqueue(db_pool, forged)
@@ -119,12 +119,12 @@ async def test_bad_signature_is_dead_at_once(db_pool, pair, portal):
     row = await _status(db_pool, forged)
     assert (row["status"], row["attempts"]) == ("dead", 1)
     assert "SignatureVerificationFault" in row["last_error"]
-    report = await journal.report()
+    report = await receipts.report()
     assert (report.received, report.bad_signatures) == (0, 1)
 
 
 async def test_message_already_at_the_portal_counts_as_delivered(db_pool, pair, portal):
-    _, journal, url = portal
+    _, receipts, url = portal
     message = signed_message(pair[0])
     destination = PortalDestination(url)
     try:
@@ -136,12 +136,12 @@ async def test_message_already_at_the_portal_counts_as_delivered(db_pool, pair, 
     finally:
         await destination.close()
     assert (await _status(db_pool, message))["status"] == "delivered"
-    report = await journal.report()
+    report = await receipts.report()
     assert (report.received, report.duplicates) == (1, 1)
 
 
 async def test_a_key_is_delivered_in_order_even_when_its_first_message_needs_retries(db_pool, pair, portal):
-    outage, journal, url = portal
+    outage, receipts, url = portal
     first = signed_message(pair[0], partition_key="sch-7")
     second = signed_message(pair[0], partition_key="sch-7")
     outage.only, outage.failures = str(first.message_id), 3
@@ -160,7 +160,7 @@ async def test_a_key_is_delivered_in_order_even_when_its_first_message_needs_ret
 
 
 async def test_a_row_committed_late_is_not_overtaken_by_a_later_row_of_its_key(db_pool, pair, portal):
-    _, journal, url = portal
+    _, receipts, url = portal
     first = signed_message(pair[0], partition_key="sch-9")
     second = signed_message(pair[0], partition_key="sch-9")
     destination = PortalDestination(url)

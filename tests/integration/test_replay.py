@@ -42,7 +42,7 @@ async def test_replay_delivers_nothing_twice_and_redeliver_references_the_origin
         await pipeline.produce(*(event_xml(f"{school}-{i}", school=school) for i in range(EVENTS // 3)),
                                key=school.encode())
     journal = ReceiverLog(pipeline.pool, "portal")
-    async with serving(portal_receiver_app(verifier=pipeline.verifier, journal=journal)) as base:
+    async with serving(portal_receiver_app(verifier=pipeline.verifier, receipts=journal)) as base:
         url = f"{base}/envelopes"
         assert await _route_and_deliver(pipeline, journal, url, pipeline.router()) == EVENTS
         originals = await journal.message_ids()

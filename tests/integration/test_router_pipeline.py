@@ -74,7 +74,7 @@ async def test_crash_between_database_commit_and_offset_commit_delivers_nothing_
     assert await _count(pipeline.pool, "SELECT count(DISTINCT idempotency_key) FROM outbox") == events
 
     journal = ReceiverLog(pipeline.pool, "portal")
-    async with serving(portal_receiver_app(verifier=pipeline.verifier, journal=journal)) as base:
+    async with serving(portal_receiver_app(verifier=pipeline.verifier, receipts=journal)) as base:
         portal = PortalDestination(f"{base}/envelopes")
         try:
             assert await Relay(pipeline.pool, {"portal": portal}).drain() == events
@@ -135,7 +135,7 @@ async def test_term_grade_reaches_portal_and_interagency_once_each_with_verified
     queue = PullQueue(pipeline.pool)
     queue_app = FastAPI()
     queue_app.include_router(pull_queue_router(queue))
-    async with (serving(portal_receiver_app(verifier=pipeline.verifier, journal=portal_log)) as portal_url,
+    async with (serving(portal_receiver_app(verifier=pipeline.verifier, receipts=portal_log)) as portal_url,
                 serving(queue_app) as queue_url):
         portal = PortalDestination(f"{portal_url}/envelopes")
         interagency = InteragencyDestination(producer=pipeline.producer,
@@ -145,7 +145,7 @@ async def test_term_grade_reaches_portal_and_interagency_once_each_with_verified
                                options=RelayOptions()).drain() == 3
         finally:
             await portal.close()
-        client = InteragencyPullClient(queue_url, verifier=pipeline.verifier, journal=interagency_log,
+        client = InteragencyPullClient(queue_url, verifier=pipeline.verifier, receipts=interagency_log,
                                        options=PullClientOptions(recipient="RSMEV"))
         assert await client.pull_once() is True
         assert await client.pull_once() is False

@@ -1,0 +1,77 @@
+"""What a receiver's HTTP answer means: delivered, or which fault — and the XML form of a fault.
+
+Receivers (the portal, the reference receivers) answer a refusal with a fault
+code in the body, as JSON ``{"code", "description"}`` or XML of
+``urn://ejx/fault/1`` (schemas/fault.xsd); the status alone decides only when
+the body names nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from lxml import etree
+
+from broker.domain.faults import (
+    AccessDenied,
+    DestinationOverflow,
+    Failure,
+    Fault,
+    InvalidContent,
+    fault_from_code,
+)
+from broker.xml import hardened
+
+FAULT_NS = "urn://ejx/fault/1"
+
+
+def answer_fault(status: int, content_type: str, body: bytes) -> Fault:
+    """The fault a receiver's non-2xx answer stands for.
+
+    The fault code in the body (JSON ``{"code", "description"}`` or an XML
+    ``urn://ejx/fault/1`` Fault) names it; 5xx is retriable whatever the body
+    says; a 4xx without a readable code is refused for good, except 408/429.
+    """
+    code, description = _read_fault(content_type, body)
+    if status >= 500:
+        return Failure(f"HTTP {status}: {code or ''} {description or ''}".strip())
+    if code:
+        return fault_from_code(code, description or f"HTTP {status}")
+    if status in (408, 429):
+        return DestinationOverflow(f"HTTP {status}")
+    if status in (401, 403):
+        return AccessDenied(f"HTTP {status}")
+    return InvalidContent(f"receiver refused the message: HTTP {status}")
+
+
+def _read_fault(content_type: str, body: bytes) -> tuple[str | None, str | None]:
+    if not body:
+        return None, None
+    if "json" in content_type:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return None, None
+        if isinstance(data, Mapping) and isinstance(data.get("code"), str):
+            return data["code"], str(data.get("description") or "")
+        return None, None
+    if "xml" in content_type:
+        try:
+            root = hardened.parse(body)
+        except InvalidContent:
+            return None, None
+        if root.tag == f"{{{FAULT_NS}}}Fault":
+            return (root.findtext(f"{{{FAULT_NS}}}Code"), root.findtext(f"{{{FAULT_NS}}}Description"))
+    return None, None
+
+
+def fault_xml(fault: Fault) -> bytes:
+    """The XML form of a fault (schemas/fault.xsd), for SMEV-style callers."""
+    root = etree.Element(f"{{{FAULT_NS}}}Fault", nsmap={None: FAULT_NS})
+    etree.SubElement(root, f"{{{FAULT_NS}}}Code").text = fault.code
+    etree.SubElement(root, f"{{{FAULT_NS}}}Description").text = fault.description[:4000] or fault.code
+    etree.SubElement(root, f"{{{FAULT_NS}}}Retriable").text = "true" if fault.retriable else "false"
+    return hardened.to_bytes(root)
+
+
