@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from lxml import etree
 
 from broker.domain.faults import Failure, InvalidContent
+from broker.xml import hardened
 from broker.xml.envelope import SIGNATURE_CONTAINER
 from broker.xml.signing import keys
 from broker.xml.signing.algorithms import (
@@ -37,9 +38,6 @@ from broker.xml.signing.verifier import signed_block
 log = structlog.get_logger(__name__)
 
 _ID_SLOT, _DIGEST_SLOT = "ejx-id-slot", "ejx-digest-slot"
-
-# Parses only markup this module writes itself (constant text and base64).
-_OWN_MARKUP = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
 class Signer(Protocol):
@@ -68,7 +66,7 @@ class XmlDsigSigner:
         self._digest = DIGEST_METHODS[method.digest_method]
         self.certificate = certificate
         cert_b64 = base64.b64encode(certificate.public_bytes(serialization.Encoding.DER)).decode()
-        self._template = etree.fromstring(
+        self._template = hardened.parse_trusted((  # markup written right here: constant text and base64
             f'<ds:Signature xmlns:ds="{DS_NS}"><ds:SignedInfo>'
             f'<ds:CanonicalizationMethod Algorithm="{EXC_C14N}"/>'
             f'<ds:SignatureMethod Algorithm="{method.uri}"/>'
@@ -77,7 +75,7 @@ class XmlDsigSigner:
             + f'</ds:Transforms><ds:DigestMethod Algorithm="{method.digest_method}"/>'
             f'<ds:DigestValue>{_DIGEST_SLOT}</ds:DigestValue></ds:Reference></ds:SignedInfo>'
             f'<ds:SignatureValue/><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert_b64}'
-            f'</ds:X509Certificate></ds:X509Data></ds:KeyInfo></ds:Signature>', _OWN_MARKUP)
+            f'</ds:X509Certificate></ds:X509Data></ds:KeyInfo></ds:Signature>').encode())
         # Canonical SignedInfo = head + Id + middle + digest + tail: exclusive c14n of the template
         # itself, cut at the slots, so signing needs no canonicalisation of its own markup.
         head, rest = exclusive_c14n(self._template[0]).split(_ID_SLOT.encode())
