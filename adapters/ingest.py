@@ -109,8 +109,6 @@ class Canonicaliser:
     def __init__(self, schemas: Schemas, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._schemas = schemas
         self._clock = clock
-        # For re-reading our own output; one per instance (lxml parsers are not for sharing across threads).
-        self._own_output = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
     def from_dicts(self, vendor: Vendor, items: Iterable[tuple[int, object]]
                    ) -> tuple[list[CanonicalEvent], list[Problem]]:
@@ -156,7 +154,7 @@ class Canonicaliser:
         # Our own output is validated too, so the topic holds only events valid against the XSD.
         # These bytes were serialised a moment ago by the model, not received: no need for
         # the hostile-input checks of hardened.parse, only for a parser that resolves nothing.
-        self._schemas.validate_event(etree.fromstring(document, self._own_output))
+        self._schemas.validate_event(hardened.parse_trusted(document))
         return CanonicalEvent(index, event, document)
 
 

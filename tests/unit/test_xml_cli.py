@@ -144,9 +144,38 @@ def test_missing_files_are_fault_lines(ejx, tmp_path):
     assert "signing key" in assert_fault(ejx("envelope", "sign", "-", stdin=built.stdout_bytes), "Failure")
 
 
-def test_validate_sorts_by_root_namespace(ejx):
+def test_validate_takes_what_is_not_an_envelope_for_an_event_document(ejx):
     assert ejx("validate", event_example()).exit_code == 0
     assert_fault(ejx("validate", "-", stdin=b"<x xmlns='urn:other'/>"), "UnknownMessageType")
+    assert "must be in namespace" in assert_fault(
+        ejx("validate", "-", stdin=b"<GradePosted xmlns='urn:other'/>"), "InvalidContent")
+
+
+EVENT_EXAMPLES = EXAMPLES / "events"
+INVALID_EVENTS = sorted((EVENT_EXAMPLES / "invalid").glob("*.xml"))
+VALID_EVENTS = sorted((EVENT_EXAMPLES / "valid").glob("*.xml"))
+
+
+def test_event_examples_are_there():
+    assert len(INVALID_EVENTS) >= 20 and len(VALID_EVENTS) >= 12
+    assert {p.name for p in INVALID_EVENTS} >= {  # once said "valid" or the wrong code
+        "InvalidContent--due-before-lesson.xml", "InvalidContent--academic-year-not-consecutive.xml",
+        "InvalidContent--minutes-late-when-present.xml", "InvalidContent--no-namespace.xml"}
+
+
+@pytest.mark.parametrize("example", INVALID_EVENTS, ids=lambda p: p.name)
+def test_validate_gives_an_invalid_event_the_fault_in_its_name(ejx, example):
+    """``ejx validate`` applies the checks ejx applies to received event bytes, model rules included."""
+    code = example.name.split("--")[0]
+    assert code in FAULTS
+    assert_fault(ejx("validate", example), code)
+
+
+@pytest.mark.parametrize("example", VALID_EVENTS, ids=lambda p: p.name)
+def test_validate_passes_every_valid_event(ejx, example):
+    result = ejx("validate", example)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == f"{example}: valid {example.stem.split('-')[0]}\n"
 
 
 def test_build_refuses_an_invalid_event_or_recipient(ejx):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,34 @@ def test_threads_parse_independently():
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+def element_with_attributes(count: int) -> bytes:
+    return (b'<GradePosted xmlns="urn://ejx/events/1" '
+            + b" ".join(b'a%d="v"' % i for i in range(count)) + b"/>")
+
+
+@pytest.mark.parametrize("count", [40_000, 200_000])
+def test_an_element_with_very_many_attributes_is_refused_in_linear_time(count):
+    """A vendor's 2.3 MB body with 200,000 attributes took 214 s (lxml's attrib.items() is quadratic)."""
+    document = element_with_attributes(count)
+    limits = XmlLimits(max_bytes=len(document))  # so that it is the attribute count, not the size, that refuses
+    started = time.perf_counter()
+    with pytest.raises(InvalidContent, match="line 1, /GradePosted: more than 64 attributes on one element"):
+        hardened.parse(document, limits=limits)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_attributes_per_element_are_an_option_counted_only_when_they_could_be_over():
+    assert len(hardened.parse(element_with_attributes(64)).attrib) == 64
+    with pytest.raises(InvalidContent, match="more than 64 attributes"):
+        hardened.parse(b"<r><e/>" + element_with_attributes(65) + b"</r>")
+    assert len(hardened.parse(element_with_attributes(65), limits=XmlLimits(max_attributes=65)).attrib) == 65
+    # "=" in text or values only makes the byte bound stricter, never refuses by itself
+    assert hardened.parse(b'<a b="' + b"=" * 100 + b'">' + b"=" * 100 + b"</a>").get("b") == "=" * 100
+
+
+def test_long_attributes_are_found_on_any_element_and_named():
+    with pytest.raises(InvalidContent, match=r"line 3, /r/e\[2\]: attribute \{urn:x\}long is longer") as caught:
+        hardened.parse(b'<r xmlns:x="urn:x">\n<e a="1"/>\n<e x:long="' + b"y" * 70_000 + b'"/></r>')
+    assert caught.value.details == {"line": 3, "path": "/r/e[2]"}
