@@ -33,6 +33,7 @@ from broker.domain.faults import (
     UnknownMessageType,
     fault_from_code,
 )
+from broker.xml import hardened
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
@@ -415,7 +416,8 @@ def validate(root: etree._Element, version: Version | None = None) -> None:
                 version.faults, f"{version.value}/faults.xsd")
             imports = "".join(f'<xs:import namespace="{ns}" schemaLocation="{(schema_dir() / path).as_uri()}"/>'
                               for ns, path in parts)
-            driver = etree.fromstring(f'<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">{imports}</xs:schema>')
+            driver = hardened.parse_trusted(
+                f'<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">{imports}</xs:schema>'.encode())
             _schemas[version] = etree.XMLSchema(driver), threading.Lock()
     schema, lock = _schemas[version]
     with lock:  # one error log per compiled schema

@@ -32,7 +32,12 @@ from broker.xml.signing.algorithms import (
 )
 from broker.xml.signing.signer import Signer, XmlDsigSigner
 from broker.xml.signing.trust import TrustedCertificates
-from broker.xml.signing.verifier import SIGNATURE, VerifiedEnvelope, Verifier, VerifierOptions
+from broker.xml.signing.verifier import (
+    SIGNATURE,
+    VerifiedEnvelope,
+    Verifier,
+    VerifierOptions,
+)
 
 __all__ = [
     "DIGEST_METHODS", "DS_NS", "ECDSA_SHA256", "ENVELOPED_SIGNATURE", "EXC_C14N", "RSA_SHA256", "SHA256",
