@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from broker.delivery.destinations import PortalDestination
 from broker.delivery.relay import Relay
-from broker.delivery.replay import ReplayRange, replay
 from broker.devtools.receivers import ReceiverLog, portal_receiver_app
 from broker.xml import hardened
+from consumers.replay import ReplayRange, replay
 from tests.delivery_support import event_xml, eventually, serving
 from tests.integration.router_support import pair, pipeline, schemas  # noqa: F401  (fixtures)
 

@@ -26,12 +26,12 @@ from rich.table import Table
 from broker.app import bootstrap
 from broker.delivery import outbox
 from broker.delivery.relay import RelayOptions
-from broker.delivery.replay import ReplayRange, replay
 from broker.domain.faults import InvalidContent
 from broker.infra import kafka
 from broker.infra.postgres import connected
 from broker.settings import Settings
 from broker.xml.schemas import Schemas
+from consumers.replay import ReplayRange, replay
 
 log = structlog.get_logger(__name__)
 console = Console(stderr=False)
