@@ -6,14 +6,18 @@ with a short lease (``FOR UPDATE SKIP LOCKED`` in a transaction of its own) and
 delivers outside any transaction: a delivery never holds locks or the xmin
 horizon back while it waits on a receiver.
 
-Order per ``(destination, partition_key)``: only the earliest pending row of a key
-is claimable, by ``(xact_id, id)``, and only once its transaction is below every
-running one, so a row still being committed can never be overtaken.
+Order per ``(destination, partition_key)``: ids come from a sequence at insert
+time, so in general a smaller id can commit after a larger one. Writers take a
+transaction-scoped advisory lock on the key's bucket before inserting, so two
+transactions writing the same key serialise and, within a key, id order is
+commit order: the relay claims a key's rows by id alone, as soon as they are
+committed — a long transaction elsewhere in the database delays nothing.
 """
 
 from __future__ import annotations
 
 import uuid
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -88,6 +92,17 @@ class DeadMessage:
     created_at: datetime
 
 
+KEY_LOCKS = 0x6F7574  # "out": the advisory-lock class of outbox key buckets
+KEY_BUCKETS = 64
+"""Keys hash into this many buckets: few enough that a batch of any size takes a bounded number of
+locks (the lock table is small), many enough that unrelated writers rarely wait on each other."""
+
+
+def key_bucket(destination: str, partition_key: str) -> int:
+    """The advisory-lock bucket of one ordering key; stable across processes (not Python's hash())."""
+    return zlib.crc32(f"{destination}\x1f{partition_key}".encode()) % KEY_BUCKETS
+
+
 _COLUMNS = ("message_id", "destination", "partition_key", "payload", "recipient", "message_type",
             "idempotency_key", "reference_message_id")
 
@@ -99,6 +114,9 @@ async def enqueue(conn: asyncpg.Connection, messages: Sequence[NewMessage]) -> i
     """
     if not messages:
         return 0
+    buckets = sorted({key_bucket(m.destination, m.partition_key) for m in messages})
+    # One order for every writer (array order is lock order), so two writers never deadlock here.
+    await conn.execute("SELECT pg_advisory_xact_lock($1, b) FROM unnest($2::int[]) AS b", KEY_LOCKS, buckets)
     columns = list(zip(*((m.message_id, m.destination, m.partition_key, m.payload, m.recipient,
                           m.message_type, m.idempotency_key, m.reference_message_id) for m in messages)))
     rows = await conn.fetch(
@@ -117,37 +135,35 @@ async def claim(pool: asyncpg.Pool, *, keys: int, per_key: int = 1, lease: timed
     to ``per_key`` rows from it in order, so two relays never split one key's rows.
     The lease pushes ``next_attempt_at`` forward and counts the attempt: a relay
     that dies mid-delivery leaves the rows to be claimed again once the lease ends.
-    Returned in delivery order: by key, then (xact_id, id).
+    Returned in delivery order: by key, then id.
     """
     lease_id = uuid.uuid4()
     rows = await pool.fetch(
-        """WITH horizon AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),
-           heads AS MATERIALIZED (
-               SELECT o.id, o.destination, o.partition_key FROM outbox o, horizon h
-               WHERE o.status = 'pending' AND o.next_attempt_at <= now() AND o.xact_id < h.xmin
+        """WITH heads AS MATERIALIZED (
+               SELECT o.id, o.destination, o.partition_key FROM outbox o
+               WHERE o.status = 'pending' AND o.next_attempt_at <= now()
                  AND NOT EXISTS (
                      SELECT 1 FROM outbox e
                      WHERE e.status = 'pending' AND e.destination = o.destination
-                       AND e.partition_key = o.partition_key AND (e.xact_id, e.id) < (o.xact_id, o.id))
+                       AND e.partition_key = o.partition_key AND e.id < o.id)
                ORDER BY o.next_attempt_at, o.id
                LIMIT $1
                FOR UPDATE OF o SKIP LOCKED),
            window_rows AS (
-               SELECT w.id FROM heads k, horizon h, LATERAL (
+               SELECT w.id FROM heads k, LATERAL (
                    SELECT r.id FROM outbox r
                    WHERE r.status = 'pending' AND r.destination = k.destination
-                     AND r.partition_key = k.partition_key AND r.xact_id < h.xmin
-                   ORDER BY r.xact_id, r.id LIMIT $2) w)
+                     AND r.partition_key = k.partition_key
+                   ORDER BY r.id LIMIT $2) w)
            UPDATE outbox SET attempts = outbox.attempts + 1, next_attempt_at = now() + $3::interval,
                              lease_id = $4
            WHERE outbox.id IN (SELECT id FROM window_rows) AND outbox.status = 'pending'
            RETURNING outbox.id, outbox.message_id, outbox.destination, outbox.partition_key, outbox.payload,
                      outbox.recipient, outbox.message_type, outbox.attempts, outbox.reference_message_id,
-                     outbox.created_at, outbox.xact_id""",
+                     outbox.created_at""",
         keys, per_key, lease, lease_id)
-    ordered = sorted(rows, key=lambda r: (r["destination"], r["partition_key"], r["xact_id"], r["id"]))
-    return [OutboxMessage(lease_id=lease_id, **{k: v for k, v in dict(row).items() if k != "xact_id"})
-            for row in ordered]
+    ordered = sorted(rows, key=lambda r: (r["destination"], r["partition_key"], r["id"]))
+    return [OutboxMessage(lease_id=lease_id, **dict(row)) for row in ordered]
 
 
 async def renew(pool: asyncpg.Pool, messages: Sequence[OutboxMessage], *, lease: timedelta) -> set[int]:

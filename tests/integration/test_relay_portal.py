@@ -168,9 +168,12 @@ async def test_a_row_committed_late_is_not_overtaken_by_a_later_row_of_its_key(d
     try:
         async with UnitOfWork(db_pool) as slow:
             await outbox.enqueue(slow.connection, [first])      # smaller id, still uncommitted
-            await _enqueue(db_pool, second)                     # larger id, committed first
+            later = asyncio.create_task(_enqueue(db_pool, second))  # same key: waits for the first to commit
+            await asyncio.sleep(0.3)
+            assert not later.done()
             assert (await relay.run_once()).claimed == 0
             await slow.commit()
+        await asyncio.wait_for(later, timeout=10)
         assert await relay.drain() == 2
     finally:
         await destination.close()
