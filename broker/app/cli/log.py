@@ -29,7 +29,6 @@ from broker.settings import Settings
 from broker.xml.signing import keys
 
 MOSCOW = ZoneInfo("Europe/Moscow")
-console = Console()
 _DURATION = re.compile(r"(\d+)\s*([dhm])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 
@@ -55,8 +54,13 @@ def _shown(moment: datetime) -> str:
     return f"{moment.astimezone(MOSCOW):%Y-%m-%d %H:%M:%S} MSK"
 
 
+def _console() -> Console:
+    """Per command, so the terminal's width (or COLUMNS) is read when the command runs."""
+    return Console()
+
+
 def _progress(title: str) -> Progress:
-    return Progress(TextColumn(title), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console)
+    return Progress(TextColumn(title), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=_console())
 
 
 @click.group("log")
@@ -88,9 +92,9 @@ def archive_command(settings: Settings, until: str, key_file: Path | None, cert_
 
     summary = asyncio.run(main())
     if summary is None:
-        console.print(f"nothing to archive up to {_shown(moment)}")
+        click.echo(f"nothing to archive up to {_shown(moment)}")
         return
-    console.print(_archives_table([summary], title=f"archived into {out}"))
+    _console().print(_archives_table([summary], title=f"archived into {out}"))
 
 
 @log_group.command("verify")
@@ -109,7 +113,8 @@ def verify_command(settings: Settings, cert_files: tuple[Path, ...], archives: t
                                       on_start=lambda total: progress.update(task, total=total),
                                       on_progress=lambda n: progress.advance(task, n))
         if verdict.archives:
-            console.print(_archives_table(verdict.archives, title="archives verified"))
+            title = "archives verified" if verdict.broken is None else "archives verified before the break"
+            _console().print(_archives_table(verdict.archives, title=title))
         _conclude(verdict.checked, verdict.broken)
         return
 
@@ -136,26 +141,28 @@ def prune_command(settings: Settings, older_than: str) -> None:
             async with connected(settings, max_size=2) as pool:
                 return await message_log.prune(pool, older_than=retention)
 
-    console.print(f"pruned {asyncio.run(main())} archived record(s)")
+    click.echo(f"pruned {asyncio.run(main())} archived record(s)")
 
 
 def _conclude(checked: int, broken: Break | None, what: str = "") -> None:
+    """One plain line, whatever the terminal's width, for scripts to match; exit 1 on a break."""
     suffix = f" ({what})" if what else ""
     if broken is None:
-        console.print(f"[green]ok[/green]: {checked} record(s) verified{suffix}")
+        click.echo(f"ok: {checked} record(s) verified{suffix}")
         return
-    console.print(f"[red]BROKEN[/red] {broken}{suffix}; {checked} record(s) before it verified")
+    click.echo(f"BROKEN {broken}{suffix}; {checked} record(s) before it verified")
     sys.exit(1)
 
 
 def _archives_table(summaries: list[ArchiveSummary], *, title: str) -> Table:
     table = Table(title=title)
-    for column in ("archive", "number", "records", "sequences", "first (MSK)", "last (MSK)", "manifest sha256"):
+    for column in ("archive", "number", "records", "sequences", "first (MSK)", "last (MSK)"):
         table.add_column(column, justify="right" if column in ("number", "records") else "left")
     for summary in summaries:
         m = summary.manifest
         table.add_row(summary.name, str(m.number), str(m.records), f"{m.first_sequence}..{m.last_sequence}",
-                      _shown(m.first_recorded_at), _shown(m.last_recorded_at), summary.manifest_sha256.hex()[:16])
+                      f"{m.first_recorded_at.astimezone(MOSCOW):%Y-%m-%d %H:%M:%S}",
+                      f"{m.last_recorded_at.astimezone(MOSCOW):%Y-%m-%d %H:%M:%S}")
     return table
 
 
