@@ -57,9 +57,10 @@ def test_archive_verify_and_prune_from_the_command_line(database_url, monkeypatc
     assert nothing.exit_code == 0 and "nothing to archive" in nothing.output
 
     monkeypatch.setenv("EJX_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")  # offline: no database
-    ok = runner.invoke(main, ["log", "verify", "--cert", str(cert), str(tmp_path / "one.tar"), str(tmp_path / "two.tar")])
+    one, two = str(tmp_path / "one.tar"), str(tmp_path / "two.tar")
+    ok = runner.invoke(main, ["log", "verify", "--cert", str(cert), one, two])
     assert ok.exit_code == 0 and "ok: 30 record(s) verified" in ok.output, ok.output
-    swapped = runner.invoke(main, ["log", "verify", str(tmp_path / "two.tar"), str(tmp_path / "one.tar")])
+    swapped = runner.invoke(main, ["log", "verify", two, one])
     assert swapped.exit_code == 1 and "BROKEN one.tar: record 1: archive 1 does not follow archive 2" in swapped.output
     monkeypatch.setenv("EJX_DATABASE_URL", database_url)
 

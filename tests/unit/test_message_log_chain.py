@@ -102,8 +102,8 @@ def test_each_kind_of_tampering_names_the_first_broken_record():
     repeated = records[:3] + [records[2]] + records[3:]
     assert (_first_break(repeated).sequence, "repeated" in _first_break(repeated).reason) == (3, True)
 
-    truncated = records[:4]
-    assert (_first_break(truncated, end=end).sequence, "missing" in _first_break(truncated, end=end).reason) == (5, True)
+    truncated = _first_break(records[:4], end=end)
+    assert (truncated.sequence, "missing" in truncated.reason) == (5, True)
 
 
 def test_a_record_older_than_its_predecessor_is_a_break():
