@@ -1,4 +1,4 @@
-"""The message log's chained appends against a raw batched INSERT of the same rows: ``python -m bench.message_log_bench``.
+"""Chained message-log appends beside a raw batched INSERT of the same rows: ``python -m bench.message_log_bench``.
 
     .venv/bin/python -m bench.message_log_bench [--writers 2] [--batches 6] [--batch-size 500] [--payload 3000]
 
