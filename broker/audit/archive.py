@@ -71,7 +71,10 @@ class ArchiveWriter:
         self._check = ChainCheck(anchor, where=path.name)
         self._first: Record | None = None
         self._digest = hashlib.sha256()
-        self._spool = tempfile.TemporaryFile(dir=path.parent, prefix=".ejx-archive-")
+        try:
+            self._spool = tempfile.TemporaryFile(dir=path.parent, prefix=".ejx-archive-")
+        except OSError as error:
+            raise Failure(f"cannot write an archive into {path.parent}: {error.strerror or error}") from None
 
     def __enter__(self) -> ArchiveWriter:
         return self

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -185,14 +185,6 @@ class ChainCheck:
             return self._break(expected.sequence + 1, f"beyond the recorded end of the chain ({expected.sequence})")
         if self.head.hash != expected.hash:
             return self._break(self.head.sequence, "hash differs from the one recorded for the end of the chain")
-        return None
-
-    def walk(self, records: Iterable[Record]) -> Break | None:
-        """Feed every record; the first break, if any."""
-        for record in records:
-            found = self.feed(record)
-            if found is not None:
-                return found
         return None
 
     def _break(self, sequence: int | None, reason: str) -> Break:
