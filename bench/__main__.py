@@ -17,6 +17,7 @@ BENCHES = (
     ("ingest (REST API vs raw aiokafka produce)", ["bench.ingest_bench", "--requests", "100"]),
     ("analytics (projections vs raw consume)", ["bench.analytics_bench", "--events", "3000"]),
     ("pipeline (produce → portal receiver vs raw produce→consume)", ["bench.pipeline_bench", "--events", "2000"]),
+    ("message log (chained appends vs raw batched INSERT)", ["bench.message_log_bench"]),
 )
 
 

@@ -3,9 +3,10 @@
 For each batch from ``ejx.events.v1`` the router parses and validates every
 event, routes it (:mod:`broker.domain.routing`), builds, validates and signs one
 envelope per recipient, and commits the outbox rows together with the events'
-inbox keys (consumer "router"). Kafka offsets are committed only after that
-commit, so a crash in between re-reads the batch and the inbox turns every
-event of it into a skip: nothing is delivered twice.
+inbox keys (consumer "router") and the envelopes' message-log records, so an
+envelope is in the log exactly when it is in the outbox. Kafka offsets are
+committed only after that commit, so a crash in between re-reads the batch and
+the inbox turns every event of it into a skip: nothing is delivered twice.
 
 Invalid or unroutable events go to ``ejx.events.dlq.v1`` with fault headers
 and are committed; a retriable failure (PostgreSQL or Kafka down, signer
@@ -28,6 +29,8 @@ import structlog
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from lxml import etree
 
+from broker.audit import message_log
+from broker.audit.chain import Direction, Entry, Kind
 from broker.delivery import outbox
 from broker.delivery.outbox import NewMessage
 from broker.domain.faults import Fault, InvalidContent, UnknownMessageType
@@ -210,6 +213,10 @@ class Router:
                        ON CONFLICT DO NOTHING""",
                     [m.idempotency_key for m in originals], [m.destination for m in originals],
                     [m.recipient for m in originals], [m.message_id for m in originals])
+            # Last before the commit: the append holds the log's head until then (broker.audit.message_log).
+            await message_log.append(conn, [
+                Entry(direction=Direction.OUT, participant=m.recipient, message_id=m.message_id,
+                      kind=Kind.ENVELOPE, payload=m.payload) for m in keep])
             if dry_run:
                 return outcome
             await uow.commit()
