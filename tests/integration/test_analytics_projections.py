@@ -8,6 +8,7 @@ from tests/fixtures/analytics/journal.py — see the comments.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -40,7 +41,7 @@ async def api(pool) -> AsyncIterator[httpx.AsyncClient]:  # noqa: ANN001
     app = FastAPI()
     app.include_router(monitoring_router(pool=pool, gate=access_support.gate(pool), clock=lambda: AS_OF,
                                          options=MonitoringOptions(min_group=1)))
-    authority = await access_support.token(pool, Kind.AUTHORITY, "ministry")
+    authority = await access_support.token(pool, Kind.AUTHORITY, f"ministry-{uuid.uuid4().hex[:6]}")
     async with access_support.client(app, authority) as client:
         yield client
 
