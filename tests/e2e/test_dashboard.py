@@ -65,7 +65,8 @@ async def serving(app: FastAPI) -> AsyncIterator[str]:
         await task
 
 
-def browser(profile: str):  # noqa: ANN201 - a selenium WebDriver
+def browser(profile: str, *, offline: bool = False):  # noqa: ANN201 - a selenium WebDriver
+    """Debian's headless Chromium; ``offline`` makes every host but 127.0.0.1 unresolvable."""
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
         pytest.fail(f"{', '.join(missing)} missing: install Debian's browser with "
@@ -75,7 +76,8 @@ def browser(profile: str):  # noqa: ANN201 - a selenium WebDriver
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+    offline_flags = ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",) if offline else ()
+    for flag in (*CHROMIUM_FLAGS, *offline_flags, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
