@@ -155,10 +155,6 @@ class Credentials:
         return [CredentialInfo(kind, row["name"], tuple(row["districts"]), row["created_at"], row["rotated_at"],
                                row["revoked"]) for row in rows]
 
-    async def active(self, kind: Kind, name: str) -> bool:
-        return bool(await self._pool.fetchval(
-            "SELECT true FROM credentials WHERE kind = $1 AND name = $2 AND revoked_at IS NULL", kind.value, name))
-
     async def authenticate(self, token: str | None) -> Principal:
         """The holder of ``token``, of whatever kind; missing, unknown or revoked is SenderIsNotRegistered."""
         if not token:
