@@ -72,6 +72,10 @@ ONEROSTER_BUNDLE: dict[str, Any] = {
                  "student": {"sourcedId": "st-77k3f9q2m", "type": "user"},
                  "scoreStatus": "fully graded", "score": 5.0, "scoreDate": "2026-10-14",
                  "comment": "Без ошибок"}],
+    "enrollments": [{"sourcedId": "en-7b-math-tc", "status": "active", "dateLastModified": "2026-09-01T00:00:00Z",
+                     "role": "teacher", "primary": True, "user": {"sourcedId": "tc-4f8k2m9q", "type": "user"},
+                     "class": {"sourcedId": "cl-7b-math", "type": "class"},
+                     "school": {"sourcedId": "sch-770001", "type": "org"}}],
 }
 
 

@@ -19,11 +19,14 @@ has the same id even if the ledger never heard of it) and ``recorded_at``;
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import structlog
 from lxml import etree
@@ -40,7 +43,7 @@ from adapters.problems import Problem
 from adapters.publisher import EventRecord, EventSink
 from broker.access.registry import Registry, Vendor
 from broker.domain import model
-from broker.domain.faults import AccessDenied, Fault, InvalidContent, UnknownMessageType
+from broker.domain.faults import AccessDenied, Failure, Fault, InvalidContent, UnknownMessageType
 from broker.ops import metrics
 from broker.xml import hardened
 from broker.xml.schemas import Schemas
@@ -49,6 +52,8 @@ log = structlog.get_logger(__name__)
 
 # Fixed forever: event ids already issued are derived from it.
 EVENT_ID_NAMESPACE = uuid.UUID("0d3f8a52-7c1e-5b6a-9e40-6a7c2b1e0e1d")
+
+T = TypeVar("T")
 
 HEADER_EVENT_TYPE = "event_type"
 HEADER_IDEMPOTENCY_KEY = "idempotency_key"
@@ -158,33 +163,62 @@ class Canonicaliser:
         return CanonicalEvent(index, event, document)
 
 
+@dataclass(frozen=True)
+class ParseOptions:
+    """Where and how long a request's parsing and validation may take."""
+
+    workers: int = 2
+    """Threads parsing and validating requests; the event loop never does it."""
+    deadline_s: float = 15.0
+    """Seconds a request may wait for and spend in parsing before it is refused (503, retriable)."""
+
+
 class IngestService:
-    """Authenticates vendors and takes their events to the topic exactly once."""
+    """Takes authenticated vendors' events to the topic exactly once."""
 
     def __init__(self, *, registry: Registry, ledger: IngestLedger, sink: EventSink, schemas: Schemas,
-                 limits: PayloadLimits = PayloadLimits(),
+                 limits: PayloadLimits = PayloadLimits(), parsing: ParseOptions = ParseOptions(),
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.registry = registry
         self.ledger = ledger
         self.limits = limits
         self._sink = sink
         self._canonical = Canonicaliser(schemas, clock=clock)
+        self._parsing = parsing
+        self._workers = ThreadPoolExecutor(max_workers=parsing.workers, thread_name_prefix="ejx-parse")
 
-    async def authenticate(self, token: str | None) -> Vendor:
-        return await self.registry.authenticate(token)
+    def close(self) -> None:
+        """Stop the parsing threads (a parse in flight finishes; nothing new starts)."""
+        self._workers.shutdown(wait=False, cancel_futures=True)
+
+    async def off_loop(self, work: Callable[..., T], *args: object) -> T:
+        """``work(*args)`` in a parsing thread within the deadline, so no body can stall the loop.
+
+        Past the deadline the request is refused as retriable (the server was busy); the
+        thread finishes on its own, bounded by the parser's limits.
+        """
+        future = asyncio.get_running_loop().run_in_executor(self._workers, work, *args)
+        try:
+            return await asyncio.wait_for(future, self._parsing.deadline_s)
+        except TimeoutError:
+            raise Failure(f"the request could not be parsed within {self._parsing.deadline_s:g} s; "
+                          "try again later") from None
 
     async def submit(self, vendor: Vendor, body: bytes, content_type: str | None) -> list[Receipt]:
         """One REST request, all or nothing: receipts once Kafka has every event, else a Fault."""
-        kind = payload_format(content_type)
-        if kind is PayloadFormat.JSON:
-            good, bad = self._canonical.from_dicts(vendor, enumerate(json_events(body, self.limits)))
-        else:
-            good, bad = self._canonical.from_elements(vendor, enumerate(xml_events(body, self.limits)))
+        good, bad = await self.off_loop(self.canonical_events, vendor, body, payload_format(content_type))
         return await self.submit_canonical(vendor, good, bad)
+
+    def canonical_events(self, vendor: Vendor, body: bytes, kind: PayloadFormat
+                         ) -> tuple[list[CanonicalEvent], list[Problem]]:
+        """Parse and validate a request body (CPU-bound: runs in a parsing thread)."""
+        if kind is PayloadFormat.JSON:
+            return self._canonical.from_dicts(vendor, enumerate(json_events(body, self.limits)))
+        return self._canonical.from_elements(vendor, enumerate(xml_events(body, self.limits)))
 
     async def submit_dicts(self, vendor: Vendor, items: Sequence[tuple[int, object]]) -> list[Receipt]:
         """Like :meth:`submit` for (index, event in JSON form) pairs, e.g. mapped from OneRoster."""
-        good, bad = self._canonical.from_dicts(vendor, items)
+        good, bad = await self.off_loop(self._canonical.from_dicts, vendor, items)
         return await self.submit_canonical(vendor, good, bad)
 
     async def submit_canonical(self, vendor: Vendor, good: list[CanonicalEvent],

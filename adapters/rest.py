@@ -13,7 +13,6 @@ import uuid
 import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from adapters import examples
@@ -27,20 +26,21 @@ from adapters.payload import (
     over_size,
     payload_format,
 )
+from broker.access.credentials import Kind, Principal
+from broker.access.gate import Gate
+from broker.access.registry import Vendor
 from broker.domain.faults import (
     AccessDenied,
     Failure,
     Fault,
     InvalidContent,
     SenderIsNotRegistered,
+    TooManyRequests,
     UnknownMessageType,
 )
-from broker.infra.http_server import fault_response, fault_router
+from broker.infra.http_server import FaultBody, fault_response, fault_router
 
 log = structlog.get_logger(__name__)
-
-
-_bearer = HTTPBearer(auto_error=False, description="The vendor's token from `ejx vendors add`.")
 
 
 class AcceptedEvent(BaseModel):
@@ -59,26 +59,19 @@ class Accepted(BaseModel):
     events: list[AcceptedEvent]
 
 
-class FaultBody(BaseModel):
-    """Every error answer; ``details.errors`` lists each refused event."""
-
-    code: str = Field(examples=["InvalidContent"])
-    description: str
-    retriable: bool
-    details: dict[str, object] = Field(default_factory=dict, examples=[{"errors": [
-        {"index": 3, "path": "/mark/value", "reason": "'6' is not a five-point mark", "code": "InvalidContent"}]}])
-
-
 _FAULTS = {
     400: f"{InvalidContent.code} (every bad event in `details.errors`: index, path, reason) or "
          f"{UnknownMessageType.code}; nothing was accepted.",
     401: f"{SenderIsNotRegistered.code}: the bearer token is missing or unknown.",
-    403: f"{AccessDenied.code}: a school is not registered to this vendor, or source_system is not the "
-         "vendor; nothing was accepted.",
+    403: f"{AccessDenied.code}: a school is not registered to this vendor, source_system is not the "
+         "vendor, or the token is not a vendor's; nothing was accepted.",
+    408: f"{InvalidContent.code}: the body did not arrive in time; nothing was accepted.",
     413: f"{InvalidContent.code}: the body is over the size limit or holds too many events.",
     415: f"{InvalidContent.code}: the content type is not application/json or application/xml.",
-    503: f"{Failure.code} (retriable): Kafka or the database is unavailable; nothing was accepted. "
-         "Retry after `Retry-After` seconds with the same body.",
+    429: f"{TooManyRequests.code} (retriable): too many requests at once or too many bad tokens from this "
+         "client; retry after `Retry-After` seconds.",
+    503: f"{Failure.code} (retriable): Kafka or the database is unavailable, or the server is busy; nothing "
+         "was accepted. Retry after `Retry-After` seconds with the same body.",
 }
 _RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": FaultBody, "description": text} for status, text in _FAULTS.items()}
@@ -91,10 +84,11 @@ def accepted_response(receipts: list[Receipt]) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=202)
 
 
-def ingest_router(service: IngestService, *, oneroster: OneRosterMapper | None = None) -> APIRouter:
-    """Routes for vendors; ``oneroster`` defaults to a mapper over the service's ledger."""
+def ingest_router(service: IngestService, gate: Gate, *, oneroster: OneRosterMapper | None = None) -> APIRouter:
+    """Routes for vendors (credentials of kind vendor); ``oneroster`` defaults to a plain mapper."""
     router = fault_router(tags=["ingest"])
     mapper = oneroster or OneRosterMapper()
+    vendor_only = gate.require(Kind.VENDOR)
 
     async def read_body(request: Request) -> bytes:
         """The body within the size limit, counted as it streams in (Content-Length may lie)."""
@@ -119,10 +113,9 @@ def ingest_router(service: IngestService, *, oneroster: OneRosterMapper | None =
             "(source_system + source_record_id + version) returns the first event_id and publishes nothing."),
         openapi_extra={"requestBody": {"required": True, "content": examples.request_body_content()}},
     )
-    async def post_events(request: Request,
-                          credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> JSONResponse:
+    async def post_events(request: Request, principal: Principal = Depends(vendor_only)) -> JSONResponse:
+        vendor = Vendor(principal.name)
         try:
-            vendor = await service.authenticate(credentials.credentials if credentials else None)
             structlog.contextvars.bind_contextvars(vendor_id=vendor.vendor_id)
             payload_format(request.headers.get("content-type"))
             body = await read_body(request)
@@ -145,15 +138,16 @@ def ingest_router(service: IngestService, *, oneroster: OneRosterMapper | None =
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
             "schema": {"type": "object"}, "example": examples.ONEROSTER_BUNDLE}}}},
     )
-    async def post_oneroster_results(request: Request,
-                                     credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+    async def post_oneroster_results(request: Request, principal: Principal = Depends(vendor_only)
                                      ) -> JSONResponse:
+        vendor = Vendor(principal.name)
         try:
-            vendor = await service.authenticate(credentials.credentials if credentials else None)
             if payload_format(request.headers.get("content-type")) is not PayloadFormat.JSON:
                 raise UnsupportedContentType("OneRoster results are accepted as application/json only")
             body = await read_body(request)
-            bundle = json_document(body, service.limits)
+            bundle = await service.off_loop(json_document, body, service.limits)
+            if not isinstance(bundle, dict) or not bundle.get("results"):
+                raise InvalidContent("the bundle holds no results; nothing was accepted", details={"path": "/results"})
             items = await mapper.events(bundle, source_system=vendor.vendor_id, ledger=service.ledger)
             receipts = await service.submit_dicts(vendor, items)
         except Fault as fault:

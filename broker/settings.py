@@ -38,6 +38,17 @@ class Settings(BaseSettings):
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
     http_port: int = Field(default=8080, description="Port the HTTP server binds.")
     portal_url: str | None = Field(default=None, description="Where the relay POSTs envelopes for the portal.")
+    http_header_timeout_s: float = Field(default=10.0, description="Seconds to complete a request's headers.")
+    http_body_timeout_s: float = Field(default=30.0, description="Seconds for a whole request body to arrive.")
+    http_body_idle_s: float = Field(default=8.0, description="Longest pause within a request body, in seconds.")
+    http_max_connections: int = Field(default=2000, description="Open connections; more are refused (503).")
+    http_max_connections_per_client: int = Field(default=256, description="Open connections per address (429).")
+    http_max_requests_per_client: int = Field(default=32, description="Requests in flight per address (429).")
+    http_bad_tokens_per_minute: int = Field(default=20, description="Bad tokens per address and minute before 429.")
+    http_grace_s: int = Field(default=10, description="On SIGTERM, seconds requests in flight get to finish.")
+    parse_deadline_s: float = Field(default=15.0, description="Seconds a request's parsing and validation may take.")
+    analytics_min_group: int = Field(default=5, ge=1, description=(
+        "Fewest distinct pupils a cell of grade statistics needs to be shown (1 turns suppression off)."))
 
     sender: str = Field(default="EJX", description="Our mnemonic in envelope headers.")
     key_file: Path | None = Field(default=None, description="Signing key (PEM); default <state_dir>/keys/ejx.key.")

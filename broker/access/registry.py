@@ -1,17 +1,14 @@
 """Registry of vendors (who may send) and schools (for whom each vendor may send).
 
-A vendor authenticates with a bearer token minted once by ``ejx vendors add``;
-only its SHA-256 is stored, so a leaked database does not leak credentials.
+A vendor authenticates like every other face, with a credential of kind vendor
+(:mod:`broker.access.credentials`) minted by ``ejx vendors add`` in the same
+transaction as the vendor's row.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import hmac
 import io
-import re
-import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +16,7 @@ from datetime import datetime
 import asyncpg
 import structlog
 
+from broker.access.credentials import Credentials, Kind, check_name
 from broker.domain.faults import (
     AccessDenied,
     InvalidContent,
@@ -28,8 +26,6 @@ from broker.infra.postgres import UnitOfWork, outage_as_failure
 
 log = structlog.get_logger(__name__)
 
-TOKEN_PREFIX = "ejx_"
-VENDOR_NAME = re.compile(r"[a-z0-9][a-z0-9\-]{1,63}")  # the events XSD's VendorType
 SCHOOL_COLUMNS = ("school_id", "name", "district", "vendor")
 # Russian headers of registry exports, mapped to ours.
 SCHOOL_HEADER_ALIASES = {
@@ -45,8 +41,9 @@ class Vendor:
     """A registered e-journal system; ``vendor_id`` is also its ``source_system``."""
 
     vendor_id: str
-    created_at: datetime
-    disabled: bool = False
+    created_at: datetime | None = None
+    revoked: bool = False
+    """Its credential is revoked: it can neither send nor be imported for."""
 
 
 @dataclass(frozen=True)
@@ -57,16 +54,6 @@ class School:
     vendor_id: str
 
 
-def token_hash(token: str) -> bytes:
-    """What is stored and looked up instead of the token."""
-    return hashlib.sha256(token.encode("utf-8")).digest()
-
-
-def new_token() -> str:
-    """256 random bits, URL-safe, with a prefix that secret scanners can recognise."""
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
 class Registry:
     """Vendors and schools in PostgreSQL; settings at construction, data at call time."""
 
@@ -75,45 +62,32 @@ class Registry:
 
     async def add_vendor(self, vendor_id: str) -> str:
         """Register a vendor and return its bearer token — the only time it is visible."""
-        vendor_id = vendor_id.strip()
-        if not VENDOR_NAME.fullmatch(vendor_id):
-            raise InvalidContent(f"vendor name {vendor_id!r} must be 2–64 of a-z, 0-9 and '-' "
-                                 "(it becomes SourceSystem in every event)")
-        token = new_token()
-        try:
-            await self._pool.execute("INSERT INTO vendors (vendor_id, token_hash) VALUES ($1, $2)",
-                                     vendor_id, token_hash(token))
-        except asyncpg.UniqueViolationError as error:
-            raise InvalidContent(f"vendor {vendor_id!r} is already registered") from error
+        vendor_id = check_name(Kind.VENDOR, vendor_id)
+        async with UnitOfWork(self._pool) as uow:
+            try:
+                await uow.connection.execute("INSERT INTO vendors (vendor_id) VALUES ($1)", vendor_id)
+            except asyncpg.UniqueViolationError as error:
+                raise InvalidContent(f"vendor {vendor_id!r} is already registered") from error
+            token = await Credentials(self._pool).mint(uow.connection, Kind.VENDOR, vendor_id)
+            await uow.commit()
         log.info("registry.vendor_added", vendor_id=vendor_id)
         return token
 
     async def vendors(self) -> list[Vendor]:
         rows = await self._pool.fetch(
-            "SELECT vendor_id, created_at, disabled_at IS NOT NULL AS disabled FROM vendors ORDER BY vendor_id")
-        return [Vendor(row["vendor_id"], row["created_at"], row["disabled"]) for row in rows]
+            "SELECT v.vendor_id, v.created_at, c.revoked_at IS NOT NULL AS revoked FROM vendors v "
+            "LEFT JOIN credentials c ON c.kind = 'vendor' AND c.name = v.vendor_id ORDER BY v.vendor_id")
+        return [Vendor(row["vendor_id"], row["created_at"], row["revoked"]) for row in rows]
 
     async def vendor(self, vendor_id: str) -> Vendor:
-        """The named, enabled vendor (for imports run by an operator on a vendor's behalf)."""
+        """The named vendor in good standing (for imports run by an operator on a vendor's behalf)."""
         with outage_as_failure("the registry"):
             row = await self._pool.fetchrow(
-                "SELECT vendor_id, created_at FROM vendors WHERE vendor_id = $1 AND disabled_at IS NULL", vendor_id)
+                "SELECT v.vendor_id, v.created_at FROM vendors v JOIN credentials c "
+                "ON c.kind = 'vendor' AND c.name = v.vendor_id AND c.revoked_at IS NULL WHERE v.vendor_id = $1",
+                vendor_id)
         if row is None:
-            raise SenderIsNotRegistered(f"no enabled vendor {vendor_id!r}; see `ejx vendors list`")
-        return Vendor(row["vendor_id"], row["created_at"])
-
-    async def authenticate(self, token: str | None) -> Vendor:
-        """The vendor holding ``token``; a missing, unknown or disabled one is SenderIsNotRegistered."""
-        if not token:
-            raise SenderIsNotRegistered("a bearer token is required (Authorization: Bearer <token>)")
-        digest = token_hash(token)
-        with outage_as_failure("the registry"):
-            row = await self._pool.fetchrow(
-                "SELECT vendor_id, created_at, token_hash FROM vendors WHERE token_hash = $1 AND disabled_at IS NULL",
-                digest)
-        # The lookup is by hash, so timing reveals nothing about the token; compare anyway.
-        if row is None or not hmac.compare_digest(bytes(row["token_hash"]), digest):
-            raise SenderIsNotRegistered("the bearer token does not belong to a registered vendor")
+            raise SenderIsNotRegistered(f"no enabled vendor {vendor_id[:64]!r}; see `ejx vendors list`")
         return Vendor(row["vendor_id"], row["created_at"])
 
     async def school_vendor(self, school_id: str) -> str | None:

@@ -1,9 +1,12 @@
 """HTTP API for education authorities and the portal: school monitoring, grade analytics, the e-diary.
 
 Built by :func:`monitoring_router` from explicit dependencies; the bootstrap
-mounts it. Monitoring and analytics carry no personal data (aggregates and
-school facts); the e-diary does, so it answers only portal clients and logs
-every read it serves.
+mounts it. Monitoring and analytics answer authorities (a district office sees
+only its districts' schools) and carry no personal data: school facts, and
+aggregates that leave out every cell of fewer than ``min_group`` pupils (see
+:mod:`broker.analytics.projections.grade_statistics`). The pipeline view is for
+operators (and authorities of every district, whose dashboard shows it). The
+e-diary answers only portal clients and logs every read it serves.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import structlog
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from broker.access.portal_clients import PortalClients, record_read
+from broker.access.credentials import Kind, Principal
+from broker.access.gate import Gate, districts_in_scope
+from broker.access.portal_clients import record_read
+from broker.analytics import params
 from broker.analytics.projections.diary import DiaryPeriod, DiaryReader
 from broker.analytics.projections.grade_statistics import (
     FIXED_LABELS,
@@ -27,6 +33,7 @@ from broker.analytics.projections.grade_statistics import (
     GradeGroup,
     GradeStatistics,
     parse_dimensions,
+    whole_months,
 )
 from broker.analytics.projections.school_activity import (
     ActivityOptions,
@@ -34,8 +41,8 @@ from broker.analytics.projections.school_activity import (
     SchoolStatus,
     counts_by_district,
 )
-from broker.domain.faults import Fault, InvalidContent
-from broker.infra.http_server import fault_router
+from broker.domain.faults import Fault
+from broker.infra.http_server import CREDENTIAL_STATUSES, fault_responses, fault_router
 from broker.infra.postgres import UnitOfWork
 from broker.ops import metrics
 
@@ -54,6 +61,8 @@ class MonitoringOptions:
     """Consumers whose lag the pipeline view reports."""
     delivery_rate_window_s: int = 3600
     """Deliveries counted for the pipeline's delivery rate, in seconds back from now."""
+    min_group: int = 5
+    """Fewest distinct pupils a cell of grade statistics needs to be counted (1 = no suppression)."""
 
 
 def _lag_from_metrics(consumers: tuple[str, ...]) -> LagSource:
@@ -62,29 +71,20 @@ def _lag_from_metrics(consumers: tuple[str, ...]) -> LagSource:
     return lag
 
 
-def _bearer(authorization: str | None) -> str | None:
-    scheme, _, token = (authorization or "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
-def _period(date_from: date | None, date_to: date | None) -> None:
-    if date_from is not None and date_to is not None and date_from > date_to:
-        raise InvalidContent(f"from ({date_from}) is after to ({date_to})")
-
-
 def grades_csv(dimensions: tuple[str, ...], groups: list[GradeGroup]) -> str:
     """One row per group; marks of the fixed labels get a column each, the rest are summed in other_marks."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow([*dimensions, "count", "mean_five_point", "passed", "failed", "pass_share",
                      "attendance_marks", "attendance_rate", *(f"marks_{label}" for label in FIXED_LABELS),
-                     "other_marks"])
+                     "other_marks", "suppressed"])
     for g in groups:
         other = sum(n for label, n in g.distribution.items() if label not in FIXED_LABELS)
         writer.writerow([*(g.key[d] if g.key[d] is not None else "" for d in dimensions), g.count,
                          _blank(g.mean_five_point), g.passed, g.failed, _blank(g.pass_share),
                          _blank(g.attendance_marks), _blank(g.attendance_rate),
-                         *(g.distribution.get(label, 0) for label in FIXED_LABELS), other])
+                         *(g.distribution.get(label, 0) for label in FIXED_LABELS), other,
+                         "yes" if g.suppressed else "no"])
     return out.getvalue()
 
 
@@ -92,7 +92,10 @@ def _blank(value: object) -> object:
     return "" if value is None else value
 
 
-def monitoring_router(*, pool: asyncpg.Pool, options: MonitoringOptions = MonitoringOptions(),
+_AUTHORISED = fault_responses(*CREDENTIAL_STATUSES)
+
+
+def monitoring_router(*, pool: asyncpg.Pool, gate: Gate, options: MonitoringOptions = MonitoringOptions(),
                       lag: LagSource | None = None,
                       clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> APIRouter:
     """Routes ``/v1/monitoring/*``, ``/v1/analytics/grades`` and ``/v1/diary/{student_id}``.
@@ -100,20 +103,30 @@ def monitoring_router(*, pool: asyncpg.Pool, options: MonitoringOptions = Monito
     ``lag`` reports consumer lag per consumer and topic; by default it reads the
     ``ejx_consumer_lag`` gauge the consumers of this process keep.
     """
-    router = fault_router()
+    router = fault_router(responses=_AUTHORISED)
     monitor = SchoolMonitor(pool, options.activity)
-    statistics = GradeStatistics(pool)
-    portal = PortalClients(pool)
+    statistics = GradeStatistics(pool, min_pupils=options.min_group)
     lag_source = lag or _lag_from_metrics(options.consumers)
+    authority = gate.require(Kind.AUTHORITY, sessions=True)
+    pipeline_reader = gate.require(Kind.OPERATOR, sessions=True, unscoped=frozenset({Kind.AUTHORITY}))
+
+    def diary_refused(fault: Fault) -> None:
+        metrics.DIARY_READS.labels("denied").inc()
+        log.info("diary.refused", code=fault.code, reason=fault.description)
+
+    portal_client = gate.require(Kind.PORTAL_CLIENT, on_refused=diary_refused)
 
     @router.get("/v1/monitoring/schools", tags=["monitoring"],
-                summary="Registry schools with their e-journal activity, status and timeliness")
-    async def schools(district: str | None = None, vendor: str | None = None,
+                summary="Registry schools with their e-journal activity, status and timeliness (authorities)")
+    async def schools(principal: Principal = Depends(authority),
+                      district: str | None = params.identifier("Only this district."),
+                      vendor: str | None = params.identifier("Only this vendor's schools."),
                       status: SchoolStatus | None = None,
-                      as_of: datetime | None = Query(None, description="Judge status at this instant; default now.")
+                      as_of: str | None = params.instant_query("Judge status at this instant; default now")
                       ) -> JSONResponse:
-        moment = _aware(as_of) if as_of is not None else clock()
-        found = await monitor.schools(as_of=moment, district=district, vendor_id=vendor, status=status)
+        moment = params.instant(as_of, "as_of") or clock()
+        found = await monitor.schools(as_of=moment, districts=districts_in_scope(principal, district),
+                                      vendor_id=vendor, status=status)
         activity = options.activity
         return JSONResponse({
             "as_of": moment.isoformat(),
@@ -125,8 +138,8 @@ def monitoring_router(*, pool: asyncpg.Pool, options: MonitoringOptions = Monito
         })
 
     @router.get("/v1/monitoring/pipeline", tags=["monitoring"],
-                summary="Consumer lag, outbox pending/dead rows and the recent delivery rate")
-    async def pipeline() -> JSONResponse:
+                summary="Consumer lag, outbox pending/dead rows and the recent delivery rate (operators)")
+    async def pipeline(principal: Principal = Depends(pipeline_reader)) -> JSONResponse:
         outbox = await metrics.refresh_outbox_rows(pool)
         since = clock() - timedelta(seconds=options.delivery_rate_window_s)
         delivered = await pool.fetch(
@@ -145,63 +158,64 @@ def monitoring_router(*, pool: asyncpg.Pool, options: MonitoringOptions = Monito
         })
 
     @router.get("/v1/analytics/grades", tags=["analytics"],
-                summary="Grade statistics (JSON, or CSV with Accept: text/csv)",
+                summary="Grade statistics (JSON, or CSV with Accept: text/csv); small groups suppressed",
+                description=(f"Cells (district × school × subject × class unit × term × month) of fewer than "
+                             f"{options.min_group} distinct pupils are left out of every figure, and a group "
+                             "missing any is marked `suppressed`; from/to are widened to whole months "
+                             "(the answer's `filters` says which)."),
                 responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
-    async def grades(request: Request, district: str | None = None, school: str | None = None,
-                     subject: str | None = None,
-                     date_from: date | None = Query(None, alias="from", description="First lesson date."),
-                     date_to: date | None = Query(None, alias="to", description="Last lesson date."),
-                     group_by: str | None = Query(None, description="Comma-separated: district, school, subject, "
-                                                  "class_unit, term (default all; attendance only by district/school)")
+    async def grades(request: Request, principal: Principal = Depends(authority),
+                     district: str | None = params.identifier("Only this district."),
+                     school: str | None = params.identifier("Only this school."),
+                     subject: str | None = params.identifier("Only this subject code."),
+                     date_from: str | None = params.day_query("First lesson date", alias="from"),
+                     date_to: str | None = params.day_query("Last lesson date", alias="to"),
+                     group_by: str | None = Query(None, max_length=200, description=(
+                         "Comma-separated: district, school, subject, class_unit, term (default all; "
+                         "attendance only by district/school)"))
                      ) -> Response:
-        _period(date_from, date_to)
+        first, last = params.day(date_from, "from"), params.day(date_to, "to")
+        params.period(first, last)
+        if options.min_group > 1:
+            first, last = whole_months(first, last)
         dimensions = parse_dimensions(group_by)
-        found = await statistics.groups(dimensions, GradeFilter(district, school, subject, date_from, date_to))
+        found = await statistics.groups(dimensions, GradeFilter(
+            districts_in_scope(principal, district), school, subject, first, last))
         names = tuple(d.value for d in dimensions)
         if "text/csv" in request.headers.get("accept", ""):
             return Response(grades_csv(names, found), media_type="text/csv; charset=utf-8",
                             headers={"Content-Disposition": 'attachment; filename="grades.csv"'})
         return JSONResponse({"group_by": list(names),
                              "filters": {"district": district, "school": school, "subject": subject,
-                                         "from": _iso(date_from), "to": _iso(date_to)},
+                                         "from": _iso(first), "to": _iso(last)},
+                             "min_group": options.min_group,
+                             "suppressed_groups": sum(1 for g in found if g.suppressed),
                              "groups": [g.as_dict() for g in found]})
 
     @router.get("/v1/diary/{student_id}", tags=["diary"],
-                summary="One student's e-diary, for portal clients only; every read is logged",
-                responses={401: {"description": "SenderIsNotRegistered: missing or unknown token"},
-                           403: {"description": "AccessDenied: the token is a vendor's, not a portal client's"}})
-    async def diary(student_id: str,
-                    date_from: date | None = Query(None, alias="from"),
-                    date_to: date | None = Query(None, alias="to"),
-                    authorization: str | None = Header(None)) -> JSONResponse:
+                summary="One student's e-diary, for portal clients only; every read is logged")
+    async def diary(principal: Principal = Depends(portal_client),
+                    student_id: str = Path(max_length=72, pattern=params.PSEUDONYMOUS_PATTERN,
+                                           description="The pupil's pseudonymous id, e.g. st-77k3f9q2m."),
+                    date_from: str | None = params.day_query("First day", alias="from"),
+                    date_to: str | None = params.day_query("Last day", alias="to")) -> JSONResponse:
+        first, last = params.day(date_from, "from"), params.day(date_to, "to")
+        params.period(first, last)
         structlog.contextvars.bind_contextvars(student_id=student_id)
         try:
-            try:
-                client = await portal.authenticate(_bearer(authorization))
-                _period(date_from, date_to)
-            except Fault as fault:
-                if fault.retriable:
-                    raise
-                metrics.DIARY_READS.labels("denied").inc()
-                log.info("diary.refused", code=fault.code, reason=fault.description)
-                raise
             # The read and its log line commit together: no diary leaves without a trace.
             async with UnitOfWork(pool) as uow:
-                body = await DiaryReader(uow.connection).diary(student_id, DiaryPeriod(date_from, date_to))
-                await record_read(uow.connection, client=client, student_id=student_id,
-                                  date_from=date_from, date_to=date_to)
+                body = await DiaryReader(uow.connection).diary(student_id, DiaryPeriod(first, last))
+                await record_read(uow.connection, client_id=principal.name, student_id=student_id,
+                                  date_from=first, date_to=last)
                 await uow.commit()
             metrics.DIARY_READS.labels("allowed").inc()
-            log.info("diary.read", client_id=client.client_id, grades=len(body["grades"]))
+            log.info("diary.read", client_id=principal.name, grades=len(body["grades"]))
             return JSONResponse(body)
         finally:
             structlog.contextvars.unbind_contextvars("student_id")
 
     return router
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _iso(day: date | None) -> str | None:

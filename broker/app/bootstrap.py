@@ -23,11 +23,14 @@ import structlog
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
-from adapters.ingest import IngestService
+from adapters.ingest import IngestService, ParseOptions
 from adapters.ledger import IngestLedger
 from adapters.publisher import KafkaPublisher, PublisherOptions
 from adapters.rest import ingest_router
+from broker.access.credentials import Credentials
+from broker.access.gate import Gate, GateOptions
 from broker.access.registry import Registry
 from broker.analytics.api import MonitoringOptions, monitoring_router
 from broker.analytics.dashboard import dashboard_router
@@ -41,6 +44,8 @@ from broker.delivery.pull_queue import PullQueue, pull_queue_router
 from broker.delivery.relay import Relay, RelayOptions
 from broker.domain.routing import RoutingTable
 from broker.infra import kafka
+from broker.infra.http_guard import ConnectionGuard, GuardOptions, SlowClientMiddleware, accept_error_handler
+from broker.infra.http_server import install_fault_answers
 from broker.infra.postgres import connected, create_pool
 from broker.ops.metrics import health_router, kafka_probe, postgres_probe
 from broker.settings import Settings
@@ -128,8 +133,11 @@ async def ingest_service(settings: Settings, *, pool: asyncpg.Pool | None = None
             publisher_options = PublisherOptions(transactional_id_prefix=prefix)
         publisher = KafkaPublisher(settings, options=publisher_options)
         stack.push_async_callback(publisher.stop)
-        yield IngestService(registry=Registry(pool), ledger=IngestLedger(pool), sink=publisher,
-                            schemas=schemas or Schemas.load())
+        service = IngestService(registry=Registry(pool), ledger=IngestLedger(pool), sink=publisher,
+                                schemas=schemas or Schemas.load(),
+                                parsing=ParseOptions(deadline_s=settings.parse_deadline_s))
+        stack.callback(service.close)
+        yield service
 
 
 @dataclass
@@ -172,24 +180,49 @@ def relay(pool: asyncpg.Pool, found: dict[str, Destination], *, options: RelayOp
     return Relay(pool, found, options=options)
 
 
+def guard_options(settings: Settings) -> GuardOptions:
+    """The HTTP server's deadlines and caps, from settings."""
+    return GuardOptions(header_timeout_s=settings.http_header_timeout_s, body_idle_s=settings.http_body_idle_s,
+                        body_timeout_s=settings.http_body_timeout_s, max_connections=settings.http_max_connections,
+                        max_connections_per_client=settings.http_max_connections_per_client,
+                        max_requests_per_client=settings.http_max_requests_per_client)
+
+
 async def http_app(settings: Settings, built: Runtime, wanted: set[str], stack: AsyncExitStack) -> FastAPI:
-    """The HTTP faces of the chosen components in one FastAPI app."""
-    app = FastAPI(title="ejx", version="1", description=(
+    """The HTTP faces of the chosen components in one FastAPI app, every route behind the gate.
+
+    The API docs (``/docs``) are served with their assets from ejx itself (fastapi-offline),
+    so they work on a network without internet.
+    """
+    app = FastAPIOffline(title="ejx", version="1", redoc_url=None, description=(
         "Exchange broker for school e-journals: vendors publish canonical events; "
-        "the portal and the interagency exchange receive signed SMEV-style envelopes."))
-    app.include_router(health_router(pool=built.pool, probes={
+        "the portal and the interagency exchange receive signed SMEV-style envelopes; "
+        "authorities monitor schools and read suppressed aggregates."))
+    install_fault_answers(app)
+    gate = Gate(Credentials(built.pool), GateOptions(bad_tokens_per_window=settings.http_bad_tokens_per_minute))
+    app.include_router(health_router(pool=built.pool, gate=gate, probes={
         "postgresql": postgres_probe(built.pool), "kafka": kafka_probe(settings.kafka_address)}))
     if "ingest" in wanted:
         service = await stack.enter_async_context(ingest_service(settings, pool=built.pool, schemas=built.schemas))
-        app.include_router(ingest_router(service))
+        app.include_router(ingest_router(service, gate))
     if "smev" in wanted:
         app.include_router(pull_queue_router(PullQueue(built.pool)))
     if "dashboard" in wanted:
         activity = ActivityOptions(silent_after_days=settings.silent_after_days,
                                    timely_within_days=settings.timely_within_days)
-        app.include_router(monitoring_router(pool=built.pool, options=MonitoringOptions(activity=activity)))
-        app.include_router(dashboard_router())
+        app.include_router(monitoring_router(pool=built.pool, gate=gate, options=MonitoringOptions(
+            activity=activity, min_group=settings.analytics_min_group)))
+        app.include_router(dashboard_router(gate))
+    app.add_middleware(SlowClientMiddleware, options=guard_options(settings))
     return app
+
+
+def http_server(settings: Settings, app: FastAPI) -> uvicorn.Server:
+    """uvicorn with ejx's connection guard (caps, header deadline) and a bounded graceful stop."""
+    return uvicorn.Server(uvicorn.Config(
+        app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False, lifespan="off",
+        http=ConnectionGuard(guard_options(settings)).protocol(), timeout_keep_alive=5,
+        timeout_graceful_shutdown=settings.http_grace_s, h11_max_incomplete_event_size=16 * 1024))
 
 
 async def serve(settings: Settings, components: Iterable[str], *, stop: asyncio.Event | None = None,
@@ -203,8 +236,8 @@ async def serve(settings: Settings, components: Iterable[str], *, stop: asyncio.
                  for component in built.loops]
         server = None
         if built.app is not None:
-            server = uvicorn.Server(uvicorn.Config(built.app, host=settings.http_host, port=settings.http_port,
-                                                   log_config=None, access_log=False, lifespan="off"))
+            asyncio.get_running_loop().set_exception_handler(accept_error_handler())
+            server = http_server(settings, built.app)
             tasks.append(asyncio.create_task(server.serve(), name="http"))
         log.info("serve.started", components=list(names), http=f"{settings.http_host}:{settings.http_port}"
                  if server else None)

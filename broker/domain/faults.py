@@ -94,6 +94,27 @@ class DestinationOverflow(Fault):
     http_status = 503
 
 
+class NotFound(Fault):
+    """No such resource (an unknown path, or nothing by that name)."""
+
+    code = "NotFound"
+    retriable = False
+    http_status = 404
+
+
+class TooManyRequests(Fault):
+    """This client asks too often, too much at once, or with too many bad tokens; wait, then retry."""
+
+    code = "TooManyRequests"
+    retriable = True
+    http_status = 429
+
+    def __init__(self, description: str, *, retry_after_s: int = 5, details: dict[str, object] | None = None
+                 ) -> None:
+        super().__init__(description, details=details)
+        self.retry_after_s = retry_after_s
+
+
 class Failure(Fault):
     """A transient failure of ours or of a dependency; try again later."""
 
@@ -108,6 +129,8 @@ FAULTS: dict[str, type[Fault]] = {
                 SenderIsNotRegistered, MessageIsAlreadySent, TargetMessageIsNotFound,
                 DestinationOverflow, Failure)
 }
+"""The SMEV-like codes that travel in envelopes and DLQ headers; NotFound and TooManyRequests are
+answers of ejx's HTTP faces only."""
 
 
 def fault_from_code(code: str, description: str) -> Fault:

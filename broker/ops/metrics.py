@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import structlog
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,7 +24,9 @@ from prometheus_client import (
     generate_latest,
 )
 
-from broker.infra.http_server import fault_router
+from broker.access.credentials import Kind, Principal
+from broker.access.gate import Gate
+from broker.infra.http_server import CREDENTIAL_STATUSES, fault_responses, fault_router
 
 log = structlog.get_logger(__name__)
 
@@ -108,23 +110,26 @@ def kafka_probe(bootstrap_servers: str, *, timeout_s: float = 3.0) -> Probe:
     return probe
 
 
-def health_router(*, pool: asyncpg.Pool | None, probes: dict[str, Probe],
+def health_router(*, pool: asyncpg.Pool | None, probes: dict[str, Probe], gate: Gate,
                   options: HealthOptions = HealthOptions()) -> APIRouter:
-    """``/metrics`` (refreshing outbox gauges from ``pool`` if given), ``/healthz``, ``/readyz``.
+    """``/metrics`` for operators (refreshing outbox gauges from ``pool`` if given); ``/healthz``
+    and ``/readyz`` for anyone, saying which dependency is down but never where it lives.
 
     ``probes`` names each dependency readiness needs, e.g.
     ``{"postgresql": postgres_probe(pool), "kafka": kafka_probe(settings.kafka_address)}``.
     """
     router = fault_router(tags=["operations"])
+    operator = gate.require(Kind.OPERATOR)
 
-    @router.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    @router.get("/metrics", summary="Prometheus metrics (operators)", responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}}, **fault_responses(*CREDENTIAL_STATUSES)})
+    async def metrics(principal: Principal = Depends(operator)) -> Response:
         if pool is not None:
             try:
                 await asyncio.wait_for(refresh_outbox_rows(pool), options.probe_timeout_s)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as error:
                 # The scrape still answers; ejx_outbox_rows keeps its last values and /readyz says why.
-                log.warning("metrics.outbox_unreadable", reason=f"{type(error).__name__}: {error}")
+                log.warning("metrics.outbox_unreadable", reason=type(error).__name__)
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/healthz", summary="The process is up")
@@ -144,11 +149,16 @@ def health_router(*, pool: asyncpg.Pool | None, probes: dict[str, Probe],
 
 
 async def _check(probe: Probe, timeout: float) -> str:
-    """"ok" or why not; any failure of a dependency is an answer here, not an error of ours."""
+    """"ok" or why not; any failure of a dependency is an answer here, not an error of ours.
+
+    The answer is public, so it names the kind of failure only: an error's text
+    may carry a host, a port or a DSN. The log (for operators) has the same.
+    """
     try:
         await asyncio.wait_for(probe(), timeout)
     except asyncio.TimeoutError:
         return f"no answer within {timeout:g}s"
     except Exception as error:  # noqa: BLE001 - readiness reports every failure mode of a dependency
-        return f"{type(error).__name__}: {error}"
+        log.warning("readyz.dependency_down", reason=type(error).__name__)
+        return f"unavailable ({type(error).__name__})"
     return "ok"

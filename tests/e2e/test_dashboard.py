@@ -1,5 +1,8 @@
 """The dashboard in a real headless Chromium, served by a real uvicorn, over the hand-computed journal.
 
+The browser signs in with an authority token through the page's own form and
+then runs on the session cookie alone (HttpOnly, SameSite=Strict).
+
 Debian's ``chromium`` and ``chromium-driver`` are required: without them the
 test fails with the command that installs them (it never downloads a browser).
 """
@@ -19,12 +22,14 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from broker.analytics.api import monitoring_router
+from broker.access.credentials import Kind
+from broker.analytics.api import MonitoringOptions, monitoring_router
 from broker.analytics.dashboard import dashboard_router
 from broker.ops import metrics
 from broker.ops.metrics import health_router
 from broker.xml.schemas import Schemas
 from consumers.analytics import AnalyticsConsumer
+from tests import access_support
 from tests.fixtures.analytics.journal import AS_OF, JOURNAL, register
 from tests.integration.test_analytics_metrics import add_outbox_rows
 from tests.integration.test_analytics_projections import record
@@ -60,7 +65,8 @@ async def serving(app: FastAPI) -> AsyncIterator[str]:
         await task
 
 
-def browser(profile: str):  # noqa: ANN201 - a selenium WebDriver
+def browser(profile: str, *, offline: bool = False):  # noqa: ANN201 - a selenium WebDriver
+    """Debian's headless Chromium; ``offline`` makes every host but 127.0.0.1 unresolvable."""
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
         pytest.fail(f"{', '.join(missing)} missing: install Debian's browser with "
@@ -70,13 +76,24 @@ def browser(profile: str):  # noqa: ANN201 - a selenium WebDriver
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+    offline_flags = ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",) if offline else ()
+    for flag in (*CHROMIUM_FLAGS, *offline_flags, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
 
 
-def read_page(url: str) -> dict[str, object]:
+def sign_in(driver, token: str) -> None:  # noqa: ANN001 - a selenium WebDriver
+    """Type the token into the sign-in form and send it, as a person would."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, PAGE_LIMIT_S).until(lambda d: d.find_elements(By.ID, "sign-in"))
+    driver.find_element(By.ID, "token").send_keys(token)
+    driver.find_element(By.ID, "sign-in-submit").click()
+
+
+def read_page(url: str, token: str) -> dict[str, object]:
     """Everything the test checks, read in one browser session (blocking: run it in a thread)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -85,9 +102,11 @@ def read_page(url: str) -> dict[str, object]:
     driver = browser(profile)
     try:
         def settled(d) -> bool:  # noqa: ANN001
-            return d.find_element(By.ID, "state").get_attribute("data-state") in ("ready", "error")
+            found = d.find_elements(By.ID, "state")
+            return bool(found) and found[0].get_attribute("data-state") in ("ready", "error")
 
         driver.get(url)
+        sign_in(driver, token)
         WebDriverWait(driver, PAGE_LIMIT_S).until(settled)
 
         def cells(selector: str, key_attribute: str) -> dict[str, dict[str, str]]:
@@ -121,6 +140,7 @@ def read_page(url: str) -> dict[str, object]:
         seen["silent_only"] = [tr.get_attribute("data-school")
                                for tr in driver.find_elements(By.CSS_SELECTOR, "#schools tbody tr[data-school]")]
         seen["console"] = driver.get_log("browser")
+        seen["cookies"] = driver.get_cookies()
         return seen
     finally:
         driver.quit()
@@ -137,14 +157,21 @@ async def test_dashboard_shows_the_journal_without_console_errors(db_settings, d
     lag_topic = f"ejx.events.dashboard-{uuid.uuid4().hex[:6]}"
     metrics.CONSUMER_LAG.labels("analytics", lag_topic, "0").set(7)
 
+    gate = access_support.gate(db_pool)
     app = FastAPI()
-    app.include_router(monitoring_router(pool=db_pool))
-    app.include_router(health_router(pool=db_pool, probes={}))
-    app.include_router(dashboard_router())
+    # The journal has a handful of pupils: suppression is off here and tested in tests/security.
+    app.include_router(monitoring_router(pool=db_pool, gate=gate, options=MonitoringOptions(min_group=1)))
+    app.include_router(health_router(pool=db_pool, probes={}, gate=gate))
+    app.include_router(dashboard_router(gate))
+    token = await access_support.token(db_pool, Kind.AUTHORITY, "ministry")
     async with serving(app) as base:
-        seen = await asyncio.to_thread(read_page, f"{base}/dashboard?as_of={AS_OF.isoformat().replace('+', '%2B')}")
+        seen = await asyncio.to_thread(
+            read_page, f"{base}/dashboard?as_of={AS_OF.isoformat().replace('+', '%2B')}", token)
 
     assert seen["state"] == "ready", seen["state_text"]
+    [cookie] = seen["cookies"]
+    assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == ("ejx_session", True, "Strict")
+    assert token not in cookie["value"]
     errors = [entry for entry in seen["console"] if entry["level"] in ("SEVERE", "ERROR", "WARNING")]
     assert errors == []
     # counts by status per district (see test_analytics_projections for the arithmetic)
@@ -173,12 +200,13 @@ async def test_only_the_page_and_its_own_assets_are_served(db_pool) -> None:  # 
     import httpx
 
     app = FastAPI()
-    app.include_router(dashboard_router())
+    app.include_router(dashboard_router(access_support.gate(db_pool)))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ejx") as client:
         page = await client.get("/dashboard")
         script = await client.get("/dashboard/static/dashboard.js")
         other = await client.get("/dashboard/static/..%2F__init__.py")
     assert page.status_code == 200 and "default-src 'none'" in page.headers["content-security-policy"]
+    assert 'id="sign-in"' in page.text  # no session yet: the sign-in form
     assert "://" not in page.text  # nothing from another origin
     assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
     assert "https://" not in script.text and "http://" not in script.text.replace("http://www.w3.org/2000/svg", "")

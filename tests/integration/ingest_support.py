@@ -18,6 +18,8 @@ from adapters.ledger import IngestLedger
 from adapters.payload import PayloadLimits
 from adapters.publisher import KafkaPublisher, PublisherOptions
 from adapters.rest import ingest_router
+from broker.access.credentials import Credentials
+from broker.access.gate import Gate
 from broker.access.registry import Registry, School
 from broker.infra import kafka
 from broker.settings import Settings
@@ -57,16 +59,19 @@ async def ingest_service(settings: Settings, pool: asyncpg.Pool, *, limits: Payl
                          options: PublisherOptions = PublisherOptions(producers=2, timeout_s=10),
                          producer_factory=None) -> AsyncIterator[IngestService]:  # noqa: ANN001
     publisher = KafkaPublisher(settings, options=options, producer_factory=producer_factory)
-    try:
-        yield IngestService(registry=Registry(pool), ledger=IngestLedger(pool), sink=publisher,
+    service = IngestService(registry=Registry(pool), ledger=IngestLedger(pool), sink=publisher,
                             schemas=schemas(), limits=limits)
+    try:
+        yield service
     finally:
+        service.close()
         await publisher.stop()
 
 
-def api(service: IngestService) -> httpx.AsyncClient:
+def api(service: IngestService, pool: asyncpg.Pool) -> httpx.AsyncClient:
+    """The vendors' routes around ``service``, authenticating against ``pool``'s credentials."""
     app = FastAPI()
-    app.include_router(ingest_router(service))
+    app.include_router(ingest_router(service, Gate(Credentials(pool))))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ejx.test", timeout=60)
 
 

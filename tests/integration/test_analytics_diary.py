@@ -5,12 +5,13 @@ from __future__ import annotations
 import httpx
 from fastapi import FastAPI
 
-from broker.access.portal_clients import PortalClients
+from broker.access.credentials import Credentials, Kind
 from broker.access.registry import Registry
 from broker.analytics.api import monitoring_router
 from broker.xml.schemas import Schemas
 from consumers.analytics import AnalyticsConsumer
 from tests.fixtures.analytics.journal import AS_OF, JOURNAL, register
+from tests import access_support
 from tests.integration.test_analytics_projections import ANNA_GRADES, grades_of, record
 
 
@@ -20,12 +21,13 @@ async def journal_with_clients(settings, pool) -> tuple[str, str]:  # noqa: ANN0
     consumer = AnalyticsConsumer(settings=settings, pool=pool, schemas=Schemas.load())
     for offset, delivery in enumerate(JOURNAL):
         await consumer.handle(record(delivery, offset))
-    return await PortalClients(pool).add("epgu"), await Registry(pool).add_vendor("vendor-with-token")
+    return (await access_support.token(pool, Kind.PORTAL_CLIENT, "epgu"),
+            await Registry(pool).add_vendor("vendor-with-token"))
 
 
 def client_for(pool) -> httpx.AsyncClient:  # noqa: ANN001
     app = FastAPI()
-    app.include_router(monitoring_router(pool=pool, clock=lambda: AS_OF))
+    app.include_router(monitoring_router(pool=pool, gate=access_support.gate(pool), clock=lambda: AS_OF))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ejx")
 
 
@@ -80,9 +82,9 @@ async def test_every_allowed_read_is_logged_with_who_whom_and_when(db_settings, 
     assert all(m["read_at"] is not None for m in moments)
 
 
-async def test_a_disabled_portal_client_is_refused(db_settings, db_pool) -> None:  # noqa: ANN001
+async def test_a_revoked_portal_client_is_refused(db_settings, db_pool) -> None:  # noqa: ANN001
     portal_token, _ = await journal_with_clients(db_settings, db_pool)
-    await db_pool.execute("UPDATE portal_clients SET disabled_at = now() WHERE client_id = 'epgu'")
+    await Credentials(db_pool).revoke(Kind.PORTAL_CLIENT, "epgu")
     async with client_for(db_pool) as client:
         answer = await client.get("/v1/diary/st-anna1", headers={"Authorization": f"Bearer {portal_token}"})
     assert answer.status_code == 401

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
 
+from broker.access.credentials import Kind
 from broker.analytics.api import monitoring_router
 from broker.ops import metrics
 from broker.ops.metrics import health_router, kafka_probe, postgres_probe
+from tests import access_support
 
 
 async def add_outbox_rows(pool, destination: str, **statuses: int) -> None:  # noqa: ANN001
@@ -21,11 +25,16 @@ async def add_outbox_rows(pool, destination: str, **statuses: int) -> None:  # n
                 uuid.uuid4(), destination, status)
 
 
-def app_for(pool, probes) -> httpx.AsyncClient:  # noqa: ANN001
+@asynccontextmanager
+async def app_for(pool, probes) -> AsyncIterator[httpx.AsyncClient]:  # noqa: ANN001
+    """The operations routes, called by an operator."""
+    gate = access_support.gate(pool)
     app = FastAPI()
-    app.include_router(health_router(pool=pool, probes=probes))
-    app.include_router(monitoring_router(pool=pool))
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ejx")
+    app.include_router(health_router(pool=pool, probes=probes, gate=gate))
+    app.include_router(monitoring_router(pool=pool, gate=gate))
+    operator = await access_support.token(pool, Kind.OPERATOR, f"ops-{uuid.uuid4().hex[:6]}")
+    async with access_support.client(app, operator) as client:
+        yield client
 
 
 async def test_metrics_expose_every_series_and_outbox_rows_from_postgresql(db_pool) -> None:  # noqa: ANN001
@@ -75,3 +84,4 @@ async def test_not_ready_when_kafka_does_not_answer(db_pool) -> None:  # noqa: A
     body = answer.json()
     assert body["status"] == "unavailable" and body["checks"]["postgresql"] == "ok"
     assert body["checks"]["kafka"] != "ok"
+    assert "127.0.0.1" not in answer.text and ":1" not in body["checks"]["kafka"]  # no host, no port

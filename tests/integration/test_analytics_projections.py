@@ -8,14 +8,20 @@ from tests/fixtures/analytics/journal.py — see the comments.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import httpx
 import pytest
 from aiokafka import ConsumerRecord
 from fastapi import FastAPI
 
-from broker.analytics.api import monitoring_router
+from broker.access.credentials import Kind
+from broker.analytics.api import MonitoringOptions, monitoring_router
 from broker.xml.schemas import Schemas
 from consumers.analytics import AnalyticsConsumer, Outcome
+from tests import access_support
 from tests.fixtures.analytics.journal import AS_OF, JOURNAL, Delivery, headers, register
 
 SCHEMAS = Schemas.load()
@@ -28,10 +34,16 @@ def record(delivery: Delivery, offset: int) -> ConsumerRecord:
                           headers(delivery))
 
 
-def api(pool) -> httpx.AsyncClient:  # noqa: ANN001
+@asynccontextmanager
+async def api(pool) -> AsyncIterator[httpx.AsyncClient]:  # noqa: ANN001
+    """The monitoring routes, called by an authority of every district, without small-group suppression
+    (the journal has a handful of pupils; suppression has tests of its own in tests/security)."""
     app = FastAPI()
-    app.include_router(monitoring_router(pool=pool, clock=lambda: AS_OF))
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ejx")
+    app.include_router(monitoring_router(pool=pool, gate=access_support.gate(pool), clock=lambda: AS_OF,
+                                         options=MonitoringOptions(min_group=1)))
+    authority = await access_support.token(pool, Kind.AUTHORITY, f"ministry-{uuid.uuid4().hex[:6]}")
+    async with access_support.client(app, authority) as client:
+        yield client
 
 
 async def snapshot(pool) -> dict[str, list]:  # noqa: ANN001
@@ -75,32 +87,32 @@ EXPECTED_SCHOOLS = [
 GROUPS_ALL = [
     {"district": "Центральный", "school": "sch-001", "subject": "MATH", "class_unit": "5А", "term": "T3",
      "count": 4, "mean_five_point": 4.5, "distribution": {"5": 3, "3": 1}, "passed": 0, "failed": 0,
-     "pass_share": None, "attendance_marks": None, "attendance_rate": None},
+     "pass_share": None, "attendance_marks": None, "attendance_rate": None, "suppressed": False},
     {"district": "Центральный", "school": "sch-001", "subject": "RUS", "class_unit": "5А", "term": "T3",
      "count": 2, "mean_five_point": None, "distribution": {"зач": 1, "незач": 1}, "passed": 1, "failed": 1,
-     "pass_share": 0.5, "attendance_marks": None, "attendance_rate": None},
+     "pass_share": 0.5, "attendance_marks": None, "attendance_rate": None, "suppressed": False},
     {"district": "Центральный", "school": "sch-002", "subject": "PHYS", "class_unit": "7Б", "term": "T3",
      "count": 2, "mean_five_point": 4.5, "distribution": {"5": 1, "4": 1}, "passed": 0, "failed": 0,
-     "pass_share": None, "attendance_marks": None, "attendance_rate": None},
+     "pass_share": None, "attendance_marks": None, "attendance_rate": None, "suppressed": False},
 ]
 # Attendance: sch-001 a1 present, a2 late, a3 absent, a4 ill, a5 present (v2 beats the late v1 absent) → 3 of 5;
 # sch-002 b1 present → 1 of 1. Five-point marks by school: sch-001 (5+5+5+3)/4, sch-002 (4+5)/2.
 GROUPS_BY_SCHOOL = [
     {"school": "sch-001", "count": 6, "mean_five_point": 4.5, "distribution": {"5": 3, "3": 1, "зач": 1, "незач": 1},
-     "passed": 1, "failed": 1, "pass_share": 0.5, "attendance_marks": 5, "attendance_rate": 0.6},
+     "passed": 1, "failed": 1, "pass_share": 0.5, "attendance_marks": 5, "attendance_rate": 0.6, "suppressed": False},
     {"school": "sch-002", "count": 2, "mean_five_point": 4.5, "distribution": {"5": 1, "4": 1},
-     "passed": 0, "failed": 0, "pass_share": None, "attendance_marks": 1, "attendance_rate": 1.0},
+     "passed": 0, "failed": 0, "pass_share": None, "attendance_marks": 1, "attendance_rate": 1.0, "suppressed": False},
 ]
 # Центральный: 27 points over 6 five-point marks; 4 of 6 attendance marks attended.
 GROUPS_BY_DISTRICT = [
     {"district": "Центральный", "count": 8, "mean_five_point": 4.5,
      "distribution": {"5": 4, "4": 1, "3": 1, "зач": 1, "незач": 1}, "passed": 1, "failed": 1, "pass_share": 0.5,
-     "attendance_marks": 6, "attendance_rate": 0.6667},
+     "attendance_marks": 6, "attendance_rate": 0.6667, "suppressed": False},
 ]
 # MATH lessons 03-05..03-09: g6, g7, g1 (all 5); g2's lesson (03-02) is outside. No attendance with a subject.
 GROUPS_MATH_WEEK = [
     {"school": "sch-001", "count": 3, "mean_five_point": 5.0, "distribution": {"5": 3}, "passed": 0, "failed": 0,
-     "pass_share": None, "attendance_marks": None, "attendance_rate": None},
+     "pass_share": None, "attendance_marks": None, "attendance_rate": None, "suppressed": False},
 ]
 
 ANNA_GRADES = [  # by lesson date
@@ -209,7 +221,7 @@ async def test_grades_as_csv(db_settings, db_pool, accept: str) -> None:  # noqa
     assert answer.headers["content-type"].startswith("text/csv")
     assert answer.text.splitlines() == [
         "school,count,mean_five_point,passed,failed,pass_share,attendance_marks,attendance_rate,"
-        "marks_5,marks_4,marks_3,marks_2,marks_1,marks_зач,marks_незач,other_marks",
-        "sch-001,6,4.5,1,1,0.5,5,0.6,3,0,1,0,0,1,1,0",
-        "sch-002,2,4.5,0,0,,1,1.0,1,1,0,0,0,0,0,0",
+        "marks_5,marks_4,marks_3,marks_2,marks_1,marks_зач,marks_незач,other_marks,suppressed",
+        "sch-001,6,4.5,1,1,0.5,5,0.6,3,0,1,0,0,1,1,0,no",
+        "sch-002,2,4.5,0,0,,1,1.0,1,1,0,0,0,0,0,0,no",
     ]

@@ -36,7 +36,7 @@ def events_of(records) -> dict[str, model.Event]:
 async def test_results_become_posted_then_corrected_then_retracted(ingest_settings, db_pool):
     tokens = await register(db_pool)
     bundle = read_bundle(BUNDLE)
-    async with ingest_service(ingest_settings, db_pool) as service, api(service) as client:
+    async with ingest_service(ingest_settings, db_pool) as service, api(service, db_pool) as client:
         posted = await client.post("/v1/oneroster/results", json=bundle, headers=bearer(tokens.vendor))
         again = await client.post("/v1/oneroster/results", json=bundle, headers=bearer(tokens.vendor))
 
@@ -66,7 +66,7 @@ async def test_unmappable_results_refuse_the_whole_request(ingest_settings, db_p
     tokens = await register(db_pool)
     bundle = read_bundle(BUNDLE)
     bundle["results"][1]["lineItem"] = {"sourcedId": "li-nowhere"}
-    async with ingest_service(ingest_settings, db_pool) as service, api(service) as client:
+    async with ingest_service(ingest_settings, db_pool) as service, api(service, db_pool) as client:
         answer = await client.post("/v1/oneroster/results", json=bundle, headers=bearer(tokens.vendor))
     assert answer.status_code == 400
     assert [e["index"] for e in answer.json()["details"]["errors"]] == [1]
@@ -89,7 +89,7 @@ async def test_a_gradebook_directory_imports_once(ingest_settings, db_pool, form
 
 async def test_oneroster_results_are_json_only(ingest_settings, db_pool):
     tokens = await register(db_pool)
-    async with ingest_service(ingest_settings, db_pool) as service, api(service) as client:
+    async with ingest_service(ingest_settings, db_pool) as service, api(service, db_pool) as client:
         answer = await client.post("/v1/oneroster/results", content=b"<results/>",
                                    headers={"Content-Type": "application/xml", **bearer(tokens.vendor)})
         anonymous = await client.post("/v1/oneroster/results", json=read_bundle(BUNDLE))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.access.registry import Registry, read_schools_csv, token_hash
+from broker.access.credentials import Credentials, Kind, token_hash
+from broker.access.registry import Registry, read_schools_csv
 from broker.domain.faults import AccessDenied, InvalidContent, SenderIsNotRegistered
 
 
@@ -12,21 +13,25 @@ async def test_token_is_shown_once_and_only_its_hash_is_stored(db_pool):
     registry = Registry(db_pool)
     token = await registry.add_vendor("dnevnik-plus")
 
-    stored = await db_pool.fetchval("SELECT token_hash FROM vendors WHERE vendor_id = 'dnevnik-plus'")
+    stored = await db_pool.fetchval("SELECT token_hash FROM credentials WHERE kind = 'vendor' AND name = 'dnevnik-plus'")
     assert bytes(stored) == token_hash(token)
     assert token.encode() not in bytes(stored)
-    assert (await registry.authenticate(token)).vendor_id == "dnevnik-plus"
+    principal = await Credentials(db_pool).authenticate(token)
+    assert (principal.kind, principal.name) == (Kind.VENDOR, "dnevnik-plus")
 
 
-async def test_missing_unknown_and_disabled_tokens_are_refused(db_pool):
+async def test_missing_unknown_and_revoked_tokens_are_refused(db_pool):
     registry = Registry(db_pool)
+    credentials = Credentials(db_pool)
     token = await registry.add_vendor("dnevnik-plus")
     for bad in (None, "", "ejx_not-a-token", token + "x"):
         with pytest.raises(SenderIsNotRegistered):
-            await registry.authenticate(bad)
-    await db_pool.execute("UPDATE vendors SET disabled_at = now()")
+            await credentials.authenticate(bad)
+    await credentials.revoke(Kind.VENDOR, "dnevnik-plus")
     with pytest.raises(SenderIsNotRegistered):
-        await registry.authenticate(token)
+        await credentials.authenticate(token)
+    with pytest.raises(SenderIsNotRegistered):
+        await registry.vendor("dnevnik-plus")  # nor can an operator import for it
 
 
 async def test_a_vendor_name_is_registered_once(db_pool):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from broker.access.registry import token_hash
+from broker.access.credentials import token_hash
 from broker.app.cli import main
 
 

@@ -61,8 +61,8 @@ async def service(ingest_settings, db_pool, tokens):
 
 
 @pytest.fixture
-async def client(service):
-    async with api(service) as client:
+async def client(service, db_pool):
+    async with api(service, db_pool) as client:
         yield client
 
 
@@ -195,7 +195,7 @@ async def test_a_vendor_cannot_send_as_another_source_system(client, tokens, ing
 
 async def test_oversized_bodies_are_413_whatever_the_header_says(ingest_settings, db_pool, tokens):
     limits = PayloadLimits(max_bytes=4096, max_events=5)
-    async with ingest_service(ingest_settings, db_pool, limits=limits) as service, api(service) as client:
+    async with ingest_service(ingest_settings, db_pool, limits=limits) as service, api(service, db_pool) as client:
         big = json.dumps([grade(f"g-{n}") for n in range(5)] * 2).encode()
         declared = await client.post("/v1/events", content=big, headers={**JSON, **bearer(tokens.vendor)})
 
@@ -260,14 +260,14 @@ async def test_kafka_unavailable_is_503_with_nothing_accepted_then_the_retry_suc
         ingest_settings, db_pool, tokens):
     events = [grade("g-1"), grade("g-2")]
     down = ingest_settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:9"})  # nothing listens there
-    async with ingest_service(down, db_pool) as service, api(service) as client:
+    async with ingest_service(down, db_pool) as service, api(service, db_pool) as client:
         answer = await client.post("/v1/events", json=events, headers=bearer(tokens.vendor))
     assert answer.status_code == 503
     assert answer.json()["code"] == "Failure" and answer.json()["retriable"] is True
     assert int(answer.headers["Retry-After"]) > 0
     await assert_nothing_accepted(ingest_settings, db_pool)
 
-    async with ingest_service(ingest_settings, db_pool) as service, api(service) as client:
+    async with ingest_service(ingest_settings, db_pool) as service, api(service, db_pool) as client:
         retry = await client.post("/v1/events", json=events, headers=bearer(tokens.vendor))
         again = await client.post("/v1/events", json=events, headers=bearer(tokens.vendor))
     assert retry.status_code == 202 and retry.json()["duplicates"] == 0
@@ -296,7 +296,7 @@ async def test_a_batch_kafka_fails_midway_is_aborted_invisible_and_retried_once(
     factory = CommitFails()
     events = [grade(f"g-{n}") for n in range(50)]
     async with ingest_service(ingest_settings, db_pool, producer_factory=factory) as service, \
-            api(service) as client:
+            api(service, db_pool) as client:
         failed = await client.post("/v1/events", json=events, headers=bearer(tokens.vendor))
         assert failed.status_code == 503 and factory.failed
         await assert_nothing_accepted(ingest_settings, db_pool)
@@ -320,7 +320,7 @@ async def test_openapi_documents_both_endpoints_with_an_example_of_every_event_t
 
 async def test_a_database_that_cannot_answer_is_503_not_a_crash(ingest_settings, db_pool, tokens):
     pool = await create_pool(ingest_settings, max_size=2)
-    async with ingest_service(ingest_settings, pool) as service, api(service) as client:
+    async with ingest_service(ingest_settings, pool) as service, api(service, pool) as client:
         await pool.close()  # every query now fails the way a lost connection does
         answer = await client.post("/v1/events", json=grade("g-1"), headers=bearer(tokens.vendor))
     assert answer.status_code == 503 and answer.json()["code"] == "Failure"

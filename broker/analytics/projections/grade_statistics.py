@@ -5,10 +5,20 @@ The projection keeps one row per grade as the journal shows it now
 correction or retraction is reflected at once and no running aggregate can
 drift under replays. SQL groups rows by the asked dimensions and mark; the
 pure :func:`summarise` turns those counts into statistics.
+
+No figure may identify a pupil. Every grade belongs to one *cell*: district ×
+school × subject × class unit × term × calendar month of the lesson
+(attendance: school × month). A cell with fewer than ``min_pupils`` distinct
+pupils is left out of every figure, and a group missing any cell says so
+(``suppressed``). Since every answer is a sum of whole released cells, the
+difference of two answers is a sum of released cells too, each of at least
+``min_pupils`` pupils: differencing two overlapping queries isolates no pupil.
+Date filters therefore select whole months (see :func:`whole_months`).
 """
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -42,14 +52,15 @@ ALL_DIMENSIONS: tuple[Dimension, ...] = tuple(Dimension)
 # Attendance events carry neither subject, class unit nor term.
 ATTENDANCE_DIMENSIONS = frozenset({Dimension.DISTRICT, Dimension.SCHOOL})
 
-_GRADE_COLUMN = {
+# The cell of a grade: every dimension plus the month; figures are sums of whole cells.
+_GRADE_CELL = {
     Dimension.DISTRICT: "s.district",
     Dimension.SCHOOL: "g.school_id",
     Dimension.SUBJECT: "g.subject_code",
     Dimension.CLASS_UNIT: "g.class_unit",
     Dimension.TERM: "g.term_id",
 }
-_ATTENDANCE_COLUMN = {Dimension.DISTRICT: "s.district", Dimension.SCHOOL: "a.school_id"}
+_ATTENDANCE_CELL = {Dimension.DISTRICT: "s.district", Dimension.SCHOOL: "a.school_id"}
 
 
 def five_point(scale: str, value: str) -> int | None:
@@ -114,12 +125,14 @@ class GradeGroup:
     """Attendance marks of the group; None when the grouping is finer than a school."""
     attendance_rate: float | None = None
     """Share of attendance marks that are present or late."""
+    suppressed: bool = False
+    """Some (or, with count 0, all) of the group's marks are left out: cells of too few pupils."""
 
     def as_dict(self) -> dict[str, object]:
         return {**self.key, "count": self.count, "mean_five_point": self.mean_five_point,
                 "distribution": dict(self.distribution), "passed": self.passed, "failed": self.failed,
                 "pass_share": self.pass_share, "attendance_marks": self.attendance_marks,
-                "attendance_rate": self.attendance_rate}
+                "attendance_rate": self.attendance_rate, "suppressed": self.suppressed}
 
 
 @dataclass
@@ -133,10 +146,12 @@ class _Tally:
 
 
 def summarise(dimensions: Sequence[Dimension], marks: Iterable[MarkCount],
-              attendance: Iterable[AttendanceCount] | None = None) -> list[GradeGroup]:
+              attendance: Iterable[AttendanceCount] | None = None,
+              suppressed: Iterable[tuple[str | None, ...]] = ()) -> list[GradeGroup]:
     """Statistics per group, sorted by key; attendance joins in only for district/school groupings.
 
     ``attendance`` None means it does not apply (e.g. a subject was asked for).
+    ``suppressed``: keys of groups some of whose cells were left out (they appear even if empty).
 
     A group with attendance marks but no grades still appears (count 0), so a
     school that only marks attendance is not hidden.
@@ -163,6 +178,9 @@ def summarise(dimensions: Sequence[Dimension], marks: Iterable[MarkCount],
             counts[0] += row.count
             counts[1] += row.count if row.status in ATTENDED else 0
             tallies.setdefault(row.key, _Tally())
+    hidden = set(suppressed)
+    for key in hidden:
+        tallies.setdefault(key, _Tally())
     groups = []
     for key in sorted(tallies, key=lambda k: tuple("" if v is None else v for v in k)):
         t = tallies[key]
@@ -176,7 +194,8 @@ def summarise(dimensions: Sequence[Dimension], marks: Iterable[MarkCount],
             passed=t.passed, failed=t.failed,
             pass_share=round(t.passed / decided, 4) if decided else None,
             attendance_marks=total if with_attendance else None,
-            attendance_rate=round(attended / total, 4) if with_attendance and total else None))
+            attendance_rate=round(attended / total, 4) if with_attendance and total else None,
+            suppressed=key in hidden))
     return groups
 
 
@@ -186,11 +205,20 @@ def _mark_order(value: str) -> tuple[int, str]:
     return (fixed.index(value), "") if value in fixed else (len(fixed), value)
 
 
+def whole_months(date_from: date | None, date_to: date | None) -> tuple[date | None, date | None]:
+    """The period widened to whole calendar months, so a date filter selects whole cells."""
+    first = date_from.replace(day=1) if date_from is not None else None
+    last = (date_to.replace(day=calendar.monthrange(date_to.year, date_to.month)[1])
+            if date_to is not None else None)
+    return first, last
+
+
 @dataclass(frozen=True)
 class GradeFilter:
     """Which grades a statistics request covers; None means no restriction."""
 
-    district: str | None = None
+    districts: tuple[str, ...] | None = None
+    """Districts covered (an authority's scope, or the one asked for)."""
     school_id: str | None = None
     subject_code: str | None = None
     date_from: date | None = None
@@ -200,35 +228,61 @@ class GradeFilter:
 
 
 class GradeStatistics:
-    """Reads grade statistics from the projection."""
+    """Reads grade statistics from the projection, leaving out cells of fewer than ``min_pupils``."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, min_pupils: int = 1) -> None:
         self._pool = pool
+        self._min_pupils = min_pupils
 
     async def groups(self, dimensions: Sequence[Dimension], where: GradeFilter) -> list[GradeGroup]:
         dims = tuple(dimensions) or ALL_DIMENSIONS
-        key_sql = ", ".join(_GRADE_COLUMN[d] for d in dims)
         conditions, args = _conditions(where, school="g.school_id", day="g.lesson_date",
                                        subject="g.subject_code")
-        rows = await self._pool.fetch(
-            f"""SELECT {key_sql}, g.mark_scale, g.mark_value, count(*) AS n
-                  FROM diary_grades g LEFT JOIN schools s ON s.school_id = g.school_id
-                 WHERE NOT g.retracted AND g.posted_version IS NOT NULL {conditions}
-                 GROUP BY {key_sql}, g.mark_scale, g.mark_value""", *args)
-        marks = [MarkCount(tuple(row[i] for i in range(len(dims))), row["mark_scale"], row["mark_value"], row["n"])
-                 for row in rows]
+        cell = {d: _GRADE_CELL[d] for d in ALL_DIMENSIONS}
+        rows = await self._pool.fetch(_released_sql(
+            cell, dims, month="g.lesson_date", extra="g.mark_scale, g.mark_value",
+            source="diary_grades g LEFT JOIN schools s ON s.school_id = g.school_id",
+            where=f"NOT g.retracted AND g.posted_version IS NOT NULL {conditions}"), *args, self._min_pupils)
+        marks = [MarkCount(_key(row, dims), row["mark_scale"], row["mark_value"], row["released"])
+                 for row in rows if row["released"]]
+        hidden = {_key(row, dims) for row in rows if row["hidden"]}
         attendance: list[AttendanceCount] | None = None
         if set(dims) <= ATTENDANCE_DIMENSIONS and where.subject_code is None:
-            att_key = ", ".join(_ATTENDANCE_COLUMN[d] for d in dims)
             conditions, args = _conditions(where, school="a.school_id", day="a.day", subject=None)
-            rows = await self._pool.fetch(
-                f"""SELECT {att_key}, a.status, count(*) AS n
-                      FROM diary_attendance a LEFT JOIN schools s ON s.school_id = a.school_id
-                     WHERE true {conditions}
-                     GROUP BY {att_key}, a.status""", *args)
-            attendance = [AttendanceCount(tuple(row[i] for i in range(len(dims))), row["status"], row["n"])
-                          for row in rows]
-        return summarise(dims, marks, attendance)
+            rows = await self._pool.fetch(_released_sql(
+                _ATTENDANCE_CELL, dims, month="a.day", extra="a.status",
+                source="diary_attendance a LEFT JOIN schools s ON s.school_id = a.school_id",
+                where=f"true {conditions}"), *args, self._min_pupils)
+            attendance = [AttendanceCount(_key(row, dims), row["status"], row["released"])
+                          for row in rows if row["released"]]
+            hidden |= {_key(row, dims) for row in rows if row["hidden"]}
+        return summarise(dims, marks, attendance, hidden)
+
+
+def _key(row: asyncpg.Record, dims: Sequence[Dimension]) -> tuple[str | None, ...]:
+    return tuple(row[d.value] for d in dims)
+
+
+def _released_sql(cell: dict[Dimension, str], dims: Sequence[Dimension], *, month: str, extra: str,
+                  source: str, where: str) -> str:
+    """Counts per asked key and ``extra`` columns, split into released and hidden by cell size.
+
+    The minimum number of pupils is the query's last parameter.
+    """
+    names = [d.value for d in cell]
+    columns = ", ".join(f"{expr} AS {d.value}" for d, expr in cell.items())
+    extras = [part.strip().split(".")[-1] for part in extra.split(",")]
+    same_cell = " AND ".join(f"c.{n} IS NOT DISTINCT FROM r.{n}" for n in [*names, "month"])
+    key = ", ".join([*(f"r.{d.value}" for d in dims), *(f"r.{e}" for e in extras)])
+    minimum = where.count("$") + 1
+    return f"""WITH r AS (SELECT {columns}, date_trunc('month', {month}) AS month, student_id, {extra}
+                          FROM {source} WHERE {where}),
+                     c AS (SELECT {", ".join(names)}, month, count(DISTINCT student_id) >= ${minimum} AS released
+                             FROM r GROUP BY {", ".join(names)}, month)
+                SELECT {key}, count(*) FILTER (WHERE c.released) AS released,
+                       count(*) FILTER (WHERE NOT c.released) AS hidden
+                  FROM r JOIN c ON {same_cell}
+                 GROUP BY {key}"""
 
 
 def _conditions(where: GradeFilter, *, school: str, day: str, subject: str | None) -> tuple[str, list[object]]:
@@ -239,8 +293,8 @@ def _conditions(where: GradeFilter, *, school: str, day: str, subject: str | Non
         args.append(value)
         clauses.append(template.format(f"${len(args)}"))
 
-    if where.district is not None:
-        add("s.district = {}", where.district)
+    if where.districts is not None:
+        add("s.district = ANY({}::text[])", list(where.districts))
     if where.school_id is not None:
         add(f"{school} = {{}}", where.school_id)
     if where.subject_code is not None and subject is not None:

@@ -151,8 +151,9 @@ class SchoolMonitor:
         self._pool = pool
         self.options = options
 
-    async def schools(self, *, as_of: datetime, district: str | None = None, vendor_id: str | None = None,
-                      status: SchoolStatus | None = None) -> list[SchoolActivity]:
+    async def schools(self, *, as_of: datetime, districts: tuple[str, ...] | None = None,
+                      vendor_id: str | None = None, status: SchoolStatus | None = None) -> list[SchoolActivity]:
+        """Registry schools (of ``districts`` only, when given) with their activity at ``as_of``."""
         days = window(as_of, self.options.window_days)
         rows = await self._pool.fetch(
             """SELECT s.school_id, s.name, s.district, s.vendor_id,
@@ -172,9 +173,9 @@ class SchoolMonitor:
                       SELECT array_agg(day ORDER BY day) AS daily, array_agg(events ORDER BY day) AS counts
                         FROM school_activity_daily
                        WHERE school_id = s.school_id AND day BETWEEN $4 AND $5) d ON true
-                WHERE ($1::text IS NULL OR s.district = $1) AND ($2::text IS NULL OR s.vendor_id = $2)
+                WHERE ($1::text[] IS NULL OR s.district = ANY($1)) AND ($2::text IS NULL OR s.vendor_id = $2)
                 ORDER BY s.district, s.school_id""",
-            district, vendor_id, self.options.timely_within_days, days[0], days[-1])
+            list(districts) if districts is not None else None, vendor_id, self.options.timely_within_days, days[0], days[-1])
         found = []
         for row in rows:
             state = school_status(row["last_event_at"], as_of=as_of,

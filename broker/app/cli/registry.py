@@ -1,48 +1,86 @@
-"""``ejx vendors``, ``ejx schools``, ``ejx portal-clients``: who may send and who may read.
+"""``ejx vendors | portal-clients | authorities | operators``, ``ejx schools``: who may do what.
 
-Tokens are printed once, at creation; only their SHA-256 is stored.
+Every credential kind has the same four commands — ``add``, ``list``, ``revoke``,
+``rotate`` — over the one credential table. Tokens are printed once, at
+``add`` or ``rotate``; only their SHA-256 is stored. A revoke or rotate takes
+effect on the next request of every running server.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
-from broker.access.portal_clients import PortalClients
+from broker.access.credentials import Credentials, Kind
 from broker.access.registry import Registry, read_schools_csv
 from broker.infra.postgres import connected
 from broker.settings import Settings
 
-
-async def _with_registry(settings: Settings, action):  # noqa: ANN001, ANN202 - CLI plumbing
-    async with connected(settings, max_size=2) as pool:
-        return await action(Registry(pool))
+T = TypeVar("T")
 
 
-@click.group("vendors")
-def vendors_group() -> None:
-    """E-journal vendors allowed to publish events."""
+def _on_pool(settings: Settings, action: Callable[[Credentials, Registry], Awaitable[T]]) -> T:
+    async def run() -> T:
+        async with connected(settings, max_size=2) as pool:
+            return await action(Credentials(pool), Registry(pool))
+    return asyncio.run(run())
 
 
-@vendors_group.command("add")
-@click.argument("name")
-@click.pass_obj
-def add_vendor_command(settings: Settings, name: str) -> None:
-    """Register vendor NAME and print its bearer token (shown only this once)."""
-    token = asyncio.run(_with_registry(settings, lambda registry: registry.add_vendor(name)))
-    click.echo(token)
-    click.echo(f"vendor {name} registered; store the token now, it is not kept", err=True)
+def credential_group(kind: Kind, name: str, about: str) -> click.Group:
+    """``ejx NAME add|list|revoke|rotate`` for credentials of ``kind``."""
 
+    @click.group(name, help=about)
+    def group() -> None:
+        pass
 
-@vendors_group.command("list")
-@click.pass_obj
-def list_vendors_command(settings: Settings) -> None:
-    """Registered vendors (tokens are never shown)."""
-    for vendor in asyncio.run(_with_registry(settings, lambda registry: registry.vendors())):
-        state = "disabled" if vendor.disabled else "enabled"
-        click.echo(f"{vendor.vendor_id}\t{state}\t{vendor.created_at.isoformat()}")
+    @group.command("add")
+    @click.argument("holder")
+    @click.option("--district", "districts", multiple=True,
+                  help="Scope an authority to this district (repeatable); none = every district.",
+                  hidden=kind is not Kind.AUTHORITY)
+    @click.pass_obj
+    def add(settings: Settings, holder: str, districts: tuple[str, ...]) -> None:
+        """Register HOLDER and print its bearer token (shown only this once)."""
+        if districts and kind is not Kind.AUTHORITY:
+            raise click.BadParameter("only authorities are scoped to districts", param_hint="--district")
+        if kind is Kind.VENDOR:
+            token = _on_pool(settings, lambda _, registry: registry.add_vendor(holder))
+        else:
+            token = _on_pool(settings, lambda credentials, _: credentials.add(kind, holder, districts=districts))
+        click.echo(token)
+        click.echo(f"{kind.label} {holder} registered; store the token now, it is not kept", err=True)
+
+    @group.command("list")
+    @click.pass_obj
+    def listed(settings: Settings) -> None:
+        """Registered holders, their scope and state (tokens are never shown)."""
+        for info in _on_pool(settings, lambda credentials, _: credentials.listed(kind)):
+            state = "revoked" if info.revoked else "active"
+            scope = ",".join(info.districts) or ("all districts" if kind is Kind.AUTHORITY else "-")
+            rotated = info.rotated_at.isoformat() if info.rotated_at else "-"
+            click.echo(f"{info.name}\t{state}\t{scope}\t{info.created_at.isoformat()}\trotated {rotated}")
+
+    @group.command("revoke")
+    @click.argument("holder")
+    @click.pass_obj
+    def revoke(settings: Settings, holder: str) -> None:
+        """Revoke HOLDER's token at once (every running server refuses it on its next request)."""
+        _on_pool(settings, lambda credentials, _: credentials.revoke(kind, holder))
+        click.echo(f"{kind.label} {holder} revoked", err=True)
+
+    @group.command("rotate")
+    @click.argument("holder")
+    @click.pass_obj
+    def rotate(settings: Settings, holder: str) -> None:
+        """Give HOLDER a new token (printed once); the old one stops working at once."""
+        click.echo(_on_pool(settings, lambda credentials, _: credentials.rotate(kind, holder)))
+        click.echo(f"{kind.label} {holder} rotated; store the token now, it is not kept", err=True)
+
+    return group
 
 
 @click.group("schools")
@@ -56,27 +94,15 @@ def schools_group() -> None:
 def import_schools_command(settings: Settings, file: Path) -> None:
     """Load schools from FILE.csv (school_id, name, district, vendor); safe to re-run."""
     schools = list(read_schools_csv(file.read_bytes()))
-    changed, unchanged = asyncio.run(_with_registry(settings, lambda registry: registry.import_schools(schools)))
+    changed, unchanged = _on_pool(settings, lambda _, registry: registry.import_schools(schools))
     click.echo(f"{changed} school(s) added or changed, {unchanged} unchanged")
 
 
-@click.group("portal-clients")
-def portal_clients_group() -> None:
-    """Clients allowed to read e-diaries (the public-services portal)."""
-
-
-@portal_clients_group.command("add")
-@click.argument("name")
-@click.pass_obj
-def add_portal_client_command(settings: Settings, name: str) -> None:
-    """Register portal client NAME and print its bearer token (shown only this once)."""
-
-    async def run() -> str:
-        async with connected(settings, max_size=1) as pool:
-            return await PortalClients(pool).add(name)
-
-    click.echo(asyncio.run(run()))
-    click.echo(f"portal client {name} registered; store the token now, it is not kept", err=True)
-
-
-commands = [vendors_group, schools_group, portal_clients_group]
+commands = [
+    credential_group(Kind.VENDOR, "vendors", "E-journal vendors allowed to publish events."),
+    schools_group,
+    credential_group(Kind.PORTAL_CLIENT, "portal-clients", "Clients allowed to read e-diaries (the portal)."),
+    credential_group(Kind.AUTHORITY, "authorities",
+                     "Education authorities: monitoring, analytics and the dashboard (optionally per district)."),
+    credential_group(Kind.OPERATOR, "operators", "Operators: /metrics and the pipeline view."),
+]

@@ -34,6 +34,7 @@ from rich.progress import (
 
 from adapters.csv_import import RejectsFile, import_csv
 from adapters.ingest import event_id_for
+from broker.access.credentials import Credentials, Kind
 from broker.access.registry import Registry, School
 from broker.app import bootstrap
 from broker.devtools.demo.payloads import csv_row, fault_code, oneroster_bundle
@@ -93,6 +94,8 @@ class Demo:
         """Accepted event_id → when ejx's 202 (or the import batch) confirmed it."""
         self.accepted_events: dict[uuid.UUID, tuple[str, str]] = {}
         """Accepted event_id → (event type, school_id), for the routing expectation."""
+        self.authority_token = ""
+        """An authority of every district: reads the monitoring view, signs in to the dashboard."""
 
     async def run(self) -> DemoReport:
         started = time.monotonic()
@@ -125,8 +128,8 @@ class Demo:
                 await self._collect(pool, client)
             self.report.elapsed_s = round(time.monotonic() - started, 1)
             if self.options.keep:
-                self.console.print(f"Running: dashboard at {self.report.dashboard_url}, logs in {self.logs} "
-                                   "(Ctrl-C to stop)")
+                self.console.print(f"Running: dashboard at {self.report.dashboard_url} (sign in with the authority "
+                                   f"token {self.authority_token}), logs in {self.logs} (Ctrl-C to stop)")
                 await _forever()
         finally:
             stop_processes(processes)
@@ -136,6 +139,8 @@ class Demo:
     async def _register(self, pool: asyncpg.Pool, day: SchoolDay) -> dict[str, str]:
         registry = Registry(pool)
         tokens = {vendor.name: await registry.add_vendor(vendor.name) for vendor in day.vendors}
+        # The report reads the monitoring view as an authority of every district would.
+        self.authority_token = await Credentials(pool).add(Kind.AUTHORITY, "demo-authority")
         await registry.import_schools(School(school_id=s.school_id, name=s.name, district=s.district,
                                              vendor_id=s.vendor) for s in day.schools)
         self.districts = {s.school_id: s.district for s in day.schools}
@@ -331,7 +336,8 @@ class Demo:
         if latencies:
             self.report.latency_p50_ms = round(percentile(latencies, 50), 1)
             self.report.latency_p99_ms = round(percentile(latencies, 99), 1)
-        schools = (await client.get("/v1/monitoring/schools")).json()
+        schools = (await client.get("/v1/monitoring/schools",
+                                    headers={"Authorization": f"Bearer {self.authority_token}"})).json()
         self.report.school_statuses = dict(sorted(Counter(s["status"] for s in schools["schools"]).items()))
 
     def _wall(self, monotonic: float) -> float:

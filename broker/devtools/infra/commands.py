@@ -12,6 +12,7 @@ from broker.devtools.infra.kafka import LocalKafka
 from broker.devtools.infra.postgres import LocalPostgres, answers
 from broker.domain.faults import Failure
 from broker.infra import kafka
+from broker.infra.postgres import masked_dsn
 from broker.settings import Settings
 
 
@@ -54,7 +55,7 @@ def up(settings: Settings) -> None:
     """Start what is not configured externally, wait until ready, create topics (idempotent)."""
     infra_up(settings)
     click.echo(f"kafka     {settings.kafka_address}")
-    click.echo(f"postgres  {settings.database_dsn}")
+    click.echo(f"postgres  {masked_dsn(settings.database_dsn)}")
 
 
 def infra_up(settings: Settings) -> None:
@@ -67,7 +68,7 @@ def infra_up(settings: Settings) -> None:
     if settings.database_url is None:
         LocalPostgres(settings).up()
     elif not asyncio.run(_external_postgres_up(settings.database_url)):
-        raise Failure(f"PostgreSQL at {settings.database_url} does not answer SELECT 1")
+        raise Failure(f"PostgreSQL at {masked_dsn(settings.database_url)} does not answer SELECT 1")
 
 
 @infra_group.command("status")
@@ -75,7 +76,7 @@ def infra_up(settings: Settings) -> None:
 def status(settings: Settings) -> None:
     """Each component up or down with its address; exit 0 only if both are up."""
     states = {"kafka": (_kafka_up(settings), settings.kafka_address),
-              "postgres": (_postgres_up(settings), settings.database_dsn)}
+              "postgres": (_postgres_up(settings), masked_dsn(settings.database_dsn))}
     for name, (is_up, address) in states.items():
         external = " (external)" if (settings.kafka_bootstrap if name == "kafka" else settings.database_url) else ""
         click.echo(f"{name:<9} {'up' if is_up else 'down':<5} {address}{external}")

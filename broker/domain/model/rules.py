@@ -1,14 +1,18 @@
 """Value rules per field name, mirroring the simple types of ``schemas/events.xsd``.
 
 The model enforces them too, so an event built from JSON is as clean as one
-that passed the schema. A field has the same rule in every event type.
+that passed the schema. A field has the same rule in every event type. Days
+and instants must fall within years 1900–2100: an e-journal has no business
+outside them, and year 1 or 9999 would overflow the date arithmetic of
+monitoring and analytics. A refused value is quoted at most 64 characters
+long, so a 5,000-character id is not echoed into answers and logs.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 Rule = Callable[[object], str | None]
@@ -17,6 +21,13 @@ Rule = Callable[[object], str | None]
 _XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _BLANK = " \t\r\n"
 _MINUTE = timedelta(minutes=1)  # built once: building one costs more than the whole check
+FIRST_YEAR, LAST_YEAR = 1900, 2100
+_SHOWN = 64
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}… ({len(str(value))} characters)"
 _CENT = Decimal("0.01")
 
 
@@ -25,7 +36,7 @@ def _pattern(regex: str, what: str) -> Rule:
 
     def rule(value: object) -> str | None:
         if not compiled.fullmatch(value):  # type: ignore[arg-type]
-            return f"{value!r} is not {what}"
+            return f"{_shown(value)} is not {what}"
         return None
     return rule
 
@@ -51,8 +62,15 @@ def _range(low: int, high: int) -> Rule:
     return rule
 
 
+def _day(value: object) -> str | None:
+    assert isinstance(value, date)
+    return None if FIRST_YEAR <= value.year <= LAST_YEAR else f"{value} is outside years {FIRST_YEAR}–{LAST_YEAR}"
+
+
 def _instant(value: object) -> str | None:
     assert isinstance(value, datetime)
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        return f"{value.isoformat()} is outside years {FIRST_YEAR}–{LAST_YEAR}"
     offset = value.utcoffset()
     if offset is None:
         return "must carry a timezone offset"
@@ -99,6 +117,9 @@ RULES: dict[str, Rule] = {
     "class_unit": _pattern(r"(1[01]|[1-9])(-?[А-ЯЁA-Z][А-ЯЁA-Z0-9-]{0,14})?", "a class like 5А or 10Б"),
     "subject_code": _pattern(r"[A-Z0-9][A-Z0-9_.-]{0,31}", "a subject code like MATH"),
     "lesson_id": _record_id,
+    "lesson_date": _day,
+    "date": _day,
+    "due_date": _day,
     "term_id": _record_id,
     "grade_ref": _record_id,
     "work_type": _text(100, one_line=True),

@@ -1,5 +1,7 @@
-// ejx operator dashboard: reads ejx's own JSON endpoints and draws tables and SVG charts.
+// ejx authorities' dashboard: reads ejx's own JSON endpoints and draws tables and SVG charts.
 // No third-party code; every value from the server is inserted as text, never as HTML.
+// The session cookie (HttpOnly) goes with every same-origin call; when it has ended (401)
+// the page reloads into the sign-in form.
 "use strict";
 
 const STATUS_LABELS = { live: "работает", silent: "молчит", never_connected: "не подключена" };
@@ -34,10 +36,15 @@ function percent(value) { return value === null || value === undefined ? "—" :
 
 function moment(iso) { return iso ? new Date(iso).toLocaleString("ru-RU", { timeZone: "UTC" }) + " UTC" : "—"; }
 
-async function getJson(path, params) {
+async function getJson(path, params, optional) {
   const url = new URL(path, window.location.origin);
   for (const [name, value] of Object.entries(params || {})) if (value) url.searchParams.set(name, value);
-  const answer = await fetch(url, { headers: { Accept: "application/json" } });
+  const answer = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+  if (answer.status === 401) {
+    window.location.reload();
+    throw new Error("сеанс завершён");
+  }
+  if (answer.status === 403 && optional) return null;
   if (!answer.ok) throw new Error(path + ": HTTP " + answer.status);
   return answer.json();
 }
@@ -130,6 +137,11 @@ function renderSchools(data) {
 }
 
 function renderPipeline(data) {
+  if (data === null) {  // an authority of some districts only: the pipeline covers all of them
+    fillBody($("#consumer-lag"), [], "Нет доступа");
+    fillBody($("#outbox"), [], "Нет доступа");
+    return;
+  }
   const lag = [];
   for (const [consumer, topics] of Object.entries(data.consumer_lag)) {
     const entries = Object.entries(topics);
@@ -188,6 +200,10 @@ function renderGrades(bySubject, byDistrict) {
   const attendance = byDistrict.groups.filter((g) => g.attendance_rate !== null)
     .map((g) => ({ label: g.district || "—", value: Math.round(g.attendance_rate * 1000) / 10 }));
   barChart($("#chart-attendance"), attendance, 100, (v) => number(v, 1) + " %");
+
+  const hidden = bySubject.suppressed_groups + byDistrict.suppressed_groups;
+  $("#grades-note").textContent = hidden ? `Группы менее чем из ${bySubject.min_group} учеников не показаны ` +
+    "(скрыто полностью или частично: " + hidden + ")." : "";
 }
 
 async function load() {
@@ -198,7 +214,7 @@ async function load() {
     const district = query.get("district") || "";
     const [schools, pipeline, bySubject, byDistrict] = await Promise.all([
       getJson("/v1/monitoring/schools", { as_of: query.get("as_of") }),
-      getJson("/v1/monitoring/pipeline"),
+      getJson("/v1/monitoring/pipeline", {}, true),
       getJson("/v1/analytics/grades", { group_by: "subject", district, from: query.get("from"), to: query.get("to") }),
       getJson("/v1/analytics/grades", { group_by: "district", district, from: query.get("from"), to: query.get("to") }),
     ]);
