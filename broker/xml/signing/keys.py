@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -90,16 +91,20 @@ def write_dev_pair(directory: Path, *, algorithm: KeyAlgorithm = KeyAlgorithm.EC
 
 def load_private_key(path: Path, *, password: bytes | None = None) -> PrivateKeyTypes:
     """The PEM private key at ``path``; unreadable or malformed files become a Failure."""
-    data = _read(path, "signing key")
+    return load_private_key_pem(read_file(path, "signing key"), password=password, source=str(path))
+
+
+def load_private_key_pem(data: bytes, *, password: bytes | None = None, source: str = "PEM data") -> PrivateKeyTypes:
+    """An RSA or EC private key from PEM bytes (GOST keys: :class:`.gost.GostPrivateKey`)."""
     try:
         return serialization.load_pem_private_key(data, password=password)
-    except (ValueError, TypeError) as error:
-        raise Failure(f"signing key {path} is not a usable PEM private key: {error}") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+        raise Failure(f"signing key {source} is not a usable PEM private key: {error}") from None
 
 
 def load_certificates(path: Path) -> list[x509.Certificate]:
     """Every PEM certificate in ``path`` (one certificate or a bundle)."""
-    data = _read(path, "certificate file")
+    data = read_file(path, "certificate file")
     try:
         certificates = x509.load_pem_x509_certificates(data)
     except ValueError as error:
@@ -107,7 +112,8 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
     return certificates
 
 
-def _read(path: Path, what: str) -> bytes:
+def read_file(path: Path, what: str) -> bytes:
+    """The bytes of a key or certificate file; unreadable files become a Failure naming ``what``."""
     try:
         return Path(path).read_bytes()
     except OSError as error:
