@@ -1,4 +1,5 @@
-"""The SMEV 3 endpoint over HTTP (component ``smev``): ``POST /smev3/1.2``, ``/smev3/1.3`` and their WSDLs.
+"""The SMEV 3 endpoint over HTTP (component ``smev``): ``POST /smev3/1.2``, ``/smev3/1.3``, their WSDLs
+(``?wsdl``) and the schemas those import (``/smev3/1.2/types.xsd``...).
 
 SOAP 1.1 document/literal: the operation is the Body's first element, SOAPAction is
 ignored (some clients leave it out). The body is read up to a limit before anything
@@ -14,7 +15,7 @@ from fastapi.responses import Response
 from broker.domain.faults import InvalidContent
 from broker.smev3.exchange import MessageExchange
 from broker.smev3.messages import fault
-from broker.smev3.wire import Version, to_bytes, wsdl
+from broker.smev3.wire import SCHEMA_FILES, Version, schema_file, to_bytes, wsdl
 
 PATH = "/smev3/{version}"
 SOAP_MEDIA_TYPE = "text/xml; charset=utf-8"
@@ -28,6 +29,9 @@ def smev3_router(exchange: MessageExchange) -> APIRouter:
                              summary=f"SMEV {version.value} SOAP 1.1 operations", response_class=Response)
         router.add_api_route(PATH.format(version=version.value), _wsdl(version), methods=["GET"],
                              summary=f"The WSDL of SMEV {version.value} (?wsdl)", response_class=Response)
+        for name in SCHEMA_FILES:
+            router.add_api_route(PATH.format(version=version.value) + "/" + name, _schema(version, name),
+                                 methods=["GET"], summary=f"{name} of SMEV {version.value}", response_class=Response)
     return router
 
 
@@ -51,6 +55,13 @@ def _wsdl(version: Version):  # noqa: ANN202 - a FastAPI endpoint
         address = str(request.url.replace(query=""))
         return Response(wsdl(version, address), media_type=SOAP_MEDIA_TYPE)
     return describe
+
+
+def _schema(version: Version, name: str):  # noqa: ANN202 - a FastAPI endpoint
+    async def schema() -> Response:
+        """A schema the WSDL imports, as ejx ships it."""
+        return Response(schema_file(version, name), media_type="application/xml")
+    return schema
 
 
 async def _bounded_body(request: Request, limit: int) -> bytes | None:

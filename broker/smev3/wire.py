@@ -51,10 +51,25 @@ def schema_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "schemas" / "smev3"
 
 
+SCHEMA_FILES = ("types.xsd", "basic.xsd", "faults.xsd")
+"""The schema files of a version, served beside its WSDL (``<url>/types.xsd``...)."""
+
+
 def wsdl(version: Version, url: str) -> bytes:
-    """The WSDL of ``version``, its placeholder address replaced by the URL it is served on."""
+    """The WSDL of ``version``, its placeholder address replaced by the URL it is served on, and its schema
+    imports made absolute (``<url>/types.xsd``), so a client that fetched ``<url>?wsdl`` finds them there."""
     text = (schema_dir() / version.value / "smev-message-exchange-service.wsdl").read_bytes()
+    for name in SCHEMA_FILES:
+        text = text.replace(f'schemaLocation="{name}"'.encode(),
+                            f"schemaLocation={quoteattr(clean(url.rstrip('/') + '/' + name))}".encode())
     return text.replace(f'"{PLACEHOLDER}"'.encode(), quoteattr(clean(url)).encode())
+
+
+def schema_file(version: Version, name: str) -> bytes:
+    """One of :data:`SCHEMA_FILES` of ``version``, as shipped (their own imports are relative)."""
+    if name not in SCHEMA_FILES:
+        raise KeyError(name)
+    return (schema_dir() / version.value / name).read_bytes()
 
 # ---- validation and serialisation ----------------------------------------------------------------------------
 
