@@ -30,6 +30,7 @@ from tests.delivery_support import serving, term_grade_xml
 class Pair:
     key: SigningKey
     cert_pem: bytes
+    key_pem: bytes
 
     @property
     def facts(self) -> CertificateFacts:
@@ -38,7 +39,7 @@ class Pair:
 
 def gost_pair(common_name: str) -> Pair:
     key_pem, cert_pem = gost.generate_key_and_certificate(common_name)
-    return Pair(SigningKey.from_pem(key_pem, cert_pem), cert_pem)
+    return Pair(SigningKey.from_pem(key_pem, cert_pem), cert_pem, key_pem)
 
 
 def ecdsa_pair(common_name: str, *, not_before: datetime | None = None, valid_days: int = 365) -> Pair:
@@ -50,7 +51,7 @@ def ecdsa_pair(common_name: str, *, not_before: datetime | None = None, valid_da
     key_pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
     cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
-    return Pair(SigningKey.from_pem(key_pem, cert_pem), cert_pem)
+    return Pair(SigningKey.from_pem(key_pem, cert_pem), cert_pem, key_pem)
 
 
 def expired_pair(common_name: str) -> Pair:

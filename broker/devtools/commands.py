@@ -100,9 +100,9 @@ def receiver_portal_command(settings: Settings, port: int, host: str) -> None:
 @receiver_group.command("interagency")
 @click.option("--url", default=None, help="ejx's SMEV 3 endpoint (default: ejx's HTTP server, /smev3/1.2).")
 @click.option("--key", "key_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The agency's signing key (default: <state>/keys/rsmev.key, GOST).")
+              help="The agency's signing key (default: <state>/keys/rsmev/ejx.key, GOST).")
 @click.option("--cert", "cert_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Its certificate, registered with `ejx participants add` (default: <state>/keys/rsmev.crt).")
+              help="Its certificate, registered with `ejx participants add` (default: <state>/keys/rsmev/ejx.crt).")
 @click.option("--recipient", default=INTERAGENCY_PARTICIPANT, show_default=True,
               help="The participant the certificate is registered as.")
 @click.pass_obj

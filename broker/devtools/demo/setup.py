@@ -16,8 +16,7 @@ from broker.devtools.migrations import RECEIVER_TABLES
 from broker.access.participants import CertificateFacts, Participants
 from broker.infra.migrations import PRODUCTION, migrate
 from broker.settings import Settings
-from broker.xml.signing import gost
-from broker.xml.signing.keys import write_dev_pair
+from broker.xml.signing.keys import CERT_FILE, KEY_FILE, KeyAlgorithm, write_dev_pair
 
 INTERAGENCY_PARTICIPANT = "RSMEV"
 """The agency the demo's interagency receiver stands in for (routing.toml's interagency recipient)."""
@@ -63,23 +62,19 @@ def ensure_keys(settings: Settings) -> None:
     agency's (GOST R 34.10-2012); an operator's own keys are never touched."""
     if not settings.signing_key_file.exists() and not settings.signing_cert_file.exists():
         write_dev_pair(settings.signing_key_file.parent)
-    _ensure_gost_pair(settings.smev_signing_key_file, settings.smev_signing_cert_file, "ejx SMEV 3 (DEMO)")
-    _ensure_gost_pair(*agency_pair(settings), f"{INTERAGENCY_PARTICIPANT} information system (DEMO)")
+    _ensure_gost_pair(settings.smev_signing_key_file, settings.smev_signing_cert_file)
+    _ensure_gost_pair(*agency_pair(settings))
 
 
 def agency_pair(settings: Settings) -> tuple[Path, Path]:
     """Key and certificate of the demo's agency, the SMEV 3 client that pulls as RSMEV."""
-    return settings.keys_dir / "rsmev.key", settings.keys_dir / "rsmev.crt"
+    directory = settings.keys_dir / INTERAGENCY_PARTICIPANT.lower()
+    return directory / KEY_FILE, directory / CERT_FILE
 
 
-def _ensure_gost_pair(key_file: Path, cert_file: Path, common_name: str) -> None:
-    if key_file.exists() or cert_file.exists():
-        return
-    key_pem, cert_pem = gost.generate_key_and_certificate(common_name)
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    for path, data, mode in ((key_file, key_pem, 0o600), (cert_file, cert_pem, 0o644)):
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as file:
-            file.write(data)
+def _ensure_gost_pair(key_file: Path, cert_file: Path) -> None:
+    if not key_file.exists() and not cert_file.exists():
+        write_dev_pair(key_file.parent, algorithm=KeyAlgorithm.GOST2012_256)
 
 
 async def register_agency(settings: Settings, pool: asyncpg.Pool) -> None:
