@@ -1,1 +1,1 @@
-"""Getting envelopes to receivers: the outbox, the relay, destinations, the pull queue, replay."""
+"""Getting envelopes to receivers: the outbox, the relay, destinations (the SMEV 3 queue is broker.smev3), replay."""

@@ -14,8 +14,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from broker.access.participants import Participants
+from broker.domain.faults import InvalidContent
 from broker.smev3 import codec
 from broker.smev3.codec import Version
 from broker.smev3.exchange import MessageExchange
@@ -225,13 +227,22 @@ def _queue_query(version: Version, operation: str) -> codec.Unsigned:
 
 async def test_postgresql_down_is_the_retriable_smev_failure(keys):
     pool = await asyncpg.create_pool(f"postgresql://ejx@127.0.0.1:{free_port()}/ejx", min_size=0, max_size=1)
-    app_module = smev3_router(MessageExchange(queue=SmevQueue(pool), participants=Participants(pool)))
-    from fastapi import FastAPI
     app = FastAPI()
-    app.include_router(app_module)
+    app.include_router(smev3_router(MessageExchange(queue=SmevQueue(pool), participants=Participants(pool))))
     try:
         async with serving(app) as base, httpx.AsyncClient(base_url=base) as client:
             response = await _post(client, V12, get_request(V12, keys["rsmev"].key))
             assert (response.status_code, fault_code(answer_of(response, V12))) == (500, "SMEVFailure")
     finally:
         await pool.close()
+
+
+async def test_a_certificate_belongs_to_one_participant(db_pool, keys):
+    participants = Participants(db_pool)
+    assert await participants.add("RSMEV", keys["rsmev"].facts) is True
+    assert await participants.add("RSMEV", keys["rsmev"].facts) is False
+    with pytest.raises(InvalidContent, match="another participant"):
+        await participants.add("EPGU", keys["rsmev"].facts)
+    with pytest.raises(InvalidContent, match="mnemonic"):
+        await participants.add("not a mnemonic", keys["epgu"].facts)
+    assert [p.mnemonic for p in await participants.all()] == ["RSMEV"]
