@@ -43,7 +43,13 @@ from adapters.problems import Problem
 from adapters.publisher import EventRecord, EventSink
 from broker.access.registry import Registry, Vendor
 from broker.domain import model
-from broker.domain.faults import AccessDenied, Failure, Fault, InvalidContent, UnknownMessageType
+from broker.domain.faults import (
+    AccessDenied,
+    Failure,
+    Fault,
+    InvalidContent,
+    UnknownMessageType,
+)
 from broker.ops import metrics
 from broker.xml import hardened
 from broker.xml.schemas import Schemas

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     key_file: Path | None = Field(default=None, description="Signing key (PEM); default <state_dir>/keys/ejx.key.")
     cert_file: Path | None = Field(default=None, description="Signing certificate (PEM); default <state_dir>/keys/ejx.crt.")
     trust_file: Path | None = Field(default=None, description="Trusted certificates (PEM bundle) for verification.")
+    smev_key_file: Path | None = Field(default=None, description=(
+        "Key (PEM) signing SMEV 3 messages, GOST R 34.10-2012 for real SMEV (`ejx keys init --algorithm gost2012-256 --dir <state_dir>/keys/smev`); default <state_dir>/keys/smev/ejx.key."))
+    smev_cert_file: Path | None = Field(default=None, description=(
+        "Certificate (PEM) of the SMEV 3 key, what agencies verify; default <state_dir>/keys/smev/ejx.crt."))
+    smev_visibility_timeout_s: float = Field(default=60.0, gt=0, description=(
+        "A message handed out by GetRequest and not acknowledged within this is handed out again."))
+    smev_max_body_bytes: int = Field(default=1_048_576, gt=0, description="Longest SOAP request read.")
 
     log_level: str = Field(default="info", description="Minimum level of structured logs.")
 
@@ -78,6 +85,14 @@ class Settings(BaseSettings):
     @property
     def signing_cert_file(self) -> Path:
         return self.cert_file or self.keys_dir / "ejx.crt"
+
+    @property
+    def smev_signing_key_file(self) -> Path:
+        return self.smev_key_file or self.keys_dir / "smev" / "ejx.key"
+
+    @property
+    def smev_signing_cert_file(self) -> Path:
+        return self.smev_cert_file or self.keys_dir / "smev" / "ejx.crt"
 
     @property
     def trusted_certs_file(self) -> Path:

@@ -24,7 +24,12 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from broker.access.credentials import Credentials, Kind, Principal
-from broker.domain.faults import AccessDenied, Fault, SenderIsNotRegistered, TooManyRequests
+from broker.domain.faults import (
+    AccessDenied,
+    Fault,
+    SenderIsNotRegistered,
+    TooManyRequests,
+)
 
 SESSION_COOKIE = "ejx_session"
 

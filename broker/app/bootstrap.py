@@ -31,6 +31,7 @@ from adapters.publisher import KafkaPublisher, PublisherOptions
 from adapters.rest import ingest_router
 from broker.access.credentials import Credentials
 from broker.access.gate import Gate, GateOptions
+from broker.access.participants import Participants
 from broker.access.registry import Registry
 from broker.analytics.api import MonitoringOptions, monitoring_router
 from broker.analytics.dashboard import dashboard_router
@@ -40,17 +41,25 @@ from broker.delivery.destinations import (
     InteragencyDestination,
     PortalDestination,
 )
-from broker.delivery.pull_queue import PullQueue, pull_queue_router
 from broker.delivery.relay import Relay, RelayOptions
 from broker.domain.routing import RoutingTable
 from broker.infra import kafka
-from broker.infra.http_guard import ConnectionGuard, GuardOptions, SlowClientMiddleware, accept_error_handler
+from broker.infra.http_guard import (
+    ConnectionGuard,
+    GuardOptions,
+    SlowClientMiddleware,
+    accept_error_handler,
+)
 from broker.infra.http_server import install_fault_answers
 from broker.infra.postgres import connected, create_pool
 from broker.ops.metrics import health_router, kafka_probe, postgres_probe
 from broker.settings import Settings
+from broker.smev3.exchange import ExchangeOptions, MessageExchange
+from broker.smev3.outgoing import RequestMessages, SenderIdentity
+from broker.smev3.queue import QueueOptions, SmevQueue
+from broker.smev3.service import smev3_router
 from broker.xml.schemas import Schemas
-from broker.xml.signing import XmlDsigSigner
+from broker.xml.signing import SigningKey, XmlDsigSigner
 from consumers.analytics import AnalyticsConsumer
 from consumers.router import Router, RouterOptions
 
@@ -96,6 +105,17 @@ def signer(settings: Settings) -> XmlDsigSigner:
     return XmlDsigSigner.from_pem_files(settings.signing_key_file, settings.signing_cert_file)
 
 
+def smev_queue(settings: Settings, pool: asyncpg.Pool) -> SmevQueue:
+    """The SMEV 3 queues, with the configured visibility timeout."""
+    return SmevQueue(pool, options=QueueOptions(visibility_timeout_s=settings.smev_visibility_timeout_s))
+
+
+def request_messages(settings: Settings) -> RequestMessages:
+    """What signs the RequestMessages agencies pull: ejx's SMEV key (its algorithm is the key's)."""
+    key = SigningKey.from_pem_files(settings.smev_signing_key_file, settings.smev_signing_cert_file)
+    return RequestMessages(key, sender=SenderIdentity(mnemonic=settings.sender))
+
+
 def router(settings: Settings, *, pool: asyncpg.Pool, producer: AIOKafkaProducer, schemas: Schemas,
            routing_file: Path | None = None, options: RouterOptions = RouterOptions()) -> Router:
     """The router: events → signed envelopes in the outbox (served, and used by ``ejx replay``)."""
@@ -108,7 +128,8 @@ async def destinations(settings: Settings, *, pool: asyncpg.Pool, producer: AIOK
                        ) -> AsyncIterator[dict[str, Destination]]:
     """Where the relay delivers, by outbox destination; closed on exit."""
     found: dict[str, Destination] = {"interagency": InteragencyDestination(
-        producer=producer, topic=settings.interagency_topic, queue=PullQueue(pool))}
+        producer=producer, topic=settings.interagency_topic, queue=smev_queue(settings, pool),
+        messages=request_messages(settings))}
     if settings.portal_url:
         found["portal"] = PortalDestination(settings.portal_url)
     else:
@@ -196,7 +217,7 @@ async def http_app(settings: Settings, built: Runtime, wanted: set[str], stack: 
     """
     app = FastAPIOffline(title="ejx", version="1", redoc_url=None, description=(
         "Exchange broker for school e-journals: vendors publish canonical events; "
-        "the portal and the interagency exchange receive signed SMEV-style envelopes; "
+        "the portal receives signed envelopes, agencies pull GOST-signed SMEV 3 messages; "
         "authorities monitor schools and read suppressed aggregates."))
     install_fault_answers(app)
     gate = Gate(Credentials(built.pool), GateOptions(bad_tokens_per_window=settings.http_bad_tokens_per_minute))
@@ -206,7 +227,9 @@ async def http_app(settings: Settings, built: Runtime, wanted: set[str], stack: 
         service = await stack.enter_async_context(ingest_service(settings, pool=built.pool, schemas=built.schemas))
         app.include_router(ingest_router(service, gate))
     if "smev" in wanted:
-        app.include_router(pull_queue_router(PullQueue(built.pool)))
+        exchange = MessageExchange(queue=smev_queue(settings, built.pool), participants=Participants(built.pool),
+                                   options=ExchangeOptions(max_body_bytes=settings.smev_max_body_bytes))
+        app.include_router(smev3_router(exchange))
     if "dashboard" in wanted:
         activity = ActivityOptions(silent_after_days=settings.silent_after_days,
                                    timely_within_days=settings.timely_within_days)

@@ -1,1 +1,1 @@
-"""Getting envelopes to receivers: the outbox, the relay, destinations, the pull queue."""
+"""Getting envelopes to receivers: the outbox, the relay, destinations (the SMEV 3 queue is in broker.smev3)."""

@@ -20,12 +20,13 @@ from aiokafka.errors import KafkaError
 
 from broker.delivery.answers import answer_fault
 from broker.delivery.outbox import OutboxMessage
-from broker.delivery.pull_queue import PullQueue
 from broker.domain.faults import (
     Failure,
     MessageIsAlreadySent,
 )
 from broker.infra.http_client import KeepAliveClient
+from broker.smev3.outgoing import RequestMessages
+from broker.smev3.queue import SmevQueue
 
 log = structlog.get_logger(__name__)
 
@@ -87,19 +88,25 @@ class PortalDestination:
 
 
 class InteragencyDestination:
-    """Produce to the interagency topic (key = recipient) AND enqueue on the SMEV-style pull queue.
+    """Produce the envelope to the interagency topic (key = recipient) AND enqueue its SMEV 3 RequestMessage.
 
-    Both steps are idempotent by MessageID for the reader (the queue's primary key;
-    consumers of the topic de-duplicate by the ``message_id`` header), so a retry
-    after a half-done delivery is harmless.
+    The queue is what agencies pull (``POST /smev3/1.2``, ``/smev3/1.3``); the topic is
+    kept for ejx's own readers (archive, audit), carrying ejx's envelope. Both are
+    idempotent by MessageID: the queue's primary key keeps the first copy and its
+    signatures, and readers of the topic de-duplicate by the ``message_id`` header, the
+    same MessageID the agency sees. So a retry after a half-done delivery is harmless.
+    "Delivered" for this outbox row means durably in the SMEV queue; the agency's Ack is
+    recorded there.
     """
 
     name = "interagency"
 
-    def __init__(self, *, producer: AIOKafkaProducer, topic: str, queue: PullQueue) -> None:
+    def __init__(self, *, producer: AIOKafkaProducer, topic: str, queue: SmevQueue,
+                 messages: RequestMessages) -> None:
         self._producer = producer
         self._topic = topic
         self._queue = queue
+        self._messages = messages
 
     async def deliver(self, message: OutboxMessage) -> None:
         headers = [("message_id", str(message.message_id).encode()),
@@ -111,8 +118,12 @@ class InteragencyDestination:
                                                headers=headers)
         except KafkaError as error:
             raise Failure(f"interagency topic {self._topic}: {error!r}") from error
-        await self._queue.put(message_id=message.message_id, recipient=message.recipient,
-                              message_type=message.message_type, payload=message.payload)
+        if await self._queue.holds(message.message_id):
+            return  # an earlier attempt enqueued it: its signatures stay
+        request = await asyncio.to_thread(self._messages.build, message)
+        if await self._queue.put(request):
+            log.info("smev_queue.enqueued", message_id=str(message.message_id), recipient=message.recipient,
+                     root=request.root_local_name, algorithm=self._messages.algorithm)
 
     async def close(self) -> None:
         """The producer belongs to whoever built it."""

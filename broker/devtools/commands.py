@@ -18,6 +18,7 @@ from rich.table import Table
 from broker.app import bootstrap
 from broker.devtools.demo.report import render
 from broker.devtools.demo.run import Demo, DemoOptions
+from broker.devtools.demo.setup import INTERAGENCY_PARTICIPANT, agency_pair
 from broker.devtools.infra.commands import infra_group, infra_up
 from broker.devtools.migrations import RECEIVER_TABLES
 from broker.devtools.receivers import (
@@ -29,7 +30,8 @@ from broker.devtools.receivers import (
 from broker.infra.migrations import migrate
 from broker.infra.postgres import connected
 from broker.settings import Settings
-from broker.xml.signing import Verifier
+from broker.smev3.client import Smev3Client, pinned_certificates
+from broker.xml.signing import SigningKey, Verifier
 
 console = Console(stderr=False)
 
@@ -96,21 +98,29 @@ def receiver_portal_command(settings: Settings, port: int, host: str) -> None:
 
 
 @receiver_group.command("interagency")
-@click.option("--queue-url", default=None, help="Base URL of the pull queue (default: ejx's HTTP server).")
-@click.option("--recipient", default="RSMEV", show_default=True)
-@click.option("--message-type", default=None, help="Only this primary-content type.")
+@click.option("--url", default=None, help="ejx's SMEV 3 endpoint (default: ejx's HTTP server, /smev3/1.2).")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The agency's signing key (default: <state>/keys/rsmev/ejx.key, GOST).")
+@click.option("--cert", "cert_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Its certificate, registered with `ejx participants add` (default: <state>/keys/rsmev/ejx.crt).")
+@click.option("--recipient", default=INTERAGENCY_PARTICIPANT, show_default=True,
+              help="The participant the certificate is registered as.")
 @click.pass_obj
-def receiver_interagency_command(settings: Settings, queue_url: str | None, recipient: str,
-                                 message_type: str | None) -> None:
-    """Pull, verify, record and acknowledge envelopes until stopped."""
-    url = queue_url or f"http://{settings.http_host}:{settings.http_port}"
+def receiver_interagency_command(settings: Settings, url: str | None, key_file: Path | None,
+                                 cert_file: Path | None, recipient: str) -> None:
+    """Pull as an agency over SMEV 3: GetRequest, verify every signature (trusting ejx's SMEV certificate),
+    record, Ack — until stopped."""
+    url = url or f"http://{settings.http_host}:{settings.http_port}/smev3/1.2"
+    default_key, default_cert = agency_pair(settings)
+    key = SigningKey.from_pem_files(key_file or default_key, cert_file or default_cert)
+    trusted = pinned_certificates(settings.smev_signing_cert_file)
 
     async def main(stop: asyncio.Event) -> None:
         async with connected(settings) as pool:
             await _with_receiver_tables(pool)
             receipts = ReceiverLog(pool, "interagency")
-            client = InteragencyPullClient(url, verifier=_verifier(settings), receipts=receipts,
-                                           options=PullClientOptions(recipient=recipient, message_type=message_type))
+            client = InteragencyPullClient(Smev3Client(url, key, trusted=trusted), receipts=receipts,
+                                           options=PullClientOptions(recipient=recipient))
             await client.run(stop)
             _print_report(await receipts.report())
 

@@ -1,4 +1,4 @@
-"""Reference receivers: what a portal and an interagency system should do with our envelopes.
+"""Reference receivers: what a portal and an interagency system should do with what ejx sends them.
 
 Both verify every signature against the trusted certificates, take header and
 content only from what the signature covers, and record every MessageID
@@ -10,25 +10,23 @@ such and never applied. They serve tests, the demo and vendors' own testing.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from dataclasses import dataclass
 
 import asyncpg
-import h11
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from lxml import etree
 
 from broker.delivery.answers import fault_xml
-from broker.delivery.pull_queue import ACK_PATH, GET_MESSAGE_PATH
 from broker.domain.faults import Failure, Fault, MessageIsAlreadySent
 from broker.domain.model import NAMESPACE as EVENTS_NAMESPACE
 from broker.infra.backoff import pause
-from broker.infra.http_client import Answer, KeepAliveClient
 from broker.infra.postgres import outage_as_failure
+from broker.smev3.client import Smev3Client
 from broker.xml import hardened
+from broker.xml.envelope import EnvelopeHeader, MessageType
 from broker.xml.signing import VerifiedEnvelope, Verifier
 
 log = structlog.get_logger(__name__)
@@ -56,9 +54,9 @@ class ReceiverLog:
         self._pool = pool
         self.receiver = receiver
 
-    async def record(self, envelope: VerifiedEnvelope) -> bool:
-        """Record a verified envelope; False when its MessageID was received before."""
-        header = envelope.header
+    async def record(self, header: EnvelopeHeader, content: etree._Element) -> bool:
+        """Record a verified message (header and content from what the signature covers); False when its
+        MessageID was received before."""
         with outage_as_failure("the receiver log"):
             first = await self._pool.fetchval(
                 """INSERT INTO receiver_messages AS m (receiver, message_id, reference_message_id, sender, recipient,
@@ -68,7 +66,7 @@ class ReceiverLog:
                    DO UPDATE SET copies = m.copies + 1, last_received_at = now()
                    RETURNING copies = 1""",
                 self.receiver, header.message_id, header.reference_message_id, header.sender, header.recipient,
-                etree.QName(envelope.content).localname, header.test, _event_id(envelope.content))
+                etree.QName(content).localname, header.test, _event_id(content))
         return bool(first)
 
     async def reject(self, fault: Fault) -> None:
@@ -108,7 +106,7 @@ async def receive_envelope(data: bytes, *, verifier: Verifier, receipts: Receive
         await receipts.reject(fault)
         log.warning("receiver.refused", receiver=receipts.receiver, code=fault.code, error=fault.description)
         raise
-    first = await receipts.record(verified)
+    first = await receipts.record(verified.header, verified.content)
     header = verified.header
     log.info("receiver.received" if first else "receiver.duplicate", receiver=receipts.receiver,
              message_id=str(header.message_id), reference_message_id=str(header.reference_message_id or ""),
@@ -144,69 +142,58 @@ def portal_receiver_app(*, verifier: Verifier, receipts: ReceiverLog) -> FastAPI
 
 @dataclass(frozen=True)
 class PullClientOptions:
-    """How the reference interagency client polls the pull queue."""
+    """How the reference interagency system pulls its SMEV 3 queue."""
 
     recipient: str = "RSMEV"
-    """Whose queue it reads."""
-    message_type: str | None = None
-    """Only this primary-content type, or all."""
+    """The participant this client is registered as (its queue is chosen by its certificate)."""
     in_flight: int = 8
-    """Envelopes taken at once: each of this many readers does get-message, verify, record, ack in turn."""
+    """Readers at once: each does GetRequest, verify, record, Ack in turn."""
     idle_poll_s: float = 0.2
-    """A reader's wait after an empty answer (204)."""
-    timeout_s: float = 10.0
-    """Per request."""
+    """A reader's wait after an empty GetRequestResponse."""
 
 
 class InteragencyPullClient:
-    """Pulls envelopes, verifies and records each, then acknowledges it (refused ones with accepted=false)."""
+    """An agency's information system on ejx's SMEV 3 endpoint, through the reference client
+    (:mod:`broker.smev3.client`): every message verified, recorded, then acknowledged; a refused one is
+    recorded as a bad signature and acknowledged with accepted=false, as SMEV prescribes."""
 
-    def __init__(self, base_url: str, *, verifier: Verifier, receipts: ReceiverLog,
+    def __init__(self, client: Smev3Client, *, receipts: ReceiverLog,
                  options: PullClientOptions = PullClientOptions()) -> None:
-        base_url = base_url.rstrip("/")
-        connections = max(1, options.in_flight)
-        self._get = KeepAliveClient(base_url + GET_MESSAGE_PATH, timeout_s=options.timeout_s,
-                                    max_connections=connections)
-        self._ack_client = KeepAliveClient(base_url + ACK_PATH, timeout_s=options.timeout_s,
-                                           max_connections=connections)
-        self._verifier = verifier
+        self._client = client
         self._receipts = receipts
         self._options = options
 
     async def pull_once(self) -> bool:
-        """Take one envelope if there is one; False when the queue was empty."""
-        body = {"recipient": self._options.recipient}
-        if self._options.message_type:
-            body["message_type"] = self._options.message_type
-        response = await _post_json(self._get, body)
-        if response.status == 204:
+        """Take one message if there is one; False when the queue was empty."""
+        pulled = await self._client.get_request()
+        if pulled is None:
             return False
-        if response.status != 200:
-            raise Failure(f"get-message answered HTTP {response.status}: {response.body[:200]!r}")
-        try:
-            verified, _ = await receive_envelope(response.body, verifier=self._verifier, receipts=self._receipts)
-        except Fault as fault:
-            if fault.retriable:
-                raise
-            # A refused envelope's MessageID is only a hint (unsigned); acknowledge it as refused.
-            hinted = response.header("X-Ejx-Message-Id")
-            if hinted:
-                await self._ack(uuid.UUID(hinted), accepted=False)
+        if pulled.message is None:
+            await self._receipts.reject(pulled.refusal)
+            await self._client.ack(pulled.message_id, accepted=False)
             return True
-        await self._ack(verified.header.message_id, accepted=True)
+        message = pulled.message
+        header = EnvelopeHeader(message_id=message.message_id, message_type=MessageType.BROADCAST,
+                                sender=message.sender, recipient=self._options.recipient,
+                                sending_timestamp=message.sending_timestamp, test=message.test,
+                                reference_message_id=message.reference_message_id)
+        first = await self._receipts.record(header, message.content)
+        log.info("receiver.received" if first else "receiver.duplicate", receiver=self._receipts.receiver,
+                 message_id=str(message.message_id), message_type=etree.QName(message.content).localname,
+                 test=message.test)
+        await self._client.ack(message.message_id, accepted=True)
         return True
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Pull with ``in_flight`` readers until ``stop``; a queue outage is waited out, never skipped past.
+        """Pull with ``in_flight`` readers until ``stop``; an outage is waited out, never skipped past.
 
-        Each envelope is acknowledged only after it is recorded, so one a reader
-        never acknowledges comes back after the queue's visibility timeout.
+        Each message is acknowledged only after it is recorded, so one a reader never
+        acknowledges comes back after the queue's visibility timeout.
         """
         try:
             await asyncio.gather(*(self._read(stop) for _ in range(max(1, self._options.in_flight))))
         finally:
-            await self._get.aclose()
-            await self._ack_client.aclose()
+            await self._client.aclose()
 
     async def _read(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -217,17 +204,3 @@ class InteragencyPullClient:
                 took = False
             if not took:
                 await pause(stop, self._options.idle_poll_s)
-
-    async def _ack(self, message_id: uuid.UUID, *, accepted: bool) -> None:
-        response = await _post_json(self._ack_client, {"message_id": str(message_id), "accepted": accepted})
-        if response.status != 200:
-            raise Failure(f"ack of {message_id} answered HTTP {response.status}: {response.body[:200]!r}")
-
-
-async def _post_json(client: KeepAliveClient, body: dict[str, object]) -> Answer:
-    try:
-        return await client.post(json.dumps(body).encode(), headers=(("Content-Type", "application/json"),))
-    except TimeoutError as error:
-        raise Failure(f"pull queue timed out: {error!r}") from error
-    except (OSError, h11.ProtocolError, asyncio.IncompleteReadError) as error:
-        raise Failure(f"pull queue unreachable: {error!r}") from error

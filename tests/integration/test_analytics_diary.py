@@ -10,8 +10,8 @@ from broker.access.registry import Registry
 from broker.analytics.api import monitoring_router
 from broker.xml.schemas import Schemas
 from consumers.analytics import AnalyticsConsumer
-from tests.fixtures.analytics.journal import AS_OF, JOURNAL, register
 from tests import access_support
+from tests.fixtures.analytics.journal import AS_OF, JOURNAL, register
 from tests.integration.test_analytics_projections import ANNA_GRADES, grades_of, record
 
 

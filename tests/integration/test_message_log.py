@@ -14,7 +14,11 @@ from broker.audit.chain import Direction, Kind, Record, record_hash
 from broker.audit.manifest import ManifestSigner
 from broker.infra.postgres import UnitOfWork
 from broker.xml.signing import keys
-from tests.integration.message_log_support import append_committed, as_superuser_without_triggers, entries
+from tests.integration.message_log_support import (
+    append_committed,
+    as_superuser_without_triggers,
+    entries,
+)
 
 pytestmark = pytest.mark.postgres
 

@@ -18,7 +18,11 @@ from broker.audit.archive import MANIFEST, RECORDS, SIGNATURE, verify_archives
 from broker.audit.manifest import ManifestSigner
 from broker.domain.faults import Failure, InvalidContent
 from broker.xml.signing import keys
-from tests.integration.message_log_support import append_committed, as_superuser_without_triggers, entries
+from tests.integration.message_log_support import (
+    append_committed,
+    as_superuser_without_triggers,
+    entries,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -152,7 +156,7 @@ async def test_a_forged_manifest_is_refused(db_pool, ejx, tmp_path) -> None:
     assert "does not verify" in _verify([second], certificate).broken.reason
 
 
-@pytest.mark.parametrize("algorithm", list(keys.KeyAlgorithm))
+@pytest.mark.parametrize("algorithm", [a for a in keys.KeyAlgorithm if not a.is_gost])  # manifests: RSA or ECDSA
 async def test_a_manifest_verifies_with_openssl_alone(db_pool, tmp_path, algorithm) -> None:
     signer, certificate = _pair(algorithm)
     (path,) = await _archives(db_pool, signer, tmp_path, 2)

@@ -12,7 +12,11 @@ from click.testing import CliRunner
 
 from broker.app.cli import main
 from broker.xml.signing import keys
-from tests.integration.message_log_support import append_committed, as_superuser_without_triggers, entries
+from tests.integration.message_log_support import (
+    append_committed,
+    as_superuser_without_triggers,
+    entries,
+)
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 

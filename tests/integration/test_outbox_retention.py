@@ -9,7 +9,8 @@ import asyncpg
 import pytest
 
 from broker.delivery import outbox
-from broker.delivery.pull_queue import PullQueue
+from broker.smev3.codec import Version
+from broker.smev3.queue import QueuedRequest, SmevQueue
 
 pytestmark = pytest.mark.postgres
 
@@ -24,13 +25,14 @@ async def test_sweep_deletes_only_old_delivered_rows_and_old_acknowledged_envelo
     ids = {name: uuid.uuid4() for name in rows}
     for name, (status, age) in rows.items():
         await db_pool.execute(INSERT, ids[name], status, age)
-    queue = PullQueue(db_pool)
+    queue = SmevQueue(db_pool)
     envelopes = {name: uuid.uuid4() for name in ("old-acked", "recent-acked", "old-unacked")}
     for message_id in envelopes.values():
-        await queue.put(message_id=message_id, recipient="RSMEV", message_type="TermGradeFinalized",
-                        payload=b"<e/>")
-    await queue.ack(message_id=envelopes["old-acked"], accepted=True)
-    await queue.ack(message_id=envelopes["recent-acked"], accepted=True)
+        await queue.put(QueuedRequest(message_id=message_id, recipient="RSMEV", namespace_uri="urn://ejx/events/1",
+                                      root_local_name="TermGradeFinalized",
+                                      messages={v: b"<RequestMessage/>" for v in Version}))
+    await queue.ack(recipient="RSMEV", message_id=envelopes["old-acked"], accepted=True)
+    await queue.ack(recipient="RSMEV", message_id=envelopes["recent-acked"], accepted=True)
     await db_pool.execute("UPDATE smev_queue SET acked_at = now() - interval '30 days' WHERE message_id = $1",
                           envelopes["old-acked"])
     await db_pool.execute("UPDATE smev_queue SET enqueued_at = now() - interval '30 days' WHERE message_id = $1",

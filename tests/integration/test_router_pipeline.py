@@ -6,10 +6,9 @@ import asyncio
 
 import pytest
 from aiokafka import TopicPartition
-from fastapi import FastAPI
 
+from broker.access.participants import Participants
 from broker.delivery.destinations import InteragencyDestination, PortalDestination
-from broker.delivery.pull_queue import PullQueue, pull_queue_router
 from broker.delivery.relay import Relay, RelayOptions
 from broker.devtools.receivers import (
     InteragencyPullClient,
@@ -18,6 +17,9 @@ from broker.devtools.receivers import (
     portal_receiver_app,
 )
 from broker.infra import kafka
+from broker.smev3.client import Smev3Client
+from broker.smev3.outgoing import RequestMessages
+from broker.smev3.queue import SmevQueue
 from broker.xml import hardened
 from consumers.router import Router
 from tests.delivery_support import (
@@ -28,6 +30,7 @@ from tests.delivery_support import (
     term_grade_xml,
 )
 from tests.integration.router_support import pair, pipeline, read_all, schemas  # noqa: F401  (fixtures)
+from tests.smev3_support import exchange_app, gost_pair
 
 
 class Crash(BaseException):
@@ -132,23 +135,26 @@ async def test_term_grade_reaches_portal_and_interagency_once_each_with_verified
 
     portal_log = ReceiverLog(pipeline.pool, "portal")
     interagency_log = ReceiverLog(pipeline.pool, "interagency")
-    queue = PullQueue(pipeline.pool)
-    queue_app = FastAPI()
-    queue_app.include_router(pull_queue_router(queue))
+    ejx_smev, agency = gost_pair("ejx SMEV"), gost_pair("RSMEV")
+    await Participants(pipeline.pool).add("RSMEV", agency.facts)
     async with (serving(portal_receiver_app(verifier=pipeline.verifier, receipts=portal_log)) as portal_url,
-                serving(queue_app) as queue_url):
+                exchange_app(pipeline.pool) as exchange_url):
         portal = PortalDestination(f"{portal_url}/envelopes")
-        interagency = InteragencyDestination(producer=pipeline.producer,
-                                             topic=pipeline.settings.interagency_topic, queue=queue)
+        interagency = InteragencyDestination(producer=pipeline.producer, topic=pipeline.settings.interagency_topic,
+                                             queue=SmevQueue(pipeline.pool), messages=RequestMessages(ejx_smev.key))
         try:
             assert await Relay(pipeline.pool, {"portal": portal, "interagency": interagency},
                                options=RelayOptions()).drain() == 3
         finally:
             await portal.close()
-        client = InteragencyPullClient(queue_url, verifier=pipeline.verifier, receipts=interagency_log,
-                                       options=PullClientOptions(recipient="RSMEV"))
-        assert await client.pull_once() is True
-        assert await client.pull_once() is False
+        smev = Smev3Client(f"{exchange_url}/smev3/1.2", agency.key,
+                           trusted=frozenset({ejx_smev.key.certificate_der}))
+        client = InteragencyPullClient(smev, receipts=interagency_log, options=PullClientOptions(recipient="RSMEV"))
+        try:
+            assert await client.pull_once() is True
+            assert await client.pull_once() is False
+        finally:
+            await smev.aclose()
 
     portal_report, interagency_report = await portal_log.report(), await interagency_log.report()
     assert (portal_report.received, portal_report.duplicates, portal_report.bad_signatures) == (2, 0, 0)

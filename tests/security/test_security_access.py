@@ -10,7 +10,14 @@ from click.testing import CliRunner
 
 from adapters import examples
 from broker.app.cli import main
-from tests.security.conftest import DISTRICT_A, DISTRICT_B, SCHOOL_A, SCHOOL_B, Faces, serving
+from tests.security.conftest import (
+    DISTRICT_A,
+    DISTRICT_B,
+    SCHOOL_A,
+    SCHOOL_B,
+    Faces,
+    serving,
+)
 
 KINDS = ("vendor", "portal_client", "authority", "authority_a", "operator")
 GRADE = {**examples.EVENTS["GradePosted"], "school_id": SCHOOL_A}

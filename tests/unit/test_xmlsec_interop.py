@@ -29,7 +29,7 @@ def xmlsec1() -> str:
     return path
 
 
-@pytest.fixture(scope="module", params=list(keys.KeyAlgorithm))
+@pytest.fixture(scope="module", params=[a for a in keys.KeyAlgorithm if not a.is_gost])  # xmlsec1: no GOST
 def dev_pair(request, tmp_path_factory) -> tuple[Path, Path]:
     return keys.write_dev_pair(tmp_path_factory.mktemp(request.param.value), algorithm=request.param)
 

@@ -13,7 +13,18 @@ from importlib.metadata import entry_points
 
 import click
 
-from broker.app.cli import database, documents, imports, log, operations, registry, serve
+from broker.app.cli import (
+    database,
+    documents,
+    imports,
+    keys,
+    log,
+    operations,
+    participants,
+    registry,
+    serve,
+    smev3,
+)
 from broker.domain.faults import Fault
 from broker.ops import logs
 from broker.settings import Settings
@@ -42,7 +53,7 @@ def main(ctx: click.Context) -> None:
     ctx.obj = settings
 
 
-for _module in (database, documents, registry, imports, serve, operations, log):
+for _module in (database, keys, documents, smev3, registry, participants, imports, serve, operations, log):
     for _command in _module.commands:
         main.add_command(_command)
 for _plugin in entry_points(group=PLUGIN_GROUP):

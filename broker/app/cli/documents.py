@@ -1,4 +1,4 @@
-"""XML commands: dev keys, validation, building, signing and verifying envelopes.
+"""XML commands: validation, building and signing envelopes, verifying envelopes and SMEV 3 messages.
 
 Every document goes through :func:`broker.xml.hardened.parse`, so hostile input is
 refused before any schema or signature work; every failure is a Fault, which
@@ -8,37 +8,27 @@ the root group prints as one ``<code>: <description>`` line.
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
-from broker.domain.faults import Failure
+from broker.domain.faults import Failure, SignatureVerificationFault
 from broker.settings import Settings
 from broker.xml import hardened
-from broker.xml.envelope import ENVELOPE_NS, build_envelope, read_envelope
+from broker.xml.envelope import ENVELOPE, ENVELOPE_NS, build_envelope, read_envelope
 from broker.xml.schemas import Schemas
-from broker.xml.signing import Verifier, XmlDsigSigner, keys
+from broker.xml.signing import (
+    Verifier,
+    XmlDsigSigner,
+    find_signatures,
+    keys,
+    verify_reference,
+)
 
 DOCUMENT = click.argument("file", metavar="FILE", type=str)
-
-
-@click.group("keys")
-def keys_group() -> None:
-    """Signing keys."""
-
-
-@keys_group.command("init")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where to write ejx.key and ejx.crt [default: <state dir>/keys].")
-@click.option("--algorithm", type=click.Choice([a.value for a in keys.KeyAlgorithm]), default="ecdsa",
-              show_default=True)
-@click.pass_obj
-def keys_init(settings: Settings, directory: Path | None, algorithm: str) -> None:
-    """Mint a development key and self-signed certificate; never overwrites."""
-    key_path, cert_path = keys.write_dev_pair(directory or settings.keys_dir,
-                                              algorithm=keys.KeyAlgorithm(algorithm))
-    click.echo(f"{key_path}\n{cert_path}")
 
 
 @click.command("validate")
@@ -50,7 +40,7 @@ def validate(file: str) -> None:
     the way in for event bytes (parser, schema, then the model's own rules),
     so the verdict and the fault are the ones ejx gives when it receives them.
     """
-    data = _read(file)
+    data = read_document(file)
     root = hardened.parse(data)
     schemas = Schemas.load()
     if etree.QName(root).namespace == ENVELOPE_NS:
@@ -99,17 +89,60 @@ def envelope_sign(settings: Settings, envelope_file: str, key_file: Path | None,
 @click.command("verify")
 @DOCUMENT
 @click.option("--trust", "trust_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="PEM certificate(s) to trust [default: settings' trusted certificates].")
+              help="PEM certificate(s) to trust [envelopes: default settings' trusted certificates; "
+                   "SMEV 3 messages: every signer must be one of them].")
+@click.option("--at", "at", metavar="TIME", callback=lambda _ctx, _param, value: _moment(value), default=None,
+              help="SMEV 3: check certificates' validity at this ISO 8601 time (an archived message), "
+                   "not now; without a zone, UTC.")
 @click.pass_obj
-def verify(settings: Settings, file: str, trust_file: Path | None) -> None:
-    """Check an envelope's signature, then its schemas; print its MessageID."""
+def verify(settings: Settings, file: str, trust_file: Path | None, at: datetime | None) -> None:
+    """Check an ejx envelope (print its MessageID) or every signature of an SMEV 3 message.
+
+    For SMEV 3 (a SOAP envelope or any element of one) each ds:Signature is checked by its
+    Reference URI, and one line says what it covers (Id and element), its algorithm and signer.
+    """
+    document = _parse(file)
+    if document.tag != ENVELOPE:
+        _verify_signatures(document, trust_file, at)
+        return
+    if at is not None:
+        raise click.UsageError("--at applies to SMEV 3 messages; an ejx envelope is checked as of now")
     verifier = Verifier.from_pem_files([trust_file or settings.trusted_certs_file])
-    envelope = _parse(file)
-    verified = verifier.verify(envelope)
+    verified = verifier.verify(document)
     schemas = Schemas.load()
-    _validate_envelope(schemas, envelope)
+    _validate_envelope(schemas, document)
     schemas.validate_event(verified.content)
     click.echo(str(verified.header.message_id))
+
+
+def _verify_signatures(document: etree._Element, trust_file: Path | None, at: datetime | None) -> None:
+    trusted = None if trust_file is None else {
+        c.public_bytes(serialization.Encoding.DER) for c in keys.load_certificates(trust_file)}
+    signatures = find_signatures(document)
+    if not signatures:
+        raise SignatureVerificationFault("the document holds no ds:Signature")
+    for number, signature in enumerate(signatures, 1):
+        where = f"signature {number} of {len(signatures)} (in {etree.QName(signature.getparent()).localname})"
+        try:
+            verified = verify_reference(signature, at=at)
+        except SignatureVerificationFault as fault:
+            raise SignatureVerificationFault(f"{where}: {fault.description}") from None
+        if trusted is not None and verified.certificate_der not in trusted:
+            raise SignatureVerificationFault(f"{where}: signer {verified.subject} (serial "
+                                             f"{verified.serial_number:x}) is not in {trust_file}")
+        click.echo(f"#{verified.reference_id} {etree.QName(verified.covered).localname}: {verified.algorithm} "
+                   f"by {verified.subject} (serial {verified.serial_number:x}, valid "
+                   f"{verified.not_before:%Y-%m-%d} .. {verified.not_after:%Y-%m-%d})")
+
+
+def _moment(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time, e.g. 2021-06-07T08:31:00+03:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _validate_envelope(schemas: Schemas, envelope: etree._Element) -> None:
@@ -120,11 +153,11 @@ def _validate_envelope(schemas: Schemas, envelope: etree._Element) -> None:
 
 
 def _parse(file: str) -> etree._Element:
-    return hardened.parse(_read(file))
+    return hardened.parse(read_document(file))
 
 
-def _read(file: str) -> bytes:
-    """Read at most one byte past the size limit, so that the hardened parser refuses it."""
+def read_document(file: str) -> bytes:
+    """The bytes of FILE (``-``: stdin), at most one byte past the size limit, so that the parser refuses it."""
     limit = hardened.XmlLimits().max_bytes + 1
     try:
         if file == "-":
@@ -142,4 +175,4 @@ def _emit(document: bytes) -> None:
     click.echo(document, nl=False)
 
 
-commands = [keys_group, validate, envelope_group, verify]
+commands = [validate, envelope_group, verify]

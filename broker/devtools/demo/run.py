@@ -43,6 +43,7 @@ from broker.devtools.demo.setup import (
     create_database,
     demo_settings,
     ensure_keys,
+    register_agency,
     start_processes,
     stop_processes,
 )
@@ -116,6 +117,7 @@ class Demo:
         processes: list[subprocess.Popen] = []
         try:
             tokens = await self._register(pool, day)
+            await register_agency(self.settings, pool)
             processes = self._start()
             base = f"http://127.0.0.1:{self.settings.http_port}"
             self.report.dashboard_url = f"{base}/dashboard"
@@ -147,7 +149,7 @@ class Demo:
         return tokens
 
     def _start(self) -> list[subprocess.Popen]:
-        """ejx, the reference portal receiver and the interagency pull client, each a process of its own."""
+        """ejx, the reference portal receiver and the interagency SMEV 3 client, each a process of its own."""
         self.logs = self.settings.state_dir / "demo" / self.run_id
         return start_processes(self.settings, self.logs)
 

@@ -12,10 +12,14 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from broker.access.participants import CertificateFacts, Participants
 from broker.devtools.migrations import RECEIVER_TABLES
 from broker.infra.migrations import PRODUCTION, migrate
 from broker.settings import Settings
-from broker.xml.signing.keys import write_dev_pair
+from broker.xml.signing.keys import CERT_FILE, KEY_FILE, KeyAlgorithm, write_dev_pair
+
+INTERAGENCY_PARTICIPANT = "RSMEV"
+"""The agency the demo's interagency receiver stands in for (routing.toml's interagency recipient)."""
 
 
 def free_port() -> int:
@@ -54,9 +58,29 @@ async def create_database(settings: Settings, name: str) -> str:
 
 
 def ensure_keys(settings: Settings) -> None:
-    """A development key pair on first use; an operator's own keys are never touched."""
+    """Development key pairs on first use: ejx's envelope key (ECDSA), ejx's SMEV key and the demo
+    agency's (GOST R 34.10-2012); an operator's own keys are never touched."""
     if not settings.signing_key_file.exists() and not settings.signing_cert_file.exists():
         write_dev_pair(settings.signing_key_file.parent)
+    _ensure_gost_pair(settings.smev_signing_key_file, settings.smev_signing_cert_file)
+    _ensure_gost_pair(*agency_pair(settings))
+
+
+def agency_pair(settings: Settings) -> tuple[Path, Path]:
+    """Key and certificate of the demo's agency, the SMEV 3 client that pulls as RSMEV."""
+    directory = settings.keys_dir / INTERAGENCY_PARTICIPANT.lower()
+    return directory / KEY_FILE, directory / CERT_FILE
+
+
+def _ensure_gost_pair(key_file: Path, cert_file: Path) -> None:
+    if not key_file.exists() and not cert_file.exists():
+        write_dev_pair(key_file.parent, algorithm=KeyAlgorithm.GOST2012_256)
+
+
+async def register_agency(settings: Settings, pool: asyncpg.Pool) -> None:
+    """The demo's agency as an SMEV 3 participant, by its certificate."""
+    facts = CertificateFacts.from_pem(agency_pair(settings)[1].read_bytes())
+    await Participants(pool).add(INTERAGENCY_PARTICIPANT, facts, service="demo interagency receiver")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -68,6 +92,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "EJX_PORTAL_URL": settings.portal_url or "", "EJX_STATE_DIR": str(settings.state_dir),
         "EJX_KEY_FILE": str(settings.signing_key_file), "EJX_CERT_FILE": str(settings.signing_cert_file),
         "EJX_TRUST_FILE": str(settings.trusted_certs_file),
+        "EJX_SMEV_KEY_FILE": str(settings.smev_signing_key_file),
+        "EJX_SMEV_CERT_FILE": str(settings.smev_signing_cert_file),
     }
     return overrides
 
@@ -86,7 +112,7 @@ def stop_processes(processes: list[subprocess.Popen]) -> None:
 
 
 def start_processes(settings: Settings, logs: Path) -> list[subprocess.Popen]:
-    """ejx (every component), the reference portal receiver and the interagency pull client, each a
+    """ejx (every component), the reference portal receiver and the interagency SMEV 3 client, each a
     process of its own as in production; their logs go to ``logs``."""
     logs.mkdir(parents=True, exist_ok=True)
     ejx = str(Path(sys.executable).with_name("ejx"))

@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import secrets
 import threading
+import warnings
 import weakref
 from dataclasses import dataclass, field
 
@@ -49,6 +50,10 @@ class InvalidGostKey(InvalidContent):
 class GostSignatureInvalid(SignatureVerificationFault):
     """The signature does not match the data under this certificate's key."""
 
+
+# Qualified Russian certificates routinely carry names longer than X.520's 64 characters (the CN of a
+# ministry is 157); ``cryptography`` warns on reading each one, which would drown ``ejx verify``'s output.
+warnings.filterwarnings("ignore", message="Attribute's length must be", category=UserWarning)
 
 _c, _p, _i, _z = ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
 _PROTOTYPES = {  # name: (restype, *argtypes)

@@ -1,7 +1,7 @@
 """Signing keys and X.509 certificates: load PEM once, mint development pairs.
 
-Production keys and certificates come from a CA; the self-signed pair minted
-here is for development, demos and tests only.
+Production keys and certificates come from a CA (for GOST, an accredited one);
+the self-signed pair minted here is for development, demos and tests only.
 """
 
 from __future__ import annotations
@@ -13,22 +13,31 @@ from enum import StrEnum
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
 from broker.domain.faults import Failure
+from broker.xml.signing import gost
 
 KEY_FILE = "ejx.key"
 CERT_FILE = "ejx.crt"
 
 
 class KeyAlgorithm(StrEnum):
-    """Key kinds ejx can mint; GOST keys come from a certified provider, never from here."""
+    """Key kinds ejx can mint for development; production GOST keys come from an accredited CA."""
 
     ECDSA = "ecdsa"
     RSA = "rsa"
+    GOST2012_256 = "gost2012-256"
+    """GOST R 34.10-2012 (256), paramset A, through OpenSSL's gost engine: what SMEV 3 peers verify."""
+
+    @property
+    def is_gost(self) -> bool:
+        """Whether keys of this kind live in the gost engine rather than in ``cryptography``."""
+        return self is KeyAlgorithm.GOST2012_256
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,9 @@ class DevCertificateOptions:
 
 
 def generate_key(algorithm: KeyAlgorithm) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
-    """A fresh P-256 or RSA-2048 key, the sizes the XML-DSig methods here accept."""
+    """A fresh P-256 or RSA-2048 key, the sizes the XML-DSig methods here accept (GOST: see write_dev_pair)."""
+    if algorithm.is_gost:
+        raise ValueError("GOST keys are minted with their certificate: gost.generate_key_and_certificate")
     if algorithm is KeyAlgorithm.ECDSA:
         return ec.generate_private_key(ec.SECP256R1())
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -79,27 +90,35 @@ def write_dev_pair(directory: Path, *, algorithm: KeyAlgorithm = KeyAlgorithm.EC
     for path in (key_path, cert_path):
         if path.exists():
             raise Failure(f"{path} exists; refusing to overwrite a key or certificate")
-    key = generate_key(algorithm)
-    certificate = self_signed_certificate(key, options=options)
+    if algorithm.is_gost:
+        key_pem, cert_pem = gost.generate_key_and_certificate(options.common_name, days=options.valid_days)
+    else:
+        key = generate_key(algorithm)
+        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+        cert_pem = self_signed_certificate(key, options=options).public_bytes(serialization.Encoding.PEM)
     directory.mkdir(parents=True, exist_ok=True)
-    _write_new(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()), mode=0o600)
-    _write_new(cert_path, certificate.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    _write_new(key_path, key_pem, mode=0o600)
+    _write_new(cert_path, cert_pem, mode=0o644)
     return key_path, cert_path
 
 
 def load_private_key(path: Path, *, password: bytes | None = None) -> PrivateKeyTypes:
     """The PEM private key at ``path``; unreadable or malformed files become a Failure."""
-    data = _read(path, "signing key")
+    return load_private_key_pem(read_file(path, "signing key"), password=password, source=str(path))
+
+
+def load_private_key_pem(data: bytes, *, password: bytes | None = None, source: str = "PEM data") -> PrivateKeyTypes:
+    """An RSA or EC private key from PEM bytes (GOST keys: :class:`.gost.GostPrivateKey`)."""
     try:
         return serialization.load_pem_private_key(data, password=password)
-    except (ValueError, TypeError) as error:
-        raise Failure(f"signing key {path} is not a usable PEM private key: {error}") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+        raise Failure(f"signing key {source} is not a usable PEM private key: {error}") from None
 
 
 def load_certificates(path: Path) -> list[x509.Certificate]:
     """Every PEM certificate in ``path`` (one certificate or a bundle)."""
-    data = _read(path, "certificate file")
+    data = read_file(path, "certificate file")
     try:
         certificates = x509.load_pem_x509_certificates(data)
     except ValueError as error:
@@ -107,7 +126,8 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
     return certificates
 
 
-def _read(path: Path, what: str) -> bytes:
+def read_file(path: Path, what: str) -> bytes:
+    """The bytes of a key or certificate file; unreadable files become a Failure naming ``what``."""
     try:
         return Path(path).read_bytes()
     except OSError as error:

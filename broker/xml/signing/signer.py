@@ -102,7 +102,7 @@ class XmlDsigSigner:
         elif len(container):
             raise InvalidContent("envelope is already signed")
         ref_id = data.get("Id")
-        digest = base64.b64encode(self._digest(reference_octets(data, self._method.transforms)).digest())
+        digest = base64.b64encode(self._digest(reference_octets(data, self._method.transforms)))
         head, middle, tail = self._canonical_parts
         value = self._method.sign(self._key, b"".join((head, ref_id.encode(), middle, digest, tail)))
         signature = self._template.__deepcopy__(None)  # lxml's own subtree copy, without copy's memo

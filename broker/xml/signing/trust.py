@@ -71,7 +71,7 @@ class TrustedCertificates:
             if issuer is None:
                 raise SignatureVerificationFault(f"certificate {subject} is neither pinned nor issued by a trusted CA")
             chain.append(issuer)
-        _check_key_usage(certificate, subject)
+        check_key_usage(certificate, subject)
         return _Trust(certificate=certificate, public_key=public_key,
                       not_before=max(c.not_valid_before_utc for c in chain),
                       not_after=min(c.not_valid_after_utc for c in chain))
@@ -98,7 +98,7 @@ class _Trust:
     not_after: datetime
 
 
-def _check_key_usage(certificate: x509.Certificate, subject: str) -> None:
+def check_key_usage(certificate: x509.Certificate, subject: str) -> None:
     try:
         usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:

@@ -109,34 +109,34 @@ class Verifier:
         data = signed_block(envelope, fault=SignatureVerificationFault)
         ref_id = data.get("Id")
         signature = _the_signature(envelope)
-        signed_info, value_el, key_info = _children(signature, ("SignedInfo", "SignatureValue", "KeyInfo"))
-        c14n_method, sig_method, reference = _children(
+        signed_info, value_el, key_info = ds_children(signature, ("SignedInfo", "SignatureValue", "KeyInfo"))
+        c14n_method, sig_method, reference = ds_children(
             signed_info, ("CanonicalizationMethod", "SignatureMethod", "Reference"))
-        _expect_algorithm(c14n_method, {EXC_C14N}, "CanonicalizationMethod")
-        method = SIGNATURE_METHODS[_expect_algorithm(sig_method, self._options.signature_methods, "SignatureMethod")]
+        expect_algorithm(c14n_method, {EXC_C14N}, "CanonicalizationMethod")
+        method = SIGNATURE_METHODS[expect_algorithm(sig_method, self._options.signature_methods, "SignatureMethod")]
         if reference.get("URI") != f"#{ref_id}":
             raise SignatureVerificationFault(
                 f"Reference URI {reference.get('URI')!r} does not point at this envelope's "
                 f"SenderProvidedData (#{ref_id})")
-        transforms, digest_method, digest_value = _children(reference, ("Transforms", "DigestMethod", "DigestValue"))
+        transforms, digest_method, digest_value = ds_children(reference, ("Transforms", "DigestMethod", "DigestValue"))
         steps = list(transforms.iterchildren(tag=etree.Element))
-        found = tuple(_expect_algorithm(t, set(method.transforms), "Transform")
-                      for t in _children(transforms, ("Transform",) * len(steps)))
+        found = tuple(expect_algorithm(t, set(method.transforms), "Transform")
+                      for t in ds_children(transforms, ("Transform",) * len(steps)))
         if found != method.transforms:
             raise SignatureVerificationFault(
                 f"Reference transforms must be {list(method.transforms)}, got {list(found)}")
-        digester = DIGEST_METHODS[_expect_algorithm(digest_method, {method.digest_method}, "DigestMethod")]
-        (x509_data,) = _children(key_info, ("X509Data",))
-        (cert_el,) = _children(x509_data, ("X509Certificate",))
-        certificate, public_key = self._trust.check(_base64(cert_el, "X509Certificate"))
+        digester = DIGEST_METHODS[expect_algorithm(digest_method, {method.digest_method}, "DigestMethod")]
+        (x509_data,) = ds_children(key_info, ("X509Data",))
+        (cert_el,) = ds_children(x509_data, ("X509Certificate",))
+        certificate, public_key = self._trust.check(base64_value(cert_el, "X509Certificate"))
         if not method.fits(public_key):
             raise SignatureVerificationFault(f"{method.uri} does not fit the certificate's "
                                              f"{type(public_key).__name__}")
 
         signed_bytes = reference_octets(data, method.transforms)
-        if not hmac.compare_digest(digester(signed_bytes).digest(), _base64(digest_value, "DigestValue")):
+        if not hmac.compare_digest(digester(signed_bytes), base64_value(digest_value, "DigestValue")):
             raise SignatureVerificationFault("digest of SenderProvidedData does not match: content was altered")
-        if not method.verify(public_key, _base64(value_el, "SignatureValue"), exclusive_c14n(signed_info)):
+        if not method.verify(public_key, base64_value(value_el, "SignatureValue"), exclusive_c14n(signed_info)):
             raise SignatureVerificationFault("SignatureValue does not verify with the certificate's key")
 
         signed_data = hardened.parse(signed_bytes)
@@ -183,7 +183,7 @@ def _the_signature(envelope: etree._Element) -> etree._Element:
     return signature
 
 
-def _children(parent: etree._Element, names: tuple[str, ...]) -> list[etree._Element]:
+def ds_children(parent: etree._Element, names: tuple[str, ...]) -> list[etree._Element]:
     """The element children of ``parent``, which must be exactly ``names`` in the ds namespace, in order."""
     children = list(parent.iterchildren(tag=etree.Element))
     if [c.tag for c in children] != [_DS + n for n in names]:
@@ -192,7 +192,7 @@ def _children(parent: etree._Element, names: tuple[str, ...]) -> list[etree._Ele
     return children
 
 
-def _expect_algorithm(element: etree._Element, allowed: Iterable[str], what: str) -> str:
+def expect_algorithm(element: etree._Element, allowed: Iterable[str], what: str) -> str:
     algorithm = element.get("Algorithm")
     if algorithm not in allowed:
         raise SignatureVerificationFault(f"{what} {algorithm!r} is not accepted")
@@ -201,7 +201,7 @@ def _expect_algorithm(element: etree._Element, allowed: Iterable[str], what: str
     return algorithm
 
 
-def _base64(element: etree._Element, what: str) -> bytes:
+def base64_value(element: etree._Element, what: str) -> bytes:
     try:
         return base64.b64decode("".join((element.text or "").split()), validate=True)
     except binascii.Error:

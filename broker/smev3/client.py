@@ -1,0 +1,179 @@
+"""ejx's reference SMEV 3 client: GetRequest and Ack signed with the caller's key, every answer verified.
+
+What an agency's own client must do, written once: sign the MessageTypeSelector
+(and later the AckTargetMessage) with the key its participant registration names,
+verify every signature of the answer — the sender's over SenderProvidedRequestData,
+the exchange's over Request — and read MessageID, content and TestMessage only from
+the elements those signatures cover. Trust in the signers is pinned: the
+certificates given as ``trusted`` (the exchange's), when given, are the only ones
+accepted. The caller records a message durably and only then acknowledges it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import h11
+import structlog
+from cryptography.hazmat.primitives.serialization import Encoding
+from lxml import etree
+
+from broker.domain.faults import Failure, Fault, SignatureVerificationFault
+from broker.infra.http_client import KeepAliveClient
+from broker.smev3.client_requests import (
+    Unsigned,
+    ack,
+    attach_signature,
+    get_request,
+    parse_answer,
+)
+from broker.smev3.wire import Version, date_time, find_child, single_child, to_bytes
+from broker.xml import hardened
+from broker.xml.signing import (
+    SigningKey,
+    VerifiedSignature,
+    find_signatures,
+    keys,
+    sign_reference,
+    verify_reference,
+)
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How the client talks to an SMEV 3 endpoint."""
+
+    version: Version = Version.V1_2
+    """Protocol version; must match the endpoint URL (…/1.2 or …/1.3)."""
+    namespace_uri: str | None = None
+    """With ``root_local_name``: only messages of this business root (MessageTypeSelector)."""
+    root_local_name: str | None = None
+    timeout_s: float = 10.0
+    """Per request."""
+    max_connections: int = 8
+    max_answer_bytes: int = 4 << 20
+    """Longest answer read."""
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """A verified RequestMessage: every field comes from signed elements."""
+
+    message_id: uuid.UUID
+    reference_message_id: uuid.UUID | None
+    content: etree._Element
+    """The business document, MessagePrimaryContent's one child."""
+    test: bool
+    sender: str
+    sending_timestamp: datetime
+    signatures: tuple[VerifiedSignature, ...]
+    document: bytes
+    """The whole answer as received: what an archive keeps, for ``ejx verify`` later."""
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """One answer to GetRequest that held a message: verified, or refused with the (unsigned) MessageID hint."""
+
+    message_id: uuid.UUID
+    message: ReceivedMessage | None
+    refusal: Fault | None
+
+
+def pinned_certificates(path: Path) -> frozenset[bytes]:
+    """The DER of every certificate in a PEM file: what ``trusted`` takes."""
+    return frozenset(c.public_bytes(Encoding.DER) for c in keys.load_certificates(path))
+
+
+class Smev3Client:
+    """One participant's client of one endpoint; safe for concurrent use."""
+
+    def __init__(self, url: str, key: SigningKey, *, trusted: frozenset[bytes] | None = None,
+                 options: ClientOptions = ClientOptions()) -> None:
+        self._http = KeepAliveClient(url, timeout_s=options.timeout_s, max_connections=options.max_connections,
+                                     max_answer_bytes=options.max_answer_bytes)
+        self._key = key
+        self._trusted = trusted
+        self._options = options
+
+    async def get_request(self) -> Pulled | None:
+        """The next message of our queue, or None when it is empty; faults of the endpoint are raised."""
+        o = self._options
+        body = await asyncio.to_thread(self._signed, get_request(
+            o.version, timestamp=datetime.now(UTC), namespace_uri=o.namespace_uri, root_local_name=o.root_local_name))
+        data = await self._post(body)
+        return await asyncio.to_thread(self._read_message, data)
+
+    async def ack(self, message_id: uuid.UUID, *, accepted: bool = True) -> None:
+        """Acknowledge a message; accepted=False when its signatures were refused."""
+        body = await asyncio.to_thread(self._signed, ack(self._options.version, str(message_id), accepted=accepted))
+        parse_answer(hardened.parse(await self._post(body)))
+        log.info("smev3_client.acknowledged", message_id=str(message_id), accepted=accepted)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _signed(self, request: Unsigned) -> bytes:
+        attach_signature(request.target.getparent(), "CallerInformationSystemSignature",
+                         sign_reference(request.target, self._key))
+        return to_bytes(request.envelope)
+
+    async def _post(self, body: bytes) -> bytes:
+        action = etree.QName(single_child(hardened.parse_trusted(body)[0])).localname.removesuffix("Request")
+        try:
+            answer = await self._http.post(body, headers=(("Content-Type", "text/xml; charset=utf-8"),
+                                                          ("SOAPAction", f"urn:{action}")))
+        except TimeoutError as error:
+            raise Failure(f"SMEV endpoint timed out: {error!r}") from error
+        except (OSError, h11.ProtocolError, asyncio.IncompleteReadError) as error:
+            raise Failure(f"SMEV endpoint unreachable: {error!r}") from error
+        if answer.status not in (200, 500) or not answer.body:
+            raise Failure(f"SMEV endpoint answered HTTP {answer.status}")
+        return answer.body
+
+    def _read_message(self, data: bytes) -> Pulled | None:
+        """Parse (a fault is raised as its fault), then verify every signature (worker thread)."""
+        root = hardened.parse(data, limits=hardened.XmlLimits(max_bytes=self._options.max_answer_bytes))
+        answer = parse_answer(root)
+        if answer.message is None:
+            return None
+        t = answer.version.types
+        request = find_child(answer.message, t, "Request")
+        hint = uuid.UUID(request.findtext(f"{{{t}}}MessageMetadata/{{{t}}}MessageId") or str(uuid.UUID(int=0)))
+        try:
+            return Pulled(hint, self._verified(answer.version, root, data), None)
+        except SignatureVerificationFault as fault:
+            log.warning("smev3_client.refused", message_id=str(hint), code=fault.code, error=fault.description)
+            return Pulled(hint, None, fault)
+
+    def _verified(self, version: Version, root: etree._Element, data: bytes) -> ReceivedMessage:
+        signatures = tuple(verify_reference(s) for s in find_signatures(root))
+        covered = {s.reference_id: s for s in signatures}
+        untrusted = [s.subject for s in signatures if self._trusted is not None
+                     and s.certificate_der not in self._trusted]
+        if untrusted:
+            raise SignatureVerificationFault(f"signed by untrusted certificates: {untrusted}")
+        t, b = version.types, version.basic
+        request, data_el = covered.get("SIGNED_BY_SMEV"), covered.get("SIGNED_BY_CALLER")
+        if request is None or request.covered.tag != f"{{{t}}}Request" or data_el is None \
+                or data_el.covered.tag != f"{{{t}}}SenderProvidedRequestData" \
+                or data_el.covered.getparent() is not request.covered:
+            raise SignatureVerificationFault("the message needs SMEVSignature over Request and the sender's "
+                                             "signature over the SenderProvidedRequestData inside it")
+        sender_data, meta = data_el.covered, find_child(request.covered, t, "MessageMetadata")
+        message_id = uuid.UUID(sender_data.findtext(f"{{{t}}}MessageID"))
+        reference = sender_data.findtext(f"{{{t}}}ReferenceMessageID")
+        return ReceivedMessage(
+            message_id=message_id,  # 1.2 starts a chain with ReferenceMessageID = MessageID: that is no reference
+            reference_message_id=uuid.UUID(reference) if reference and uuid.UUID(reference) != message_id else None,
+            content=single_child(find_child(sender_data, b, "MessagePrimaryContent")),
+            test=find_child(sender_data, t, "TestMessage", required=False) is not None,
+            sender=meta.findtext(f"{{{t}}}Sender/{{{t}}}Mnemonic") or "",
+            sending_timestamp=date_time(find_child(meta, t, "SendingTimestamp")),
+            signatures=signatures, document=data)

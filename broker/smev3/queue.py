@@ -1,0 +1,110 @@
+"""The SMEV 3 incoming queues in PostgreSQL: one per participant, of RequestMessages signed at enqueue.
+
+A message is handed out oldest first and hidden for a visibility timeout; one not
+acknowledged by then is handed out again — the same stored bytes, so the same
+MessageID and the same signatures (the reader crashed, or its Ack was lost). An
+acknowledged message is never handed out again, whether accepted or refused. Every
+statement names the participant, so no caller can see or acknowledge another's messages.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+import structlog
+
+from broker.domain.faults import TargetMessageIsNotFound
+from broker.infra.postgres import outage_as_failure
+from broker.smev3.wire import Version
+
+log = structlog.get_logger(__name__)
+
+_COLUMN = {Version.V1_2: "message_1_2", Version.V1_3: "message_1_3"}
+
+
+@dataclass(frozen=True)
+class QueueOptions:
+    """How the queue hands messages out."""
+
+    visibility_timeout_s: float = 60.0
+    """A message handed out and not acknowledged within this is handed out again."""
+
+
+@dataclass(frozen=True)
+class QueuedRequest:
+    """One message for one participant, in every version ejx serves (RequestMessage, signed)."""
+
+    message_id: uuid.UUID
+    recipient: str
+    namespace_uri: str
+    root_local_name: str
+    messages: dict[Version, bytes]
+
+
+@dataclass(frozen=True)
+class HandedOut:
+    message_id: uuid.UUID
+    request_message: bytes
+    deliveries: int
+    """How many times it was handed out, this time included."""
+
+
+class SmevQueue:
+    """Any number of ejx processes may share it (``FOR UPDATE SKIP LOCKED``)."""
+
+    def __init__(self, pool: asyncpg.Pool, *, options: QueueOptions = QueueOptions()) -> None:
+        self._pool = pool
+        self._visibility = timedelta(seconds=options.visibility_timeout_s)
+
+    async def holds(self, message_id: uuid.UUID) -> bool:
+        """Whether the message was enqueued already (so a retried delivery need not sign it again)."""
+        with outage_as_failure("the SMEV queue"):
+            return bool(await self._pool.fetchval("SELECT 1 FROM smev_queue WHERE message_id = $1", message_id))
+
+    async def put(self, request: QueuedRequest) -> bool:
+        """Enqueue once per MessageID (the first copy's signatures stay); False when it was there already."""
+        with outage_as_failure("the SMEV queue"):
+            status = await self._pool.execute(
+                """INSERT INTO smev_queue (message_id, recipient, namespace_uri, root_local_name, message_1_2,
+                                           message_1_3)
+                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (message_id) DO NOTHING""",
+                request.message_id, request.recipient, request.namespace_uri, request.root_local_name,
+                request.messages[Version.V1_2], request.messages[Version.V1_3])
+        return status.endswith(" 1")
+
+    async def take(self, *, recipient: str, version: Version, namespace_uri: str | None = None,
+                   root_local_name: str | None = None) -> HandedOut | None:
+        """The oldest visible unacknowledged message of ``recipient`` (of that business root, if given),
+        now hidden for the visibility timeout; None when there is none."""
+        with outage_as_failure("the SMEV queue"):
+            row = await self._pool.fetchrow(
+                f"""UPDATE smev_queue SET visible_at = now() + $4::interval, deliveries = deliveries + 1
+                    WHERE message_id = (
+                        SELECT message_id FROM smev_queue
+                        WHERE recipient = $1 AND acked_at IS NULL AND visible_at <= now()
+                          AND ($2::text IS NULL OR (namespace_uri = $2 AND root_local_name = $3))
+                        ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+                    RETURNING message_id, {_COLUMN[version]} AS request_message, deliveries""",
+                recipient, namespace_uri, root_local_name, self._visibility)
+        return HandedOut(**dict(row)) if row else None
+
+    async def ack(self, *, recipient: str, message_id: uuid.UUID, accepted: bool) -> None:
+        """Acknowledge for good; repeating an Ack is harmless. A MessageID not in ``recipient``'s queue —
+        unknown, or another participant's — is TargetMessageIsNotFound: the two are indistinguishable."""
+        with outage_as_failure("the SMEV queue"):
+            status = await self._pool.execute(
+                """UPDATE smev_queue SET acked_at = coalesce(acked_at, now()), accepted = coalesce(accepted, $3)
+                   WHERE message_id = $1 AND recipient = $2""", message_id, recipient, accepted)
+        if status.endswith(" 0"):
+            raise TargetMessageIsNotFound(f"no message {message_id} in the queue of {recipient}")
+
+    async def pending(self, *, recipient: str) -> dict[str, int]:
+        """Unacknowledged messages of ``recipient`` per business root, named ``{namespace}local-name``."""
+        with outage_as_failure("the SMEV queue"):
+            rows = await self._pool.fetch(
+                """SELECT namespace_uri, root_local_name, count(*) AS n FROM smev_queue
+                   WHERE recipient = $1 AND acked_at IS NULL GROUP BY 1, 2 ORDER BY 1, 2""", recipient)
+        return {f"{{{row['namespace_uri']}}}{row['root_local_name']}": row["n"] for row in rows}

@@ -1,0 +1,82 @@
+"""The SMEV 3 endpoint over HTTP (component ``smev``): ``POST /smev3/1.2``, ``/smev3/1.3``, their WSDLs
+(``?wsdl``) and the schemas those import (``/smev3/1.2/types.xsd``...).
+
+SOAP 1.1 document/literal: the operation is the Body's first element, SOAPAction is
+ignored (some clients leave it out). The body is read up to a limit before anything
+looks at it; a longer one is refused as a fault without being read further. A fault
+is HTTP 500 with a soap:Fault, as SOAP 1.1 says; every other answer is 200.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from broker.domain.faults import InvalidContent
+from broker.smev3.exchange import MessageExchange
+from broker.smev3.messages import fault
+from broker.smev3.wire import SCHEMA_FILES, Version, schema_file, to_bytes, wsdl
+
+PATH = "/smev3/{version}"
+SOAP_MEDIA_TYPE = "text/xml; charset=utf-8"
+
+
+def smev3_router(exchange: MessageExchange) -> APIRouter:
+    """The endpoint of each protocol version, answering every request with SOAP (never JSON).
+
+    Left out of the OpenAPI document: its contract is the WSDL it serves, and its
+    faults are SOAP faults, not ejx's JSON fault shape.
+    """
+    router = APIRouter(tags=["SMEV 3 message exchange"], include_in_schema=False)
+    for version in Version:
+        router.add_api_route(PATH.format(version=version.value), _post(exchange, version), methods=["POST"],
+                             summary=f"SMEV {version.value} SOAP 1.1 operations", response_class=Response)
+        router.add_api_route(PATH.format(version=version.value), _wsdl(version), methods=["GET"],
+                             summary=f"The WSDL of SMEV {version.value} (?wsdl)", response_class=Response)
+        for name in SCHEMA_FILES:
+            router.add_api_route(PATH.format(version=version.value) + "/" + name, _schema(version, name),
+                                 methods=["GET"], summary=f"{name} of SMEV {version.value}", response_class=Response)
+    return router
+
+
+def _post(exchange: MessageExchange, version: Version):  # noqa: ANN202 - a FastAPI endpoint
+    async def operate(request: Request) -> Response:
+        body = await _bounded_body(request, exchange.options.max_body_bytes)
+        if body is None:
+            error = InvalidContent(f"the request is longer than {exchange.options.max_body_bytes} bytes")
+            return Response(to_bytes(fault(version, error)), status_code=500, media_type=SOAP_MEDIA_TYPE)
+        answer, is_fault = await exchange.handle(version, body)
+        return Response(answer, status_code=500 if is_fault else 200, media_type=SOAP_MEDIA_TYPE)
+    return operate
+
+
+def _wsdl(version: Version):  # noqa: ANN202 - a FastAPI endpoint
+    async def describe(request: Request) -> Response:
+        """The WSDL whose soap:address is the URL it was fetched from, without the query."""
+        if "wsdl" not in request.query_params:
+            return Response("POST SOAP 1.1 here; the WSDL is at ?wsdl\n", status_code=405,
+                            headers={"Allow": "POST"}, media_type="text/plain")
+        address = str(request.url.replace(query=""))
+        return Response(wsdl(version, address), media_type=SOAP_MEDIA_TYPE)
+    return describe
+
+
+def _schema(version: Version, name: str):  # noqa: ANN202 - a FastAPI endpoint
+    async def schema() -> Response:
+        """A schema the WSDL imports, as ejx ships it."""
+        return Response(schema_file(version, name), media_type="application/xml")
+    return schema
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes | None:
+    """At most ``limit`` bytes of the body; None as soon as it is known to be longer (declared or sent)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
