@@ -8,13 +8,14 @@ the root group prints as one ``<code>: <description>`` line.
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import click
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
+from broker.app.cli.moments import parse_moment
 from broker.domain.faults import Failure, SignatureVerificationFault
 from broker.settings import Settings
 from broker.xml import hardened
@@ -91,7 +92,7 @@ def envelope_sign(settings: Settings, envelope_file: str, key_file: Path | None,
 @click.option("--trust", "trust_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="PEM certificate(s) to trust [envelopes: default settings' trusted certificates; "
                    "SMEV 3 messages: every signer must be one of them].")
-@click.option("--at", "at", metavar="TIME", callback=lambda _ctx, _param, value: _moment(value), default=None,
+@click.option("--at", "at", metavar="TIME", callback=lambda _ctx, _param, value: parse_moment(value), default=None,
               help="SMEV 3: check certificates' validity at this ISO 8601 time (an archived message), "
                    "not now; without a zone, UTC.")
 @click.pass_obj
@@ -135,14 +136,6 @@ def _verify_signatures(document: etree._Element, trust_file: Path | None, at: da
                    f"{verified.not_before:%Y-%m-%d} .. {verified.not_after:%Y-%m-%d})")
 
 
-def _moment(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time, e.g. 2021-06-07T08:31:00+03:00") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _validate_envelope(schemas: Schemas, envelope: etree._Element) -> None:

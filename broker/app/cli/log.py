@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import click
 from rich.console import Console
@@ -26,6 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from broker.app.cli.moments import MOSCOW, parse_moment, shown
 from broker.audit import message_log
 from broker.audit.archive import verify_archives
 from broker.audit.chain import Break
@@ -34,18 +34,8 @@ from broker.infra.postgres import connected, outage_as_failure
 from broker.settings import Settings
 from broker.xml.signing import keys
 
-MOSCOW = ZoneInfo("Europe/Moscow")
 _DURATION = re.compile(r"(\d+)\s*([dhm])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
-
-
-def _moment(value: str) -> datetime:
-    """ISO 8601; without a zone, Moscow time."""
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=MOSCOW)
 
 
 def _duration(value: str) -> timedelta:
@@ -56,8 +46,6 @@ def _duration(value: str) -> timedelta:
     return timedelta(**{_UNITS[match[2]]: int(match[1])})
 
 
-def _shown(moment: datetime) -> str:
-    return f"{moment.astimezone(MOSCOW):%Y-%m-%d %H:%M:%S} MSK"
 
 
 def _console() -> Console:
@@ -84,7 +72,7 @@ def log_group() -> None:
 @click.pass_obj
 def archive_command(settings: Settings, until: str, key_file: Path | None, cert_file: Path | None, out: Path) -> None:
     """Write the records up to --until not archived yet into OUT, one signed tar file; never overwrites."""
-    moment = _moment(until)
+    moment = parse_moment(until, zone=MOSCOW)
     signer = ManifestSigner.from_pem_files(key_file or settings.signing_key_file,
                                            cert_file or settings.signing_cert_file)
 
@@ -98,7 +86,7 @@ def archive_command(settings: Settings, until: str, key_file: Path | None, cert_
 
     summary = asyncio.run(main())
     if summary is None:
-        click.echo(f"nothing to archive up to {_shown(moment)}")
+        click.echo(f"nothing to archive up to {shown(moment)}")
         return
     _console().print(_archives_table([summary], title=f"archived into {out}"))
 

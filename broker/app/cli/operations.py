@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from broker.app import bootstrap
+from broker.app.cli.moments import parse_moment
 from broker.delivery import outbox
 from broker.delivery.relay import RelayOptions
 from broker.domain.faults import InvalidContent
@@ -37,15 +38,6 @@ log = structlog.get_logger(__name__)
 console = Console(stderr=False)
 
 
-def _moment(value: str | None) -> datetime | None:
-    """ISO 8601; a time without zone is taken as UTC."""
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @click.command("relay")
@@ -111,7 +103,7 @@ def outbox_redrive_command(settings: Settings, dead: bool, destination: str | No
     """Return dead rows to pending with a fresh attempt budget; MessageIDs stay the same."""
     async def main() -> int:
         async with connected(settings) as pool:
-            return await outbox.redrive(pool, destination=destination, since=_moment(since))
+            return await outbox.redrive(pool, destination=destination, since=parse_moment(since))
     click.echo(f"redriven: {asyncio.run(main())} row(s)")
 
 
@@ -132,8 +124,8 @@ def replay_command(settings: Settings, topic: str | None, from_time: str | None,
                    routing_file: Path | None) -> None:
     """Re-feed events through the router; the inbox keeps it from delivering anything twice."""
     try:
-        selection = ReplayRange(topic=topic or settings.events_topic, from_time=_moment(from_time),
-                                from_offset=from_offset, to_time=_moment(to_time), partition=partition)
+        selection = ReplayRange(topic=topic or settings.events_topic, from_time=parse_moment(from_time),
+                                from_offset=from_offset, to_time=parse_moment(to_time), partition=partition)
     except InvalidContent as fault:
         raise click.UsageError(fault.description) from None
 

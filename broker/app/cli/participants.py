@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import click
 
 from broker.access.participants import CertificateFacts, Participants
+from broker.app.cli.moments import MOSCOW
 from broker.infra.postgres import connected
 from broker.settings import Settings
-
-MOSCOW = ZoneInfo("Europe/Moscow")
-"""The zone SMEV operators read times in."""
 
 
 @click.group("participants")
