@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from broker.settings import Settings
 from broker.xml.schemas import Schemas
 from broker.xml.signing import Verifier, XmlDsigSigner
 from consumers.router import Router, RouterOptions
-from tests.delivery_support import signing_pair
+from tests.delivery_support import eventually, signing_pair
 
 
 @dataclass
@@ -80,3 +81,14 @@ async def read_all(settings: Settings, topic: str) -> list:
             for batch in (await consumer.getmany(timeout_ms=500)).values():
                 records.extend(batch)
     return records
+
+
+async def run_until(router: Router, done) -> None:  # noqa: ANN001 - a predicate coroutine
+    """Run ``router`` until ``done()`` holds (within 90 s), then stop it cleanly."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(router.run(stop))
+    try:
+        await eventually(done, timeout=90)
+    finally:
+        stop.set()
+        await task

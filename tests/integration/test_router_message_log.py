@@ -8,9 +8,14 @@ import hashlib
 import pytest
 
 from broker.audit import message_log
-from consumers.router import Router
-from tests.delivery_support import event_xml, eventually, term_grade_xml
-from tests.integration.router_support import pair, pipeline, read_all, schemas  # noqa: F401  (fixtures)
+from tests.delivery_support import event_xml, term_grade_xml
+from tests.integration.router_support import (  # noqa: F401  (fixtures)
+    pair,
+    pipeline,
+    read_all,
+    run_until,
+    schemas,
+)
 
 
 class Crash(BaseException):
@@ -19,16 +24,6 @@ class Crash(BaseException):
 
 async def _routed(pool, n: int) -> bool:
     return await pool.fetchval("SELECT count(*) FROM inbox WHERE consumer = 'router'") == n
-
-
-async def _run_until(router: Router, done) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(router.run(stop))
-    try:
-        await eventually(done, timeout=90)
-    finally:
-        stop.set()
-        await task
 
 
 async def test_every_outbox_row_has_its_log_record_and_nothing_else_is_logged(pipeline):
@@ -46,7 +41,7 @@ async def test_every_outbox_row_has_its_log_record_and_nothing_else_is_logged(pi
     first = pipeline.router(after_commit=crash)
     with pytest.raises(Crash):
         await asyncio.wait_for(first.run(asyncio.Event()), timeout=120)
-    await _run_until(pipeline.router(options=first._options), lambda: _routed(pipeline.pool, grades + terms))
+    await run_until(pipeline.router(options=first._options), lambda: _routed(pipeline.pool, grades + terms))
 
     outbox = await pipeline.pool.fetch("SELECT message_id, recipient, payload FROM outbox")
     logged = await pipeline.pool.fetch(

@@ -21,7 +21,6 @@ from broker.smev3.client import Smev3Client
 from broker.smev3.outgoing import RequestMessages
 from broker.smev3.queue import SmevQueue
 from broker.xml import hardened
-from consumers.router import Router
 from tests.delivery_support import (
     event_xml,
     eventually,
@@ -29,7 +28,13 @@ from tests.delivery_support import (
     serving,
     term_grade_xml,
 )
-from tests.integration.router_support import pair, pipeline, read_all, schemas  # noqa: F401  (fixtures)
+from tests.integration.router_support import (  # noqa: F401  (fixtures)
+    pair,
+    pipeline,
+    read_all,
+    run_until,
+    schemas,
+)
 from tests.smev3_support import exchange_app, gost_pair
 
 
@@ -39,16 +44,6 @@ class Crash(BaseException):
 
 async def _count(pool, sql: str, *args) -> int:
     return await pool.fetchval(sql, *args)
-
-
-async def _run_until(router: Router, done) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(router.run(stop))
-    try:
-        await eventually(done, timeout=90)
-    finally:
-        stop.set()
-        await task
 
 
 async def test_crash_between_database_commit_and_offset_commit_delivers_nothing_twice(pipeline):
@@ -72,7 +67,7 @@ async def test_crash_between_database_commit_and_offset_commit_delivers_nothing_
         assert [await probe.committed(tp) for tp in tps] == [None, None, None], "offsets committed before crash"
 
     second = pipeline.router(options=first._options)
-    await _run_until(second, lambda: _inbox_full(pipeline.pool, events))
+    await run_until(second, lambda: _inbox_full(pipeline.pool, events))
     assert await _count(pipeline.pool, "SELECT count(*) FROM outbox") == events
     assert await _count(pipeline.pool, "SELECT count(DISTINCT idempotency_key) FROM outbox") == events
 
@@ -96,7 +91,7 @@ async def test_invalid_events_go_to_the_dlq_with_fault_headers_and_are_committed
     schema_invalid = event_xml("bad-1").replace(b"<Weight>2</Weight>", b"<Weight>heavy</Weight>")
     await pipeline.produce(b"<not-closed>", schema_invalid, good, b"<!DOCTYPE x [<!ENTITY a 'b'>]><x>&a;</x>")
     router = pipeline.router()
-    await _run_until(router, lambda: _inbox_full(pipeline.pool, 1))
+    await run_until(router, lambda: _inbox_full(pipeline.pool, 1))
     dead = await eventually(lambda: _dlq(pipeline, 3))
     assert sorted(dict(r.headers)["fault_code"] for r in dead) == [b"InvalidContent"] * 3
     assert all(dict(r.headers)["fault_description"] and dict(r.headers)["consumer"] == b"router" for r in dead)
@@ -117,7 +112,7 @@ async def _dlq(pipeline, n):
 async def test_test_message_flag_reaches_the_envelope_and_keeps_its_own_inbox_key(pipeline):
     await pipeline.produce(event_xml("t-1"), headers=[("test_message", b"true")])
     await pipeline.produce(event_xml("t-1"))
-    await _run_until(pipeline.router(), lambda: _inbox_full(pipeline.pool, 2))
+    await run_until(pipeline.router(), lambda: _inbox_full(pipeline.pool, 2))
     rows = await pipeline.pool.fetch("SELECT idempotency_key, payload FROM outbox ORDER BY id")
     assert [r["idempotency_key"] for r in rows] == ["test:dnevnik-plus/t-1/1", "dnevnik-plus/t-1/1"]
     flags = [pipeline.verifier.verify(hardened.parse(r["payload"])).header.test for r in rows]
@@ -130,7 +125,7 @@ async def test_term_grade_reaches_portal_and_interagency_once_each_with_verified
                         for d in ("portal", "interagency")}
     latencies_before = metric("ejx_relay_delivery_latency_seconds_count", destination="portal")
     await pipeline.produce(term_grade_xml("term-1"), event_xml("grade-1"))
-    await _run_until(pipeline.router(), lambda: _inbox_full(pipeline.pool, 2))
+    await run_until(pipeline.router(), lambda: _inbox_full(pipeline.pool, 2))
     assert metric("ejx_envelopes_signed_total", algorithm=pipeline.signer.method) - signed_before == 3
 
     portal_log = ReceiverLog(pipeline.pool, "portal")
