@@ -183,8 +183,8 @@ class DiaryReader:
 
     async def diary(self, student_id: str, period: DiaryPeriod = DiaryPeriod(), *,
                     subject_code: str | None = None) -> dict[str, object]:
-        """Marks, attendance, homework and term grades; ``subject_code`` narrows all but attendance,
-        which names a lesson, not a subject."""
+        """Marks, attendance, homework and term grades; ``subject_code`` narrows them to one subject, and
+        leaves attendance out: it names lessons, not subjects."""
         span = (period.date_from, period.date_to)
         grades = await self._db.fetch(
             """SELECT school_id, grade_record_id, subject_code, class_unit, term_id, lesson_id, lesson_date,
@@ -195,7 +195,7 @@ class DiaryReader:
                   AND ($2::date IS NULL OR lesson_date >= $2) AND ($3::date IS NULL OR lesson_date <= $3)
                   AND ($4::text IS NULL OR subject_code = $4)
                 ORDER BY lesson_date, subject_code, grade_record_id""", student_id, *span, subject_code)
-        attendance = await self._db.fetch(
+        attendance = [] if subject_code is not None else await self._db.fetch(
             """SELECT school_id, lesson_id, day, status, minutes_late FROM diary_attendance
                 WHERE student_id = $1 AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3)
                 ORDER BY day, lesson_id""", student_id, *span)
