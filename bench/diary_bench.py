@@ -67,8 +67,8 @@ async def fill(pool, pupils: int) -> None:
             day = FIRST_DAY + timedelta(days=g * 3)
             grades.append(("bench", f"g{n}-{g}", 1 + (g == 1), now, school, "five-point", str(3 + g % 3), g == 4,
                            g == 1, "пересдача" if g == 1 else None, now, 1, now, "2025-2026", pupil(n), unit,
-                           SUBJECTS[g % 4], "tc-teach1", f"l{n}-{g}", day, "Контрольная работа", Decimal("1"),
-                           True, "T3", None))
+                           SUBJECTS[g % 4], "tc-teach1", f"l{n}-{g}", day, "Контрольная работа",
+                           Decimal("1"), True, "T3", None))
         for a in range(2):
             attendance.append(("bench", f"a{n}-{a}", 1, school, pupil(n), f"l{n}-{a}", FIRST_DAY + timedelta(days=a),
                                "present" if a else "late", None if a else 5))

@@ -90,7 +90,7 @@ async def request_diary(client: Smev3Client, query: DiaryQuery, *, version: Vers
         await asyncio.sleep(options.poll_s)
     diary = None
     if response.content is not None:
-        schemas.validate_diary(response.content, RESPONSE_ROOT)
+        await asyncio.to_thread(schemas.validate_diary, response.content, RESPONSE_ROOT)
         diary = read_diary_response(response.content)
     await client.ack(response.message_id)
     rejection = response.rejections[0] if response.rejections else None
