@@ -16,6 +16,7 @@ BENCHES = (
     ("GOST R 34.10-2012 (vs the same EVP calls in C)", ["bench.gost_bench"]),
     ("SMEV 3 XML-DSig, GOST (vs raw sign/verify of the SignedInfo in C)", ["bench.smev3_sign_bench"]),
     ("SMEV 3 GetRequest → Ack (vs the queue's bare take → ack)", ["bench.smev3_bench"]),
+    ("e-diary over SMEV 3, 100,000 pupils (vs the bare projection read)", ["bench.diary_bench"]),
     ("ingest (REST API vs raw aiokafka produce)", ["bench.ingest_bench", "--requests", "100"]),
     ("analytics (projections vs raw consume)", ["bench.analytics_bench", "--events", "3000"]),
     ("pipeline (produce → portal receiver vs raw produce→consume)", ["bench.pipeline_bench", "--events", "2000"]),

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     smev_visibility_timeout_s: float = Field(default=60.0, gt=0, description=(
         "A message handed out by GetRequest and not acknowledged within this is handed out again."))
     smev_max_body_bytes: int = Field(default=1_048_576, gt=0, description="Longest SOAP request read.")
+    diary_service: str = Field(default="diary", description=(
+        "The participants' registration (`ejx participants add … --service diary`) that may request e-diaries."))
 
     log_level: str = Field(default="info", description="Minimum level of structured logs.")
 

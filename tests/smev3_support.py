@@ -15,12 +15,14 @@ from lxml import etree
 from broker.access.participants import CertificateFacts, Participants
 from broker.delivery.outbox import OutboxMessage
 from broker.smev3 import codec
+from broker.smev3.diary import DiaryOptions, DiaryService
 from broker.smev3.exchange import ExchangeOptions, MessageExchange
 from broker.smev3.outgoing import RequestMessages
 from broker.smev3.queue import QueueOptions, SmevQueue
 from broker.smev3.service import smev3_router
 from broker.xml import hardened
 from broker.xml.envelope import build_envelope, read_envelope
+from broker.xml.schemas import Schemas
 from broker.xml.signing import SigningKey, gost, sign_reference
 from broker.xml.signing.keys import DevCertificateOptions, self_signed_certificate
 from tests.delivery_support import serving, term_grade_xml
@@ -73,12 +75,19 @@ def ack(version: codec.Version, key: SigningKey, message_id: str, *, accepted: b
     return signed(codec.ack(version, message_id, accepted=accepted), key)
 
 
+SCHEMAS = Schemas.load()
+
+
 @asynccontextmanager
-async def exchange_app(pool, *, visibility_timeout_s: float = 60.0):
-    """ejx's SMEV 3 endpoint alone, served on a free port: yields its base URL."""
+async def exchange_app(pool, *, visibility_timeout_s: float = 60.0, diary_key: SigningKey | None = None,
+                       diary_options: DiaryOptions = DiaryOptions()):
+    """ejx's SMEV 3 endpoint alone, served on a free port: yields its base URL. With ``diary_key`` (ejx's
+    SMEV key) it serves the e-diary service too."""
     app = FastAPI()
     queue = SmevQueue(pool, options=QueueOptions(visibility_timeout_s=visibility_timeout_s))
-    app.include_router(smev3_router(MessageExchange(queue=queue, participants=Participants(pool),
+    diary = None if diary_key is None else DiaryService(pool=pool, schemas=SCHEMAS, key=diary_key,
+                                                        options=diary_options)
+    app.include_router(smev3_router(MessageExchange(queue=queue, participants=Participants(pool), diary=diary,
                                                     options=ExchangeOptions())))
     async with serving(app) as base:
         yield base

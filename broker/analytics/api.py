@@ -24,9 +24,8 @@ from fastapi.responses import JSONResponse, Response
 
 from broker.access.credentials import Kind, Principal
 from broker.access.gate import Gate, districts_in_scope
-from broker.access.portal_clients import record_read
 from broker.analytics import params
-from broker.analytics.projections.diary import DiaryPeriod, DiaryReader
+from broker.analytics.projections.diary import DiaryPeriod, DiaryReader, is_empty
 from broker.analytics.projections.grade_statistics import (
     FIXED_LABELS,
     GradeFilter,
@@ -41,6 +40,8 @@ from broker.analytics.projections.school_activity import (
     SchoolStatus,
     counts_by_district,
 )
+from broker.audit import diary_reads
+from broker.audit.diary_reads import Channel, DiaryRead
 from broker.domain.faults import Fault
 from broker.infra.http_server import CREDENTIAL_STATUSES, fault_responses, fault_router
 from broker.infra.postgres import UnitOfWork
@@ -206,8 +207,9 @@ def monitoring_router(*, pool: asyncpg.Pool, gate: Gate, options: MonitoringOpti
             # The read and its log line commit together: no diary leaves without a trace.
             async with UnitOfWork(pool) as uow:
                 body = await DiaryReader(uow.connection).diary(student_id, DiaryPeriod(first, last))
-                await record_read(uow.connection, client_id=principal.name, student_id=student_id,
-                                  date_from=first, date_to=last)
+                await diary_reads.record(uow.connection, DiaryRead(
+                    Channel.API, principal.name, student_id, first, last,
+                    outcome="NO_DATA" if is_empty(body) else "answered"))
                 await uow.commit()
             metrics.DIARY_READS.labels("allowed").inc()
             log.info("diary.read", client_id=principal.name, grades=len(body["grades"]))

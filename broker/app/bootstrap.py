@@ -54,6 +54,7 @@ from broker.infra.http_server import install_fault_answers
 from broker.infra.postgres import connected, create_pool
 from broker.ops.metrics import health_router, kafka_probe, postgres_probe
 from broker.settings import Settings
+from broker.smev3.diary import DiaryOptions, DiaryService
 from broker.smev3.exchange import ExchangeOptions, MessageExchange
 from broker.smev3.outgoing import RequestMessages, SenderIdentity
 from broker.smev3.queue import QueueOptions, SmevQueue
@@ -110,10 +111,23 @@ def smev_queue(settings: Settings, pool: asyncpg.Pool) -> SmevQueue:
     return SmevQueue(pool, options=QueueOptions(visibility_timeout_s=settings.smev_visibility_timeout_s))
 
 
+def smev_key(settings: Settings) -> SigningKey:
+    """ejx's SMEV key: signs what agencies pull and what e-diary requesters get."""
+    return SigningKey.from_pem_files(settings.smev_signing_key_file, settings.smev_signing_cert_file)
+
+
 def request_messages(settings: Settings) -> RequestMessages:
     """What signs the RequestMessages agencies pull: ejx's SMEV key (its algorithm is the key's)."""
-    key = SigningKey.from_pem_files(settings.smev_signing_key_file, settings.smev_signing_cert_file)
-    return RequestMessages(key, sender=SenderIdentity(mnemonic=settings.sender))
+    return RequestMessages(smev_key(settings), sender=SenderIdentity(mnemonic=settings.sender))
+
+
+def message_exchange(settings: Settings, *, pool: asyncpg.Pool, schemas: Schemas) -> MessageExchange:
+    """The SMEV 3 operations, the e-diary service among them."""
+    diary = DiaryService(pool=pool, schemas=schemas, key=smev_key(settings),
+                         sender=SenderIdentity(mnemonic=settings.sender),
+                         options=DiaryOptions(service=settings.diary_service))
+    return MessageExchange(queue=smev_queue(settings, pool), participants=Participants(pool), diary=diary,
+                           options=ExchangeOptions(max_body_bytes=settings.smev_max_body_bytes))
 
 
 def router(settings: Settings, *, pool: asyncpg.Pool, producer: AIOKafkaProducer, schemas: Schemas,
@@ -227,9 +241,7 @@ async def http_app(settings: Settings, built: Runtime, wanted: set[str], stack: 
         service = await stack.enter_async_context(ingest_service(settings, pool=built.pool, schemas=built.schemas))
         app.include_router(ingest_router(service, gate))
     if "smev" in wanted:
-        exchange = MessageExchange(queue=smev_queue(settings, built.pool), participants=Participants(built.pool),
-                                   options=ExchangeOptions(max_body_bytes=settings.smev_max_body_bytes))
-        app.include_router(smev3_router(exchange))
+        app.include_router(smev3_router(message_exchange(settings, pool=built.pool, schemas=built.schemas)))
     if "dashboard" in wanted:
         activity = ActivityOptions(silent_after_days=settings.silent_after_days,
                                    timely_within_days=settings.timely_within_days)

@@ -57,6 +57,9 @@ ANALYTICS_EVENTS = Counter(
     ["event_type", "outcome"], registry=REGISTRY)
 DIARY_READS = Counter(
     "ejx_diary_reads", "E-diary read requests by outcome (allowed, denied).", ["outcome"], registry=REGISTRY)
+DIARY_REQUESTS = Counter(
+    "ejx_diary_requests", "E-diary requests over SMEV 3 answered, by outcome (answered, NO_DATA, ACCESS_DENIED, "
+    "FAILURE); TestMessages are not counted.", ["outcome"], registry=REGISTRY)
 
 
 def consumer_lag(consumer: str) -> dict[str, int]:

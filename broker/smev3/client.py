@@ -1,4 +1,5 @@
-"""ejx's reference SMEV 3 client: GetRequest and Ack signed with the caller's key, every answer verified.
+"""ejx's reference SMEV 3 client: GetRequest, SendRequest, GetResponse and Ack signed with the caller's key,
+every answer verified.
 
 What an agency's own client must do, written once: sign the MessageTypeSelector
 (and later the AckTargetMessage) with the key its participant registration names,
@@ -30,6 +31,7 @@ from broker.smev3.client_requests import (
     attach_signature,
     get_request,
     parse_answer,
+    send,
 )
 from broker.smev3.wire import Version, date_time, find_child, single_child, to_bytes
 from broker.xml import hardened
@@ -78,6 +80,24 @@ class ReceivedMessage:
 
 
 @dataclass(frozen=True)
+class ReceivedResponse:
+    """A verified ResponseMessage: every field comes from signed elements."""
+
+    message_id: uuid.UUID
+    """SenderProvidedResponseData/MessageID: what to acknowledge."""
+    original_message_id: uuid.UUID
+    """The request this answers."""
+    to: str
+    content: etree._Element | None
+    """The business answer, or None when the request was rejected."""
+    rejections: tuple[tuple[str, str], ...]
+    """(RejectionReasonCode, RejectionReasonDescription) of a rejected request."""
+    sending_timestamp: datetime
+    signatures: tuple[VerifiedSignature, ...]
+    document: bytes
+
+
+@dataclass(frozen=True)
 class Pulled:
     """One answer to GetRequest that held a message: verified, or refused with the (unsigned) MessageID hint."""
 
@@ -109,6 +129,23 @@ class Smev3Client:
             o.version, timestamp=datetime.now(UTC), namespace_uri=o.namespace_uri, root_local_name=o.root_local_name))
         data = await self._post(body)
         return await asyncio.to_thread(self._read_message, data)
+
+    async def send_request(self, sender_data: etree._Element) -> datetime:
+        """SendRequest of our signed SenderProvidedRequestData; the exchange's SendingTimestamp, once its
+        signature over the MessageMetadata it answered (Id SIGNED_BY_SMEV) verified. Faults are raised."""
+        body = await asyncio.to_thread(self._signed, send(self._options.version, sender_data))
+        data = await self._post(body)
+        return await asyncio.to_thread(self._read_accepted, data)
+
+    async def get_response(self) -> ReceivedResponse | None:
+        """The next response in our queue, verified, or None when there is none; faults are raised, and a
+        response whose signatures do not verify is SignatureVerificationFault (not acknowledged: it comes back)."""
+        o = self._options
+        body = await asyncio.to_thread(self._signed, get_request(
+            o.version, timestamp=datetime.now(UTC), namespace_uri=o.namespace_uri,
+            root_local_name=o.root_local_name, operation="GetResponse"))
+        data = await self._post(body)
+        return await asyncio.to_thread(self._read_response, data)
 
     async def ack(self, message_id: uuid.UUID, *, accepted: bool = True) -> None:
         """Acknowledge a message; accepted=False when its signatures were refused."""
@@ -152,21 +189,52 @@ class Smev3Client:
             log.warning("smev3_client.refused", message_id=str(hint), code=fault.code, error=fault.description)
             return Pulled(hint, None, fault)
 
-    def _verified(self, version: Version, root: etree._Element, data: bytes) -> ReceivedMessage:
-        signatures = tuple(verify_reference(s) for s in find_signatures(root))
-        covered = {s.reference_id: s for s in signatures}
+    def _read_accepted(self, data: bytes) -> datetime:
+        answer = parse_answer(hardened.parse(data, limits=hardened.XmlLimits(max_bytes=self._options.max_answer_bytes)))
+        t = answer.version.types
+        if answer.message is None or answer.message.tag != f"{{{t}}}MessageMetadata" or answer.signature is None:
+            raise SignatureVerificationFault("SendRequestResponse needs MessageMetadata signed by SMEVSignature")
+        verified = self._trusted_signatures([answer.signature])[0]
+        if verified.covered is not answer.message:
+            raise SignatureVerificationFault("SMEVSignature does not cover the MessageMetadata")
+        return date_time(find_child(answer.message, t, "SendingTimestamp"))
+
+    def _read_response(self, data: bytes) -> ReceivedResponse | None:
+        """Parse, then verify SMEVSignature over Response and ejx's over the SenderProvidedResponseData
+        inside it (worker thread)."""
+        root = hardened.parse(data, limits=hardened.XmlLimits(max_bytes=self._options.max_answer_bytes))
+        answer = parse_answer(root)
+        if answer.message is None:
+            return None
+        t, b = answer.version.types, answer.version.basic
+        signatures = self._trusted_signatures(find_signatures(root))
+        response, sender_data = _pair(signatures, f"{{{t}}}Response", f"{{{t}}}SenderProvidedResponseData")
+        box = find_child(sender_data, b, "MessagePrimaryContent", required=False)
+        rejections = tuple((r.findtext(f"{{{t}}}RejectionReasonCode") or "",
+                            r.findtext(f"{{{t}}}RejectionReasonDescription") or "")
+                           for r in sender_data.iterfind(f"{{{t}}}RequestRejected"))
+        return ReceivedResponse(
+            message_id=uuid.UUID(find_child(sender_data, t, "MessageID").text),
+            original_message_id=uuid.UUID(find_child(response, t, "OriginalMessageId").text),
+            to=find_child(sender_data, t, "To").text or "", content=None if box is None else single_child(box),
+            rejections=rejections,
+            sending_timestamp=date_time(find_child(find_child(response, t, "MessageMetadata"), t,
+                                                   "SendingTimestamp")),
+            signatures=signatures, document=data)
+
+    def _trusted_signatures(self, found: list[etree._Element]) -> tuple[VerifiedSignature, ...]:
+        signatures = tuple(verify_reference(s) for s in found)
         untrusted = [s.subject for s in signatures if self._trusted is not None
                      and s.certificate_der not in self._trusted]
         if untrusted:
             raise SignatureVerificationFault(f"signed by untrusted certificates: {untrusted}")
+        return signatures
+
+    def _verified(self, version: Version, root: etree._Element, data: bytes) -> ReceivedMessage:
+        signatures = self._trusted_signatures(find_signatures(root))
         t, b = version.types, version.basic
-        request, data_el = covered.get("SIGNED_BY_SMEV"), covered.get("SIGNED_BY_CALLER")
-        if request is None or request.covered.tag != f"{{{t}}}Request" or data_el is None \
-                or data_el.covered.tag != f"{{{t}}}SenderProvidedRequestData" \
-                or data_el.covered.getparent() is not request.covered:
-            raise SignatureVerificationFault("the message needs SMEVSignature over Request and the sender's "
-                                             "signature over the SenderProvidedRequestData inside it")
-        sender_data, meta = data_el.covered, find_child(request.covered, t, "MessageMetadata")
+        request, sender_data = _pair(signatures, f"{{{t}}}Request", f"{{{t}}}SenderProvidedRequestData")
+        meta = find_child(request, t, "MessageMetadata")
         message_id = uuid.UUID(sender_data.findtext(f"{{{t}}}MessageID"))
         reference = sender_data.findtext(f"{{{t}}}ReferenceMessageID")
         return ReceivedMessage(
@@ -177,3 +245,14 @@ class Smev3Client:
             sender=meta.findtext(f"{{{t}}}Sender/{{{t}}}Mnemonic") or "",
             sending_timestamp=date_time(find_child(meta, t, "SendingTimestamp")),
             signatures=signatures, document=data)
+
+
+def _pair(signatures: tuple[VerifiedSignature, ...], outer: str, inner: str) -> tuple[etree._Element, etree._Element]:
+    """The ``outer`` element SMEVSignature covers (Id SIGNED_BY_SMEV) and the ``inner`` one inside it its
+    sender's signature covers (Id SIGNED_BY_CALLER): what a message's fields may be read from."""
+    covered = {s.reference_id: s.covered for s in signatures}
+    smev, sender = covered.get("SIGNED_BY_SMEV"), covered.get("SIGNED_BY_CALLER")
+    if smev is None or smev.tag != outer or sender is None or sender.tag != inner or sender.getparent() is not smev:
+        raise SignatureVerificationFault(f"the message needs SMEVSignature over {etree.QName(outer).localname} and "
+                                         f"the sender's signature over the {etree.QName(inner).localname} inside it")
+    return smev, sender

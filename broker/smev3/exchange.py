@@ -1,5 +1,8 @@
 """The SMEV 3 operations ejx serves: a SOAP request's bytes in, a SOAP answer's bytes out, faults included.
 
+GetRequest hands out the broadcasts agencies pull; SendRequest takes e-diary requests
+(:mod:`broker.smev3.diary`), whose responses GetResponse hands out; Ack acknowledges both.
+
 A caller is whoever signed: parsing (the one hardened parser) and signature
 verification run in a worker thread under a deadline, off the event loop, and the
 participant is the owner of the verified certificate — never a name the caller
@@ -30,14 +33,23 @@ from broker.domain.faults import (
     SignatureVerificationFault,
     UnknownMessageType,
 )
-from broker.smev3.calls import Ack, Call, GetMessage, QueueQuery, parse_request
+from broker.smev3.calls import (
+    Ack,
+    Call,
+    GetMessage,
+    QueueQuery,
+    SendRequest,
+    parse_request,
+)
+from broker.smev3.diary import DiaryService
+from broker.smev3.diary_documents import DiaryQuery
 from broker.smev3.messages import (
     answer,
     fault,
     get_status_response,
     queue_statistics_response,
 )
-from broker.smev3.queue import SmevQueue
+from broker.smev3.queue import Queued, SmevQueue
 from broker.smev3.wire import Version, to_bytes
 from broker.xml import hardened
 from broker.xml.signing import verify_reference
@@ -61,15 +73,19 @@ class ExchangeOptions:
 class _Signed:
     call: Call
     certificate_der: bytes
+    query: DiaryQuery | None = None
+    """A SendRequest's DiaryRequest, validated."""
 
 
 class MessageExchange:
-    """GetRequest, GetResponse, Ack, GetStatus and GetIncomingQueueStatistics over the participants' queues."""
+    """GetRequest, GetResponse, Ack, GetStatus and GetIncomingQueueStatistics over the participants' queues,
+    and SendRequest for the e-diary service (without ``diary``, SendRequest is UnknownMessageType)."""
 
-    def __init__(self, *, queue: SmevQueue, participants: Participants,
+    def __init__(self, *, queue: SmevQueue, participants: Participants, diary: DiaryService | None = None,
                  options: ExchangeOptions = ExchangeOptions()) -> None:
         self._queue = queue
         self._participants = participants
+        self._diary = diary
         self._options = options
         self._limits = hardened.XmlLimits(max_bytes=options.max_body_bytes)
 
@@ -95,7 +111,7 @@ class MessageExchange:
         participant = await self._participants.owner(signed.certificate_der)
         with structlog.contextvars.bound_contextvars(participant=participant.mnemonic, operation=call.operation,
                                                      version=version.value):
-            return await self._operate(call, participant)
+            return await self._operate(signed, participant, body)
 
     def _verified(self, version: Version, body: bytes) -> _Signed:
         """Parse, read and verify (worker thread): the caller's signature must cover the element read."""
@@ -115,26 +131,32 @@ class MessageExchange:
             if skew > self._options.clock_skew:
                 raise InvalidContent(f"Timestamp {call.timestamp.isoformat()} is {skew} away from ejx's clock "
                                      f"(at most {self._options.clock_skew})")
+        if isinstance(call, SendRequest):
+            if self._diary is None:
+                raise UnknownMessageType("SendRequest: this endpoint serves no requests")
+            return _Signed(call, verified.certificate_der, self._diary.read(call))
         return _Signed(call, verified.certificate_der)
 
-    async def _operate(self, call: Call, participant: Participant) -> etree._Element:
-        version = call.version
-        if isinstance(call, GetMessage) and call.operation == "GetRequest":
-            handed = await self._queue.take(recipient=participant.mnemonic, version=version,
+    async def _operate(self, signed: _Signed, participant: Participant, body: bytes) -> etree._Element:
+        call, version = signed.call, signed.call.version
+        if isinstance(call, GetMessage):
+            kind = Queued.REQUEST if call.operation == "GetRequest" else Queued.RESPONSE
+            handed = await self._queue.take(recipient=participant.mnemonic, version=version, kind=kind,
                                             namespace_uri=call.namespace_uri, root_local_name=call.root_local_name)
             if handed is None:
-                return answer(version, "GetRequest")
-            log.info("smev3.handed_out", message_id=str(handed.message_id), deliveries=handed.deliveries)
-            return answer(version, "GetRequest", hardened.parse_trusted(handed.request_message))
-        if isinstance(call, GetMessage):
-            return answer(version, "GetResponse")  # ejx sends broadcasts only: no responses ever wait
+                return answer(version, call.operation)
+            log.info("smev3.handed_out", message_id=str(handed.message_id), kind=kind.value,
+                     deliveries=handed.deliveries)
+            return answer(version, call.operation, hardened.parse_trusted(handed.request_message))
         if isinstance(call, Ack):
             await self._queue.ack(recipient=participant.mnemonic, message_id=uuid.UUID(call.message_id),
-                                  accepted=call.accepted)
+                                  accepted=call.accepted, received=body)
             log.info("smev3.acknowledged", message_id=call.message_id, accepted=call.accepted)
             return answer(version, "Ack")
+        if isinstance(call, SendRequest) and self._diary is not None and signed.query is not None:
+            return await self._diary.send_request(call, signed.query, participant, body)
         if call.operation == "GetStatus":
-            return get_status_response(version)  # statuses are of messages a participant sent: none yet
+            return get_status_response(version)  # statuses of messages ejx took: none are kept
         if call.operation == "GetIncomingQueueStatistics":
             return queue_statistics_response(version, await self._queue.pending(recipient=participant.mnemonic))
-        raise UnknownMessageType(f"{call.operation}: ejx takes no messages from participants yet")
+        raise UnknownMessageType(f"{call.operation}: ejx takes no such messages from participants")

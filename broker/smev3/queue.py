@@ -1,10 +1,12 @@
-"""The SMEV 3 incoming queues in PostgreSQL: one per participant, of RequestMessages signed at enqueue.
+"""The SMEV 3 queues in PostgreSQL: per participant, of RequestMessages (GetRequest) and ResponseMessages
+(GetResponse), each signed at enqueue.
 
 A message is handed out oldest first and hidden for a visibility timeout; one not
 acknowledged by then is handed out again — the same stored bytes, so the same
 MessageID and the same signatures (the reader crashed, or its Ack was lost). An
 acknowledged message is never handed out again, whether accepted or refused. Every
 statement names the participant, so no caller can see or acknowledge another's messages.
+Every Ack is appended to the message log in the transaction that records it.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 
 import asyncpg
 import structlog
 
+from broker.audit import message_log
+from broker.audit.chain import Direction, Entry, Kind
 from broker.domain.faults import TargetMessageIsNotFound
 from broker.infra.postgres import outage_as_failure
 from broker.smev3.wire import Version
@@ -23,6 +28,13 @@ from broker.smev3.wire import Version
 log = structlog.get_logger(__name__)
 
 _COLUMN = {Version.V1_2: "message_1_2", Version.V1_3: "message_1_3"}
+
+
+class Queued(StrEnum):
+    """What a queue row holds: what GetRequest takes, or what GetResponse takes."""
+
+    REQUEST = "request"
+    RESPONSE = "response"
 
 
 @dataclass(frozen=True)
@@ -42,6 +54,28 @@ class QueuedRequest:
     namespace_uri: str
     root_local_name: str
     messages: dict[Version, bytes]
+
+
+@dataclass(frozen=True)
+class QueuedResponse:
+    """A signed ResponseMessage for the requester, in the one version its request came in."""
+
+    message_id: uuid.UUID
+    """SenderProvidedResponseData/MessageID: what the requester acknowledges."""
+    recipient: str
+    version: Version
+    namespace_uri: str
+    root_local_name: str
+    message: bytes
+
+
+async def put_response(conn: asyncpg.Connection, response: QueuedResponse) -> None:
+    """Enqueue a response on the producer's own transaction (it commits with the request's record)."""
+    await conn.execute(
+        f"""INSERT INTO smev_queue (message_id, recipient, namespace_uri, root_local_name, kind,
+                                    {_COLUMN[response.version]})
+            VALUES ($1, $2, $3, $4, 'response', $5)""",
+        response.message_id, response.recipient, response.namespace_uri, response.root_local_name, response.message)
 
 
 @dataclass(frozen=True)
@@ -76,35 +110,42 @@ class SmevQueue:
         return status.endswith(" 1")
 
     async def take(self, *, recipient: str, version: Version, namespace_uri: str | None = None,
-                   root_local_name: str | None = None) -> HandedOut | None:
-        """The oldest visible unacknowledged message of ``recipient`` (of that business root, if given),
-        now hidden for the visibility timeout; None when there is none."""
+                   root_local_name: str | None = None, kind: Queued = Queued.REQUEST) -> HandedOut | None:
+        """The oldest visible unacknowledged message of ``recipient`` of that kind (and business root, if
+        given) in ``version``, now hidden for the visibility timeout; None when there is none."""
+        column = _COLUMN[version]
         with outage_as_failure("the SMEV queue"):
             row = await self._pool.fetchrow(
                 f"""UPDATE smev_queue SET visible_at = now() + $4::interval, deliveries = deliveries + 1
                     WHERE message_id = (
                         SELECT message_id FROM smev_queue
-                        WHERE recipient = $1 AND acked_at IS NULL AND visible_at <= now()
+                        WHERE recipient = $1 AND kind = $5 AND acked_at IS NULL AND visible_at <= now()
+                          AND {column} IS NOT NULL
                           AND ($2::text IS NULL OR (namespace_uri = $2 AND root_local_name = $3))
                         ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
-                    RETURNING message_id, {_COLUMN[version]} AS request_message, deliveries""",
-                recipient, namespace_uri, root_local_name, self._visibility)
+                    RETURNING message_id, {column} AS request_message, deliveries""",
+                recipient, namespace_uri, root_local_name, self._visibility, kind.value)
         return HandedOut(**dict(row)) if row else None
 
-    async def ack(self, *, recipient: str, message_id: uuid.UUID, accepted: bool) -> None:
-        """Acknowledge for good; repeating an Ack is harmless. A MessageID not in ``recipient``'s queue —
-        unknown, or another participant's — is TargetMessageIsNotFound: the two are indistinguishable."""
+    async def ack(self, *, recipient: str, message_id: uuid.UUID, accepted: bool, received: bytes) -> None:
+        """Acknowledge for good (a request or a response); repeating an Ack is harmless. A MessageID not in
+        ``recipient``'s queue — unknown, or another participant's — is TargetMessageIsNotFound: the two are
+        indistinguishable. ``received`` (the signed Ack as it came) goes to the message log with the record."""
         with outage_as_failure("the SMEV queue"):
-            status = await self._pool.execute(
-                """UPDATE smev_queue SET acked_at = coalesce(acked_at, now()), accepted = coalesce(accepted, $3)
-                   WHERE message_id = $1 AND recipient = $2""", message_id, recipient, accepted)
-        if status.endswith(" 0"):
-            raise TargetMessageIsNotFound(f"no message {message_id} in the queue of {recipient}")
+            async with self._pool.acquire() as conn, conn.transaction():
+                status = await conn.execute(
+                    """UPDATE smev_queue SET acked_at = coalesce(acked_at, now()), accepted = coalesce(accepted, $3)
+                       WHERE message_id = $1 AND recipient = $2""", message_id, recipient, accepted)
+                if status.endswith(" 0"):
+                    raise TargetMessageIsNotFound(f"no message {message_id} in the queue of {recipient}")
+                # Last before the commit: the append holds the log's head until then.
+                await message_log.append(conn, [Entry(Direction.IN, recipient, message_id, Kind.ACK, received)])
 
     async def pending(self, *, recipient: str) -> dict[str, int]:
         """Unacknowledged messages of ``recipient`` per business root, named ``{namespace}local-name``."""
         with outage_as_failure("the SMEV queue"):
             rows = await self._pool.fetch(
                 """SELECT namespace_uri, root_local_name, count(*) AS n FROM smev_queue
-                   WHERE recipient = $1 AND acked_at IS NULL GROUP BY 1, 2 ORDER BY 1, 2""", recipient)
+                   WHERE recipient = $1 AND kind = 'request' AND acked_at IS NULL GROUP BY 1, 2 ORDER BY 1, 2""",
+                recipient)
         return {f"{{{row['namespace_uri']}}}{row['root_local_name']}": row["n"] for row in rows}

@@ -18,6 +18,8 @@ from broker.domain.model import Event, ModelError, UnknownEventType
 from broker.xml import hardened
 
 EVENTS_NS = model.NAMESPACE
+DIARY_NS = "urn://ejx/diary/1"
+"""The e-diary service's documents (diary.xsd): DiaryRequest and DiaryResponse."""
 EVENT_ROOTS = frozenset({*model.EVENT_TYPES, "EventBatch"})
 """Local names of the elements that may be the root of an event document."""
 
@@ -45,12 +47,13 @@ class _Validator:
 
 
 class Schemas:
-    """The compiled event, envelope and fault schemas; build once with :meth:`load`."""
+    """The compiled event, envelope, fault and e-diary schemas; build once with :meth:`load`."""
 
-    def __init__(self, *, events: _Validator, envelope: _Validator, fault: _Validator) -> None:
+    def __init__(self, *, events: _Validator, envelope: _Validator, fault: _Validator, diary: _Validator) -> None:
         self._events = events
         self._fault = fault
         self._envelope = envelope
+        self._diary = diary
 
     @classmethod
     def load(cls, schema_dir: Path | None = None) -> Schemas:
@@ -58,7 +61,8 @@ class Schemas:
         directory = schema_dir or default_schema_dir()
         return cls(events=_Validator(directory / "events.xsd"),
                    envelope=_Validator(directory / "envelope.xsd"),
-                   fault=_Validator(directory / "fault.xsd"))
+                   fault=_Validator(directory / "fault.xsd"),
+                   diary=_Validator(directory / "diary.xsd"))
 
     def validate_event(self, element: etree._Element) -> None:
         """Check one event or an EventBatch; an unknown root is ``UnknownMessageType``."""
@@ -78,6 +82,13 @@ class Schemas:
 
     def validate_fault(self, element: etree._Element) -> None:
         self._fault.check(element)
+
+    def validate_diary(self, element: etree._Element, root_name: str) -> None:
+        """Check a DiaryRequest or DiaryResponse (diary.xsd imports the events' id and value types);
+        any other root is ``UnknownMessageType``: the e-diary service takes nothing else."""
+        if element.tag != f"{{{DIARY_NS}}}{root_name}":
+            raise UnknownMessageType(f"{element.tag} is not a {{{DIARY_NS}}}{root_name}")
+        self._diary.check(element)
 
     def check_event(self, data: bytes, *, limits: hardened.XmlLimits = hardened.XmlLimits()) -> Event:
         """Parse, validate and read one event document: the whole way in for untrusted bytes."""

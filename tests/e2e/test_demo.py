@@ -47,4 +47,9 @@ def test_demo_delivers_every_accepted_event_once_and_refuses_the_bad_ones(tmp_pa
     assert report["bad_signatures"] == {"interagency": 0, "portal": 0}
     assert report["envelopes_signed"] == len(valid) + term_grades
     assert report["school_statuses"] == {"live": SIZE["schools"], "never_connected": 1}
+    # The portal's e-diary requests over SMEV 3: three known pupils answered, the unknown one NO_DATA.
+    assert report["diary_requests"] == {"answered": 3, "NO_DATA": 1}
+    # ejx log verify over the run: every envelope, every SMEV 3 request, response and ack, unbroken.
+    assert report["message_log_broken"] is None
+    assert report["message_log_checked"] >= len(valid) + term_grades + 4 * 3
     assert report["problems"] == []

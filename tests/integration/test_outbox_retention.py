@@ -31,8 +31,8 @@ async def test_sweep_deletes_only_old_delivered_rows_and_old_acknowledged_envelo
         await queue.put(QueuedRequest(message_id=message_id, recipient="RSMEV", namespace_uri="urn://ejx/events/1",
                                       root_local_name="TermGradeFinalized",
                                       messages={v: b"<RequestMessage/>" for v in Version}))
-    await queue.ack(recipient="RSMEV", message_id=envelopes["old-acked"], accepted=True)
-    await queue.ack(recipient="RSMEV", message_id=envelopes["recent-acked"], accepted=True)
+    await queue.ack(recipient="RSMEV", message_id=envelopes["old-acked"], accepted=True, received=b"<Ack/>")
+    await queue.ack(recipient="RSMEV", message_id=envelopes["recent-acked"], accepted=True, received=b"<Ack/>")
     await db_pool.execute("UPDATE smev_queue SET acked_at = now() - interval '30 days' WHERE message_id = $1",
                           envelopes["old-acked"])
     await db_pool.execute("UPDATE smev_queue SET enqueued_at = now() - interval '30 days' WHERE message_id = $1",

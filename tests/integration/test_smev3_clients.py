@@ -2,7 +2,7 @@
 
 zeep builds its client from the WSDL ejx serves and calls GetRequest → Ack through it (a zeep plugin signs
 with the caller's key, as agencies' clients do); ``ejx participants`` and ``ejx smev3 pull`` run as the
-commands operators and agencies type.
+commands operators, agencies and portals type.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from broker.xml import hardened
 from broker.xml.schemas import Schemas
 from broker.xml.signing import find_signatures, sign_reference, verify_reference
 from tests.delivery_support import serving
+from tests.integration.test_smev3_diary import feed_journal
 from tests.smev3_support import enqueue, gost_pair
 
 EJX = str(Path(sys.executable).with_name("ejx"))
@@ -48,8 +49,13 @@ class CallerSignature(zeep.Plugin):
         return envelope, http_headers
 
 
-async def _running_ejx(settings, pool, stack: AsyncExitStack) -> str:
-    """ejx's HTTP app with the smev component, wired by the bootstrap, served on a free port."""
+async def _running_ejx(settings, pool, stack: AsyncExitStack, smev, directory) -> str:
+    """ejx's HTTP app with the smev component, wired by the bootstrap, served on a free port; its SMEV key
+    (``smev``, which signs e-diary answers) read from files as ``ejx serve`` reads it."""
+    (directory / "ejx-smev.key").write_bytes(smev.key_pem)
+    (directory / "ejx-smev.crt").write_bytes(smev.cert_pem)
+    settings = settings.model_copy(update={"smev_key_file": directory / "ejx-smev.key",
+                                           "smev_cert_file": directory / "ejx-smev.crt"})
     built = bootstrap.Runtime(settings=settings, pool=pool, schemas=Schemas.load(), producer=None)
     app = await bootstrap.http_app(settings, built, {"smev"}, stack)
     return await stack.enter_async_context(serving(app))
@@ -72,7 +78,7 @@ async def test_zeep_from_the_served_wsdl_drives_get_request_then_ack(db_settings
     mine = await enqueue(db_pool, ejx_smev.key)
 
     async with AsyncExitStack() as stack:
-        base = await _running_ejx(db_settings, db_pool, stack)
+        base = await _running_ejx(db_settings, db_pool, stack, ejx_smev, tmp_path)
         plugin = CallerSignature(agency.key)
         client = await asyncio.to_thread(zeep.Client, f"{base}/smev3/1.2?wsdl", plugins=[plugin])
         assert client.service._binding_options["address"] == f"{base}/smev3/1.2"
@@ -115,7 +121,7 @@ async def test_ejx_smev3_pull_records_durably_then_acks(db_settings, db_pool, tm
 
     async with AsyncExitStack() as stack:
         served = db_settings.model_copy(update={"smev_visibility_timeout_s": 0.5})
-        base = await _running_ejx(served, db_pool, stack)
+        base = await _running_ejx(served, db_pool, stack, ejx_smev, tmp_path)
         pull = ("smev3", "pull", "--url", f"{base}/smev3/1.3", "--key", str(tmp_path / "rsmev.key"),
                 "--cert", str(tmp_path / "rsmev.crt"), "--trust", str(tmp_path / "ejx-smev.crt"),
                 "--type", "urn://ejx/events/1:TermGradeFinalized", "--out", str(inbox), "--once")
@@ -132,3 +138,27 @@ async def test_ejx_smev3_pull_records_durably_then_acks(db_settings, db_pool, tm
     recorded = hardened.parse((inbox / f"{mine}.xml").read_bytes())
     assert len([verify_reference(s) for s in find_signatures(recorded)]) == 2
     assert [p.name for p in inbox.iterdir()] == [f"{mine}.xml"]
+
+
+async def test_ejx_smev3_request_prints_the_diary_and_says_no_data(db_settings, db_pool, tmp_path):
+    ejx_smev, portal = gost_pair("ejx SMEV"), gost_pair("EPGU")
+    (tmp_path / "epgu.crt").write_bytes(portal.cert_pem)
+    (tmp_path / "epgu.key").write_bytes(portal.key_pem)
+    assert (await _ejx("participants", "add", "EPGU", "--cert", str(tmp_path / "epgu.crt"), "--service", "diary",
+                       settings=db_settings))[0] == 0
+    await feed_journal(db_settings, db_pool)
+
+    async with AsyncExitStack() as stack:
+        base = await _running_ejx(db_settings, db_pool, stack, ejx_smev, tmp_path)
+        ask = ("smev3", "request", "--url", f"{base}/smev3/1.2", "--key", str(tmp_path / "epgu.key"),
+               "--cert", str(tmp_path / "epgu.crt"), "--trust", str(tmp_path / "ejx-smev.crt"), "--wait", "20")
+        code, out, err = await _ejx(*ask, "--pupil", "st-anna1", "--from", "2026-03-01", "--to", "2026-03-31",
+                                    settings=db_settings)
+        assert code == 0, err
+        assert "E-diary of st-anna1" in out and "MSK" in out
+        assert "пересдача" in out and "02.03.2026" in out and "Упражнение 34" in out
+        code, out, err = await _ejx(*ask, "--pupil", "st-nobody9", settings=db_settings)
+        assert code == 3 and "NO_DATA" in out, err
+        code, out, err = await _ejx(*ask, "--pupil", "12345678901", settings=db_settings)
+        assert code == 1 and err.strip().splitlines()[-1].startswith("InvalidContent: ")
+    assert await db_pool.fetchval("SELECT count(*) FROM smev_queue WHERE kind = 'response' AND acked_at IS NULL") == 0

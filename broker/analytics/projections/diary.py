@@ -181,7 +181,10 @@ class DiaryReader:
     def __init__(self, pool: asyncpg.Pool | asyncpg.Connection) -> None:
         self._db = pool
 
-    async def diary(self, student_id: str, period: DiaryPeriod = DiaryPeriod()) -> dict[str, object]:
+    async def diary(self, student_id: str, period: DiaryPeriod = DiaryPeriod(), *,
+                    subject_code: str | None = None) -> dict[str, object]:
+        """Marks, attendance, homework and term grades; ``subject_code`` narrows them to one subject, and
+        leaves attendance out: it names lessons, not subjects."""
         span = (period.date_from, period.date_to)
         grades = await self._db.fetch(
             """SELECT school_id, grade_record_id, subject_code, class_unit, term_id, lesson_id, lesson_date,
@@ -190,8 +193,9 @@ class DiaryReader:
                  FROM diary_grades
                 WHERE student_id = $1 AND NOT retracted AND posted_version IS NOT NULL
                   AND ($2::date IS NULL OR lesson_date >= $2) AND ($3::date IS NULL OR lesson_date <= $3)
-                ORDER BY lesson_date, subject_code, grade_record_id""", student_id, *span)
-        attendance = await self._db.fetch(
+                  AND ($4::text IS NULL OR subject_code = $4)
+                ORDER BY lesson_date, subject_code, grade_record_id""", student_id, *span, subject_code)
+        attendance = [] if subject_code is not None else await self._db.fetch(
             """SELECT school_id, lesson_id, day, status, minutes_late FROM diary_attendance
                 WHERE student_id = $1 AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3)
                 ORDER BY day, lesson_id""", student_id, *span)
@@ -203,11 +207,12 @@ class DiaryReader:
                           SELECT DISTINCT school_id, class_unit FROM diary_grades
                            WHERE student_id = $1 AND class_unit IS NOT NULL)
                   AND ($2::date IS NULL OR h.due_date >= $2) AND ($3::date IS NULL OR h.lesson_date <= $3)
-                ORDER BY h.lesson_date, h.subject_code, h.source_record_id""", student_id, *span)
+                  AND ($4::text IS NULL OR h.subject_code = $4)
+                ORDER BY h.lesson_date, h.subject_code, h.source_record_id""", student_id, *span, subject_code)
         terms = await self._db.fetch(
             """SELECT school_id, academic_year, subject_code, term_id, period, mark_scale, mark_value
-                 FROM diary_term_grades WHERE student_id = $1
-                ORDER BY academic_year, term_id, subject_code""", student_id)
+                 FROM diary_term_grades WHERE student_id = $1 AND ($2::text IS NULL OR subject_code = $2)
+                ORDER BY academic_year, term_id, subject_code""", student_id, subject_code)
         return {
             "student_id": student_id,
             "from": _iso(period.date_from), "to": _iso(period.date_to),
@@ -231,6 +236,11 @@ class DiaryReader:
                 "term_id": r["term_id"], "period": r["period"],
                 "mark": {"scale": r["mark_scale"], "value": r["mark_value"]}} for r in terms],
         }
+
+
+def is_empty(diary: dict[str, object]) -> bool:
+    """Nothing to show: an unknown pupil, or nothing in the range (over SMEV 3 that is NO_DATA)."""
+    return not any(diary[part] for part in ("grades", "attendance", "homework", "term_grades"))
 
 
 def _iso(day: date | None) -> str | None:

@@ -1,13 +1,19 @@
-"""``ejx smev3``: tools for SMEV 3 integrators, and ``pull``, the reference client an agency can run as it is."""
+"""``ejx smev3``: tools for SMEV 3 integrators; ``pull``, the reference client an agency can run as it is, and
+``request``, the reference e-diary requester a portal can run as it is."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
+from datetime import date
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import click
 import structlog
+from rich.console import Console
+from rich.table import Table
 
 from broker.app import bootstrap
 from broker.app.cli.documents import DOCUMENT, read_document
@@ -18,11 +24,18 @@ from broker.smev3.client import (
     Smev3Client,
     pinned_certificates,
 )
+from broker.smev3.diary_documents import DiaryQuery
+from broker.smev3.requester import DiaryAnswer, RequesterOptions, request_diary
 from broker.smev3.wire import Version
+from broker.xml.schemas import Schemas
 from broker.xml.signing import SigningKey
 from broker.xml.smev_transform import transform_bytes
 
 log = structlog.get_logger(__name__)
+
+MOSCOW = ZoneInfo("Europe/Moscow")
+REJECTED_EXIT = 3
+"""Exit status of ``request`` when the request was rejected (NO_DATA, ACCESS_DENIED, FAILURE…)."""
 
 
 @click.group("smev3")
@@ -91,6 +104,93 @@ def pull(url: str, key_file: Path, cert_file: Path, trust_file: Path | None, mes
             await client.aclose()
 
     bootstrap.run_until_signalled(main)
+
+
+@smev3_group.command("request")
+@click.option("--url", required=True, help="The SMEV 3 endpoint, e.g. https://ejx.example/smev3/1.3 (or …/1.2).")
+@click.option("--key", "key_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Your information system's signing key (PEM).")
+@click.option("--cert", "cert_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Its certificate, registered with `ejx participants add … --service diary`.")
+@click.option("--trust", "trust_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The exchange's certificate(s) (PEM): only signatures by these are accepted.")
+@click.option("--pupil", required=True, help="The pupil's pseudonymous id, e.g. st-77k3f9q2m (never a name or SNILS).")
+@click.option("--from", "date_from", type=click.DateTime(["%Y-%m-%d"]), help="First day (YYYY-MM-DD).")
+@click.option("--to", "date_to", type=click.DateTime(["%Y-%m-%d"]), help="Last day (YYYY-MM-DD).")
+@click.option("--subject", help="Only this subject, e.g. MATH.")
+@click.option("--version", "version_text", type=click.Choice(["1.2", "1.3"]),
+              help="Protocol version; default: the URL's (…/1.2 or …/1.3).")
+@click.option("--wait", "wait_s", default=30.0, show_default=True, help="Seconds to wait for the response.")
+@click.option("--test", is_flag=True, help="Send a TestMessage: answered, not audited as a real read.")
+def request(url: str, key_file: Path, cert_file: Path, trust_file: Path | None, pupil: str, date_from, date_to,
+            subject: str | None, version_text: str | None, wait_s: float, test: bool) -> None:
+    """SendRequest of a DiaryRequest; GetResponse until it is answered; verify every signature; Ack; print it.
+
+    Exits 3 when the request was rejected (NO_DATA, ACCESS_DENIED, FAILURE), 1 on a fault or when no
+    response came within --wait.
+    """
+    version = Version(version_text) if version_text else (
+        Version.V1_3 if url.rstrip("/").endswith("1.3") else Version.V1_2)
+    query = DiaryQuery(pupil_id=pupil, date_from=date_from and date_from.date(), date_to=date_to and date_to.date(),
+                       subject_code=subject)
+    client = Smev3Client(url, SigningKey.from_pem_files(key_file, cert_file),
+                         trusted=pinned_certificates(trust_file) if trust_file else None,
+                         options=ClientOptions(version=version))
+
+    answers: list[DiaryAnswer] = []
+
+    async def main(stop: asyncio.Event) -> None:
+        try:
+            answers.append(await request_diary(client, query, version=version, schemas=Schemas.load(),
+                                               options=RequesterOptions(wait_s=wait_s, test=test)))
+        finally:
+            await client.aclose()
+
+    bootstrap.run_until_signalled(main)
+    answer = answers[0]
+    console = Console()
+    if answer.rejection is not None:
+        code, description = answer.rejection
+        console.print(f"{answer.message_id}: rejected [bold]{code}[/]: {description}")
+        sys.exit(REJECTED_EXIT)
+    for table in diary_tables(answer):
+        console.print(table)
+
+
+def diary_tables(answer: DiaryAnswer) -> list[Table]:
+    """The diary as tables a person reads: marks, attendance, homework, term grades (times in Moscow time)."""
+    diary = answer.diary or {}
+    span = f"{diary.get('from') or '…'} – {diary.get('to') or '…'}"
+    answered = answer.response.sending_timestamp.astimezone(MOSCOW)
+    marks = _table(f"E-diary of {diary.get('student_id')}, {span}"
+                   f"{', ' + diary['subject_code'] if diary.get('subject_code') else ''} "
+                   f"(answered {answered:%Y-%m-%d %H:%M:%S} MSK, MessageID {answer.message_id})",
+                   "date", "subject", "work type", "weight", "mark", "corrected")
+    for g in diary.get("grades", []):
+        marks.add_row(_shown(g["lesson_date"]), g["subject_code"], g["work_type"], f"{g['weight']:g}",
+                      g["mark"]["value"], (g["correction_reason"] or "yes") if g["corrected"] else "")
+    attendance = _table("Attendance", "date", "lesson", "status", "minutes late")
+    for a in diary.get("attendance", []):
+        attendance.add_row(_shown(a["date"]), a["lesson_id"], a["status"], str(a["minutes_late"] or ""))
+    homework = _table("Homework", "set", "due", "subject", "task")
+    for h in diary.get("homework", []):
+        homework.add_row(_shown(h["lesson_date"]), _shown(h["due_date"]), h["subject_code"], h["text"])
+    terms = _table("Term grades", "year", "term", "period", "subject", "mark")
+    for t in diary.get("term_grades", []):
+        terms.add_row(t["academic_year"], t["term_id"], t["period"], t["subject_code"], t["mark"]["value"])
+    return [marks, attendance, homework, terms]
+
+
+def _table(title: str, *columns: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
+def _shown(day: str) -> str:
+    """A calendar day as Russians read it (the journal's days are Moscow days already)."""
+    return f"{date.fromisoformat(day):%d.%m.%Y}"
 
 
 def _selector(message_type: str | None) -> tuple[str | None, str | None]:

@@ -31,6 +31,14 @@ class DemoReport:
     latency_p50_ms: float = 0.0
     latency_p99_ms: float = 0.0
     school_statuses: dict[str, int] = field(default_factory=dict)
+    diary_expected: dict[str, int] = field(default_factory=dict)
+    """E-diary requests over SMEV 3 the demo makes, by the outcome they must get."""
+    diary_requests: dict[str, int] = field(default_factory=dict)
+    """Their outcomes as the requester saw them (answered, NO_DATA…)."""
+    message_log_checked: int = 0
+    message_log_broken: str | None = None
+    message_log_verdict: str = ""
+    """``ejx log verify``'s line over the run's database."""
     dashboard_url: str = ""
     elapsed_s: float = 0.0
 
@@ -51,6 +59,10 @@ class DemoReport:
         for name, count in self.bad_signatures.items():
             if count:
                 found.append(f"{count} bad signature(s) at the {name} receiver")
+        if self.diary_requests != self.diary_expected:
+            found.append(f"e-diary requests {self.diary_requests} differ from the expected {self.diary_expected}")
+        if self.message_log_broken is not None or not self.message_log_checked:
+            found.append(f"message log: {self.message_log_broken or 'no record checked'}")
         return found
 
     def as_json(self) -> str:
@@ -81,6 +93,9 @@ def render(report: DemoReport, console: Console) -> None:
         ("throughput", f"{report.events_per_s} events/s (accept → all delivered)"),
         ("latency accept → received", f"p50 {report.latency_p50_ms} ms, p99 {report.latency_p99_ms} ms"),
         ("school statuses", report.school_statuses),
+        ("e-diary requests (SMEV 3)", f"{report.diary_requests}  (expected {report.diary_expected})"),
+        ("message log (ejx log verify)", f"{report.message_log_checked} record(s) checked, broken: "
+                                         f"{report.message_log_broken or 'none'}"),
         ("dashboard", report.dashboard_url),
         ("elapsed", f"{report.elapsed_s} s"),
     ])

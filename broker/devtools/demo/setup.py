@@ -20,6 +20,8 @@ from broker.xml.signing.keys import CERT_FILE, KEY_FILE, KeyAlgorithm, write_dev
 
 INTERAGENCY_PARTICIPANT = "RSMEV"
 """The agency the demo's interagency receiver stands in for (routing.toml's interagency recipient)."""
+PORTAL_PARTICIPANT = "EPGU"
+"""The public-services portal, which asks for pupils' e-diaries over SMEV 3."""
 
 
 def free_port() -> int:
@@ -58,17 +60,24 @@ async def create_database(settings: Settings, name: str) -> str:
 
 
 def ensure_keys(settings: Settings) -> None:
-    """Development key pairs on first use: ejx's envelope key (ECDSA), ejx's SMEV key and the demo
-    agency's (GOST R 34.10-2012); an operator's own keys are never touched."""
+    """Development key pairs on first use: ejx's envelope key (ECDSA), ejx's SMEV key, the demo agency's and
+    the demo portal's (GOST R 34.10-2012); an operator's own keys are never touched."""
     if not settings.signing_key_file.exists() and not settings.signing_cert_file.exists():
         write_dev_pair(settings.signing_key_file.parent)
     _ensure_gost_pair(settings.smev_signing_key_file, settings.smev_signing_cert_file)
     _ensure_gost_pair(*agency_pair(settings))
+    _ensure_gost_pair(*portal_pair(settings))
 
 
 def agency_pair(settings: Settings) -> tuple[Path, Path]:
     """Key and certificate of the demo's agency, the SMEV 3 client that pulls as RSMEV."""
     directory = settings.keys_dir / INTERAGENCY_PARTICIPANT.lower()
+    return directory / KEY_FILE, directory / CERT_FILE
+
+
+def portal_pair(settings: Settings) -> tuple[Path, Path]:
+    """Key and certificate of the demo's portal, the e-diary requester that signs as EPGU."""
+    directory = settings.keys_dir / PORTAL_PARTICIPANT.lower()
     return directory / KEY_FILE, directory / CERT_FILE
 
 
@@ -81,6 +90,12 @@ async def register_agency(settings: Settings, pool: asyncpg.Pool) -> None:
     """The demo's agency as an SMEV 3 participant, by its certificate."""
     facts = CertificateFacts.from_pem(agency_pair(settings)[1].read_bytes())
     await Participants(pool).add(INTERAGENCY_PARTICIPANT, facts, service="demo interagency receiver")
+
+
+async def register_portal(settings: Settings, pool: asyncpg.Pool) -> None:
+    """The demo's portal as an SMEV 3 participant registered for the e-diary service, by its certificate."""
+    facts = CertificateFacts.from_pem(portal_pair(settings)[1].read_bytes())
+    await Participants(pool).add(PORTAL_PARTICIPANT, facts, service=settings.diary_service)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
