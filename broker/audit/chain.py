@@ -50,6 +50,8 @@ class Kind(StrEnum):
     """ejx's own signed envelope (portal push, interagency topic and pull queue)."""
     SMEV3_REQUEST = "smev3-request"
     SMEV3_RESPONSE = "smev3-response"
+    SMEV3_RECEIPT = "smev3-receipt"
+    """SendRequestResponse: ejx's signed receipt of a request, before its response."""
     ACK = "ack"
 
 

@@ -154,6 +154,7 @@ class DiaryService:
                 # Last before the commit: the append holds the log's head until then.
                 await message_log.append(conn, [
                     Entry(Direction.IN, requester, message_id, Kind.SMEV3_REQUEST, received),
+                    Entry(Direction.OUT, requester, message_id, Kind.SMEV3_RECEIPT, answer),
                     Entry(Direction.OUT, requester, response_id, Kind.SMEV3_RESPONSE, signed.message)])
                 await uow.commit()
         if not call.test:

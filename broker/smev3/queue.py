@@ -99,15 +99,24 @@ class SmevQueue:
             return bool(await self._pool.fetchval("SELECT 1 FROM smev_queue WHERE message_id = $1", message_id))
 
     async def put(self, request: QueuedRequest) -> bool:
-        """Enqueue once per MessageID (the first copy's signatures stay); False when it was there already."""
+        """Enqueue once per MessageID (the first copy's signatures stay); False when it was there already.
+
+        The signed RequestMessages enter the message log in the same transaction, once.
+        """
         with outage_as_failure("the SMEV queue"):
-            status = await self._pool.execute(
-                """INSERT INTO smev_queue (message_id, recipient, namespace_uri, root_local_name, message_1_2,
-                                           message_1_3)
-                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (message_id) DO NOTHING""",
-                request.message_id, request.recipient, request.namespace_uri, request.root_local_name,
-                request.messages[Version.V1_2], request.messages[Version.V1_3])
-        return status.endswith(" 1")
+            async with self._pool.acquire() as conn, conn.transaction():
+                status = await conn.execute(
+                    """INSERT INTO smev_queue (message_id, recipient, namespace_uri, root_local_name, message_1_2,
+                                               message_1_3)
+                       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (message_id) DO NOTHING""",
+                    request.message_id, request.recipient, request.namespace_uri, request.root_local_name,
+                    request.messages[Version.V1_2], request.messages[Version.V1_3])
+                fresh = status.endswith(" 1")
+                if fresh:
+                    await message_log.append(conn, [
+                        Entry(Direction.OUT, request.recipient, request.message_id, Kind.SMEV3_REQUEST, message)
+                        for message in request.messages.values()])
+        return fresh
 
     async def take(self, *, recipient: str, version: Version, namespace_uri: str | None = None,
                    root_local_name: str | None = None, kind: Queued = Queued.REQUEST) -> HandedOut | None:

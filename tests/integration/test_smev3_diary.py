@@ -150,12 +150,12 @@ async def test_a_diary_request_is_answered_with_corrections_applied_and_retracti
     assert await _audit(db_pool) == [("smev3", "EPGU", "st-anna1", "answered", False)]
     logged = [(r["direction"], r["participant"], str(r["message_id"]), r["kind"]) for r in await db_pool.fetch(
         "SELECT direction, participant, message_id, kind FROM message_log ORDER BY sequence")]
-    assert logged == [("in", "EPGU", message_id, "smev3-request"), ("out", "EPGU", response_id, "smev3-response"),
-                      ("in", "EPGU", response_id, "ack")]
+    assert logged == [("in", "EPGU", message_id, "smev3-request"), ("out", "EPGU", message_id, "smev3-receipt"),
+                      ("out", "EPGU", response_id, "smev3-response"), ("in", "EPGU", response_id, "ack")]
     payload = await db_pool.fetchval("SELECT payload FROM message_log WHERE kind = 'smev3-response'")
     assert transform(message) == transform_bytes(payload)  # what was signed is what was handed out
     verdict = await message_log.verify(db_pool)
-    assert (verdict.checked, verdict.broken) == (3, None)
+    assert (verdict.checked, verdict.broken) == (4, None)
 
 
 async def test_an_unknown_pupil_or_nothing_in_range_is_no_data(endpoint, db_pool, keys):
