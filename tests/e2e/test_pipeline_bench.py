@@ -1,0 +1,35 @@
+"""The pipeline bench keeps working: a small backlog through separate router, relay and receiver processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+KEYS = {"events_per_s", "raw_events_per_s", "ratio", "cpu_ms_per_event", "latency_ms", "offered_rate", "lost",
+        "duplicates"}
+
+
+def test_pipeline_bench_delivers_a_backlog_once_and_counts_cpu_per_component(tmp_path: Path,
+                                                                              kafka_bootstrap: str) -> None:
+    figures_file = tmp_path / "pipeline.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.pipeline_bench", "--max", "--events", "200", "--timeout", "60",
+         "--json", str(figures_file)],
+        capture_output=True, text=True, timeout=90, env={**os.environ, "EJX_LOG_LEVEL": "warning"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    figures = json.loads(figures_file.read_text())
+
+    assert KEYS <= figures.keys()
+    assert figures["lost"] == 0 and figures["duplicates"] == 0
+    assert figures["offered_rate"] is None
+    assert {"router", "relay", "receiver"} <= figures["cpu_ms_per_event"].keys()
+    assert all(ms > 0 for ms in figures["cpu_ms_per_event"].values()), figures["cpu_ms_per_event"]
+    assert set(figures["latency_ms"]) == {"p50", "p99", "max"}
+    assert 0 < figures["events_per_s"] and 0 < figures["ratio"] < 1
