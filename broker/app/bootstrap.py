@@ -73,8 +73,9 @@ COMPONENTS = ("ingest", "router", "relay", "analytics", "smev", "dashboard")
 HTTP_COMPONENTS = frozenset({"ingest", "smev", "dashboard"})
 POOL_CLOSE_S = 2.0
 """An idle pool closes in milliseconds; one that takes longer is on a server that no longer answers."""
-CANCEL_WAIT_S = 2.0
-"""After the grace period, how long cancelled components get to unwind before their pool is dropped."""
+CANCEL_WAIT_S = 1.0
+"""After the grace period, how long cancelled components get to unwind before their pool is dropped,
+and at the very end how long tasks still running get before they are abandoned."""
 
 
 def parse_components(text: str | None) -> tuple[str, ...]:
@@ -288,6 +289,26 @@ async def serve(settings: Settings, components: Iterable[str], *, stop: asyncio.
         for task in tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise task.exception()
+
+
+def run_serve(settings: Settings, components: Iterable[str]) -> None:
+    """:func:`serve` in a new event loop. Unlike ``asyncio.run``, tasks still running once it returned
+    (a Kafka client whose stop waits on its own cancelled work) get :data:`CANCEL_WAIT_S`, then are
+    abandoned: a SIGTERM ends the process within its grace period whatever a library does."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(serve(settings, components))
+    finally:
+        leftovers = asyncio.all_tasks(loop)
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            loop.run_until_complete(asyncio.wait(leftovers, timeout=CANCEL_WAIT_S))
+            abandoned = sorted(task.get_name() for task in leftovers if not task.done())
+            if abandoned:
+                log.warning("serve.tasks_abandoned", tasks=abandoned)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 async def _finish(tasks: list[asyncio.Task], *, grace_s: float) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import click
@@ -28,7 +27,7 @@ def serve_command(settings: Settings, components: str, fail_fast: bool | None) -
         names = bootstrap.parse_components(components)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--components") from None
-    asyncio.run(bootstrap.serve(settings, names))
+    bootstrap.run_serve(settings, names)
     sys.exit(0)
 
 
