@@ -31,6 +31,23 @@ class Settings(BaseSettings):
     instance_id: str | None = Field(default=None, description=(
         "Stable name of this process; fixes Kafka transactional ids so a restart fences its predecessor."))
     db_pool_size: int = Field(default=20, description="PostgreSQL connections per process.")
+    db_connect_timeout_s: float = Field(default=10.0, gt=0, description="Seconds to open one PostgreSQL connection.")
+    db_statement_timeout_s: float = Field(default=20.0, gt=0, description=(
+        "Server-side limit of one statement (PostgreSQL statement_timeout) on the components' pools."))
+    db_command_timeout_s: float = Field(default=30.0, gt=0, description=(
+        "Client-side limit of one database call; above the statement timeout, so it fires only when the "
+        "server cannot answer at all (frozen, or a dead connection)."))
+    db_idle_in_transaction_timeout_s: float = Field(default=60.0, gt=0, description=(
+        "PostgreSQL ends a session idle this long inside a transaction (a client that hung mid-transaction)."))
+    db_maintenance_timeout_s: float = Field(default=3600.0, gt=0, description=(
+        "Statement limit of long but legitimate work: migrations, message-log archives and pruning."))
+    kafka_timeout_s: float = Field(default=30.0, gt=0, description=(
+        "Longest wait for Kafka: a request, a send's acknowledgement, a client's start or stop."))
+    startup_fail_fast: bool = Field(default=False, description=(
+        "Exit at once when PostgreSQL or Kafka is down at start, instead of waiting with backoff."))
+    startup_retry_cap_s: float = Field(default=30.0, gt=0, description="Longest pause between start-up tries.")
+    shutdown_grace_s: float = Field(default=15.0, gt=0, description=(
+        "On SIGTERM, seconds the components get to finish their batch; then they are cancelled."))
     routing_file: Path | None = Field(default=None, description="Routing rules (TOML); default: the packaged ones.")
     silent_after_days: int = Field(default=3, description="A school with no event for this long is silent.")
     timely_within_days: int = Field(default=1, description="A grade recorded this soon after its lesson is timely.")

@@ -76,10 +76,13 @@ async def replay(settings: Settings, router: Router, selection: ReplayRange, *, 
             on_start(sum(end - start for start, end in bounds.values()))
         log.info("replay.started", topic=selection.topic, partitions=report.partitions, redeliver=redeliver,
                  dry_run=dry_run)
-        consumer.unsubscribe()
-        consumer.assign(list(live))
-        for tp in live:
-            consumer.seek(tp, bounds[tp][0])
+        if live:
+            # Only with something to read: aiokafka's stop() never returns once a group-less
+            # consumer has been unsubscribed and left without an assignment (an empty range or topic).
+            consumer.unsubscribe()
+            consumer.assign(list(live))
+            for tp in live:
+                consumer.seek(tp, bounds[tp][0])
         while live:
             batches = await consumer.getmany(*live, timeout_ms=1000, max_records=batch_size)
             records = []

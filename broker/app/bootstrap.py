@@ -6,7 +6,9 @@ needs with the same functions (:func:`router`, :func:`destinations`,
 :func:`ingest_service`, …), so a command and a served component can never be
 wired differently. On stop (SIGTERM/SIGINT, installed by :func:`stop_on_signals`)
 each loop finishes its batch in flight, commits and closes; the HTTP server stops
-taking requests first.
+taking requests first. A component that has not finished within
+``shutdown_grace_s`` (PostgreSQL frozen under its last commit) is cancelled and
+its connections dropped: the outbox leases and the inbox make that safe.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from broker.access.registry import Registry
 from broker.analytics.api import MonitoringOptions, monitoring_router
 from broker.analytics.dashboard import dashboard_router
 from broker.analytics.projections.school_activity import ActivityOptions
+from broker.app.startup import wait_for_dependencies
 from broker.delivery.destinations import (
     Destination,
     InteragencyDestination,
@@ -51,7 +54,7 @@ from broker.infra.http_guard import (
     accept_error_handler,
 )
 from broker.infra.http_server import install_fault_answers
-from broker.infra.postgres import connected, create_pool
+from broker.infra.postgres import close_pool, connected, create_pool
 from broker.ops.metrics import health_router, kafka_probe, postgres_probe
 from broker.settings import Settings
 from broker.smev3.diary import DiaryOptions, DiaryService
@@ -69,6 +72,11 @@ log = structlog.get_logger(__name__)
 COMPONENTS = ("ingest", "router", "relay", "analytics", "smev", "dashboard")
 """Everything ``ejx serve`` can run; all of them by default."""
 HTTP_COMPONENTS = frozenset({"ingest", "smev", "dashboard"})
+POOL_CLOSE_S = 2.0
+"""An idle pool closes in milliseconds; one that takes longer is on a server that no longer answers."""
+CANCEL_WAIT_S = 1.0
+"""After the grace period, how long cancelled components get to unwind before their pool is dropped,
+and at the very end how long tasks still running get before they are abandoned."""
 
 
 def parse_components(text: str | None) -> tuple[str, ...]:
@@ -195,8 +203,9 @@ async def runtime(settings: Settings, components: Iterable[str]) -> AsyncIterato
     async with AsyncExitStack() as stack:
         await kafka.ensure_topics(settings, [settings.events_topic, settings.dlq_topic, settings.interagency_topic])
         pool = await create_pool(settings, max_size=settings.db_pool_size)
-        stack.push_async_callback(pool.close)
-        producer = await stack.enter_async_context(kafka.running(kafka.producer(settings)))
+        stack.push_async_callback(close_pool, pool, timeout=POOL_CLOSE_S)
+        producer = await stack.enter_async_context(kafka.running(kafka.producer(settings),
+                                                                 timeout_s=settings.kafka_timeout_s))
         built = Runtime(settings=settings, pool=pool, schemas=Schemas.load(), producer=producer)
         if "router" in wanted:
             built.loops.append(router(settings, pool=pool, producer=producer, schemas=built.schemas))
@@ -266,6 +275,9 @@ async def serve(settings: Settings, components: Iterable[str], *, stop: asyncio.
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
     names = tuple(components)
+    if not await wait_for_dependencies(settings, stop=stop):
+        log.info("serve.stopped", components=list(names), reason="stopped while waiting for dependencies")
+        return
     async with runtime(settings, names) as built:
         tasks = [asyncio.create_task(component.run(stop), name=type(component).__name__)
                  for component in built.loops]
@@ -283,9 +295,41 @@ async def serve(settings: Settings, components: Iterable[str], *, stop: asyncio.
         stop.set()
         if server is not None:
             server.should_exit = True
-        results = await asyncio.gather(*tasks, return_exceptions=True)
         stopper.cancel()
+        await _finish(tasks, grace_s=settings.shutdown_grace_s)
         log.info("serve.stopped", components=list(names))
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                raise result
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()
+
+
+def run_serve(settings: Settings, components: Iterable[str]) -> None:
+    """:func:`serve` in a new event loop. Unlike ``asyncio.run``, tasks still running once it returned
+    (a Kafka client whose stop waits on its own cancelled work) get :data:`CANCEL_WAIT_S`, then are
+    abandoned: a SIGTERM ends the process within its grace period whatever a library does."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(serve(settings, components))
+    finally:
+        leftovers = asyncio.all_tasks(loop)
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            loop.run_until_complete(asyncio.wait(leftovers, timeout=CANCEL_WAIT_S))
+            abandoned = sorted(task.get_name() for task in leftovers if not task.done())
+            if abandoned:
+                log.warning("serve.tasks_abandoned", tasks=abandoned)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+async def _finish(tasks: list[asyncio.Task], *, grace_s: float) -> None:
+    """Let ``tasks`` finish within ``grace_s``, then cancel the rest; one stuck in a dead connection's
+    clean-up is left to the pool's close, which drops that connection."""
+    _, pending = await asyncio.wait(tasks, timeout=grace_s)
+    if not pending:
+        return
+    log.warning("serve.grace_expired", components=sorted(task.get_name() for task in pending), grace_s=grace_s)
+    for task in pending:
+        task.cancel()
+    await asyncio.wait(pending, timeout=CANCEL_WAIT_S)

@@ -6,6 +6,16 @@ mid-delivery leaves its rows to be claimed again once the lease ends, and the
 receiver de-duplicates the repeat by MessageID). A claim takes a run of rows
 per (destination, partition_key); each key's run is delivered in order, the keys
 concurrently, and the next claim overlaps the deliveries still in flight.
+
+A watchdog guards the loop's database work: every connection the loop uses is
+taken through :meth:`Relay._watched`, and a round of database work (or one
+connection) that has not finished within ``stall_after_s`` — the lease, by
+default — means the relay is stuck on a connection that will never answer (a
+server that died without a reset, a frozen one): the watchdog drops those
+connections, counts ``ejx_relay_stalls_total`` and logs ``relay.stalled``; the
+calls waiting on them fail as an outage and the loop carries on with fresh
+connections. Outcomes not yet recorded are lost with them: the leases run out
+and the rows are delivered again (receivers de-duplicate).
 """
 
 from __future__ import annotations
@@ -14,7 +24,8 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -56,6 +67,8 @@ class RelayOptions:
     """Delivered rows older than this are deleted (the table must not grow forever)."""
     sweep_every_s: float = 300.0
     """How often the retention sweep runs."""
+    stall_after_s: float | None = None
+    """The watchdog drops connections stuck this long; default: ``lease_s`` (longer than any call's timeout)."""
 
 
 @dataclass
@@ -85,6 +98,10 @@ class Relay:
         self._options = options
         self._rng = rng or random.Random()
         self._slots = asyncio.Semaphore(options.concurrency)
+        self._busy: dict[asyncpg.Connection, float] = {}
+        """Connections in use by the loop, with the moment each was taken (the watchdog reads it)."""
+        self._round_since: float | None = None
+        """When the current round of database work began; None between rounds."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop``; deliveries in flight finish and have their outcome recorded first.
@@ -98,6 +115,15 @@ class Relay:
         options = self._options
         log.info("relay.started", destinations=sorted(self._destinations), batch_size=options.batch_size,
                  concurrency=options.concurrency)
+        watchdog = asyncio.create_task(self._watchdog(), name="relay-watchdog")
+        try:
+            await self._loop(stop)
+        finally:
+            watchdog.cancel()
+        log.info("relay.stopped")
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        options = self._options
         next_sweep = next_claim = time.monotonic()
         failures = 0
         in_flight: set[asyncio.Task[_ChainOutcome]] = set()
@@ -116,12 +142,14 @@ class Relay:
 
         while True:
             woken.clear()
+            self._round_since = self._round_since or time.monotonic()
             try:
                 if finished and (not in_flight or stop.is_set() or time.monotonic() >= record_by
                                  or len(finished) >= options.batch_size // 2):
                     recording, finished[:], record_by = list(finished), [], math.inf
                     try:
-                        await self._record([task.result() for task in recording])  # a bug in a chain stops us
+                        async with self._watched() as db:  # a bug in a chain stops us (task.result())
+                            await self._record([task.result() for task in recording], db=db)
                     except BaseException:
                         finished[:0] = recording  # still to be recorded, first thing after the outage
                         record_by = time.monotonic()
@@ -130,12 +158,14 @@ class Relay:
                     break
                 now = time.monotonic()
                 if not stop.is_set() and now >= next_sweep:
-                    await outbox.sweep(self._pool, older_than=options.retention)
+                    async with self._watched() as db:
+                        await outbox.sweep(db, older_than=options.retention)
                     next_sweep = now + options.sweep_every_s
                 if not stop.is_set() and now >= next_claim and len(in_flight) <= options.batch_size // 2:
                     want = options.batch_size - len(in_flight)
-                    claimed = await outbox.claim(self._pool, keys=want, per_key=options.per_key,
-                                                 lease=timedelta(seconds=options.lease_s))
+                    async with self._watched() as db:
+                        claimed = await outbox.claim(db, keys=want, per_key=options.per_key,
+                                                     lease=timedelta(seconds=options.lease_s))
                     chains = _chains(claimed)
                     for chain in chains:
                         task = asyncio.create_task(self._deliver_in_order(chain))
@@ -144,6 +174,7 @@ class Relay:
                     # Fewer keys than asked for: the backlog is drained, so poll again only after a pause.
                     next_claim = now if len(chains) >= want else now + options.idle_poll_s
                 failures = 0
+                self._round_since = None
             except Exception as error:
                 if not isinstance(error, Failure) and not is_outage(error):
                     raise
@@ -166,7 +197,34 @@ class Relay:
                     pass
             elif not stop.is_set():
                 await pause(stop, max(0.0, next_claim - time.monotonic()))
-        log.info("relay.stopped")
+
+    @asynccontextmanager
+    async def _watched(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of the pool that the watchdog may drop if it stays stuck."""
+        async with self._pool.acquire(timeout=self._options.lease_s) as conn:
+            self._busy[conn] = time.monotonic()
+            try:
+                yield conn
+            finally:
+                self._busy.pop(conn, None)
+
+    async def _watchdog(self) -> None:
+        """Every so often: is a round or a connection older than ``stall_after_s``? Then drop them."""
+        stall_after = self._options.stall_after_s or self._options.lease_s
+        while True:
+            await asyncio.sleep(min(1.0, stall_after / 4))
+            started = min([*self._busy.values(), self._round_since or math.inf])
+            stuck_s = time.monotonic() - started
+            if stuck_s < stall_after:
+                continue
+            metrics.RELAY_STALLS.inc()
+            log.error("relay.stalled", stuck_s=round(stuck_s, 1), stall_after_s=stall_after,
+                      connections_dropped=len(self._busy))
+            for conn in list(self._busy):
+                conn.terminate()  # whoever waits on it gets ConnectionDoesNotExistError: an outage
+            self._busy.clear()
+            await self._pool.expire_connections()
+            self._round_since = time.monotonic()
 
     async def run_once(self) -> RoundResult:
         """Claim one batch, deliver each key's rows in order (keys in parallel), record every outcome."""
@@ -177,12 +235,13 @@ class Relay:
         outcomes = await asyncio.gather(*(self._deliver_in_order(chain) for chain in _chains(claimed)))
         return await self._record(outcomes)
 
-    async def _record(self, outcomes: list[_ChainOutcome]) -> RoundResult:
+    async def _record(self, outcomes: list[_ChainOutcome], *, db: asyncpg.Connection | None = None) -> RoundResult:
         """Write down what happened to finished chains: delivered rows in one statement, then the failures."""
+        db = db or self._pool
         result = RoundResult()
         delivered = [m for chain in outcomes for m in chain[0]]
         if delivered:
-            await outbox.mark_delivered(self._pool, (m.id for m in delivered))
+            await outbox.mark_delivered(db, (m.id for m in delivered))
         result.delivered = len(delivered)
         now = datetime.now(UTC)
         for message in delivered:
@@ -194,20 +253,20 @@ class Relay:
                      recipient=message.recipient, attempts=message.attempts)
         untried = [m for _, _, chain_untried in outcomes for m in chain_untried]
         if untried:
-            await outbox.release(self._pool, untried)
+            await outbox.release(db, untried)
         for _, failed, _ in outcomes:
             if failed is None:
                 continue
             message, fault = failed
             if not fault.retriable or message.attempts >= self._options.max_attempts:
-                await outbox.mark_dead(self._pool, message, error=str(fault))
+                await outbox.mark_dead(db, message, error=str(fault))
                 result.dead += 1
                 metrics.DELIVERIES.labels(message.destination, "dead").inc()
                 log.error("outbox.dead", message_id=str(message.message_id), destination=message.destination,
                           attempts=message.attempts, code=fault.code, error=fault.description)
             else:
                 delay = self._options.backoff.delay(message.attempts, rng=self._rng)
-                await outbox.mark_retry(self._pool, message, delay=timedelta(seconds=delay), error=str(fault))
+                await outbox.mark_retry(db, message, delay=timedelta(seconds=delay), error=str(fault))
                 result.retried += 1
                 metrics.DELIVERIES.labels(message.destination, "retry").inc()
                 log.warning("outbox.retry", message_id=str(message.message_id), destination=message.destination,
@@ -227,7 +286,8 @@ class Relay:
             if time.monotonic() >= renew_at:
                 renew_at = time.monotonic() + self._options.lease_s / 2
                 try:
-                    held = await outbox.renew(self._pool, chain, lease=lease)  # delivered rows stay pending until recorded
+                    async with self._watched() as db:  # delivered rows stay pending until recorded
+                        held = await outbox.renew(db, chain, lease=lease)
                 except Exception as error:  # keep delivering; receivers de-duplicate a re-claim
                     if not is_outage(error):
                         raise

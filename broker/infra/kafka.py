@@ -52,6 +52,8 @@ def producer(settings: Settings, *, transactional_id: str | None = None) -> AIOK
         enable_idempotence=True,
         acks="all",
         transactional_id=transactional_id,
+        # Bounds every send's wait for its acknowledgement (and so flush()): Kafka down is a timeout, not a hang.
+        request_timeout_ms=int(settings.kafka_timeout_s * 1000),
         # A few ms of batching multiplies throughput of per-record sends; latency stays low.
         linger_ms=5,
         max_batch_size=64 * 1024,
@@ -69,7 +71,8 @@ def consumer(settings: Settings, *topics: str, group_id: str | None, **overrides
     fixed = _FIXED_CONSUMER_OPTIONS & overrides.keys()
     if fixed:
         raise ValueError(f"options fixed by broker.infra.kafka cannot be overridden: {sorted(fixed)}")
-    options: dict[str, object] = {"auto_offset_reset": "earliest", "isolation_level": "read_committed", **overrides}
+    options: dict[str, object] = {"auto_offset_reset": "earliest", "isolation_level": "read_committed",
+                                  "request_timeout_ms": int(settings.kafka_timeout_s * 1000), **overrides}
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=settings.kafka_address,
@@ -79,20 +82,34 @@ def consumer(settings: Settings, *topics: str, group_id: str | None, **overrides
     )
 
 
+CLIENT_TIMEOUT_S = 30.0
+"""Default bound on a client's start and stop (``Settings.kafka_timeout_s`` where settings are at hand)."""
+
+
 @asynccontextmanager
-async def running(client: Client) -> AsyncIterator[Client]:
-    """Start a producer or consumer, stop it on exit; an unreachable cluster is a Failure."""
+async def running(client: Client, *, timeout_s: float = CLIENT_TIMEOUT_S) -> AsyncIterator[Client]:
+    """Start a producer or consumer, stop it on exit, each within ``timeout_s``; an unreachable
+    cluster is a Failure."""
     try:
-        await client.start()
+        await asyncio.wait_for(client.start(), timeout_s)
     except (KafkaError, asyncio.TimeoutError) as error:
-        await client.stop()
+        await _stop(client, timeout_s)
         if not is_transient(error):
             raise
         raise Failure(f"Kafka is unreachable: {error!r}") from error
     try:
         yield client
     finally:
-        await client.stop()
+        await _stop(client, timeout_s)
+
+
+async def _stop(client: Client, timeout_s: float) -> None:
+    """Stop, but never wait longer than ``timeout_s``: a stop that hangs (an unreachable cluster,
+    an aiokafka corner case) must not keep a process from exiting."""
+    try:
+        await asyncio.wait_for(client.stop(), timeout_s)
+    except asyncio.TimeoutError:
+        log.warning("kafka.stop_timed_out", client=type(client).__name__, timeout_s=timeout_s)
 
 
 @asynccontextmanager

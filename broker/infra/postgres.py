@@ -60,32 +60,88 @@ def masked_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-async def connect(settings: Settings, *, timeout: float = 30) -> asyncpg.Connection:
-    """One connection (migrations, admin work); unreachable is a Failure naming the masked DSN."""
-    try:
-        return await asyncpg.connect(settings.database_dsn, timeout=timeout)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
-        raise Failure(f"PostgreSQL at {masked_dsn(settings.database_dsn)} is unreachable: "
-                      f"{type(error).__name__}") from error
+def _server_settings(settings: Settings, *, maintenance: bool) -> dict[str, str]:
+    """Limits the server enforces on each session: a statement, and a transaction left idle."""
+    statement_s = settings.db_maintenance_timeout_s if maintenance else settings.db_statement_timeout_s
+    return {"statement_timeout": str(int(statement_s * 1000)),
+            "idle_in_transaction_session_timeout": str(int(settings.db_idle_in_transaction_timeout_s * 1000))}
 
 
-async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """A pool on the configured database; connection failures become a retriable Failure."""
+def _command_timeout(settings: Settings, *, maintenance: bool) -> float:
+    """The client's own limit on a call: what ends a wait on a server that cannot even cancel."""
+    if maintenance:
+        return settings.db_maintenance_timeout_s + settings.db_command_timeout_s
+    return settings.db_command_timeout_s
+
+
+def _unreachable(settings: Settings, error: BaseException) -> Failure:
+    return Failure(f"PostgreSQL at {masked_dsn(settings.database_dsn)} is unreachable: {type(error).__name__}")
+
+
+async def connect(settings: Settings, *, maintenance: bool = True) -> asyncpg.Connection:
+    """One connection for admin work (migrations by default: ``maintenance`` limits); unreachable is a
+    Failure naming the masked DSN."""
     try:
-        return await asyncpg.create_pool(settings.database_dsn, min_size=min_size, max_size=max_size, timeout=30)
+        return await asyncpg.connect(settings.database_dsn, timeout=settings.db_connect_timeout_s,
+                                     command_timeout=_command_timeout(settings, maintenance=maintenance),
+                                     server_settings=_server_settings(settings, maintenance=maintenance))
     except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
-        raise Failure(f"PostgreSQL at {masked_dsn(settings.database_dsn)} is unreachable: "
-                      f"{type(error).__name__}") from error
+        raise _unreachable(settings, error) from error
+
+
+async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10,
+                      maintenance: bool = False) -> asyncpg.Pool:
+    """A pool on the configured database where every call is bounded: the server cancels a statement
+    after the statement timeout, the client gives up after the command timeout (``maintenance``: the
+    long limits of archives and pruning). Connection failures become a retriable Failure."""
+    try:
+        return await asyncpg.create_pool(
+            settings.database_dsn, min_size=min_size, max_size=max_size, timeout=settings.db_connect_timeout_s,
+            command_timeout=_command_timeout(settings, maintenance=maintenance),
+            server_settings=_server_settings(settings, maintenance=maintenance))
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+        raise _unreachable(settings, error) from error
+
+
+async def close_pool(pool: asyncpg.Pool, *, timeout: float) -> None:
+    """Close gracefully within ``timeout``, else drop every connection: a frozen server must not hold
+    a stopping process (PostgreSQL rolls back what the dropped sessions left open)."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout)
+    except (asyncio.TimeoutError, *_OUTAGES):
+        log.warning("postgres.pool_terminated", reason="graceful close took too long", timeout_s=timeout)
+        pool.terminate()
 
 
 @asynccontextmanager
-async def connected(settings: Settings, *, max_size: int = 10) -> AsyncIterator[asyncpg.Pool]:
+async def connected(settings: Settings, *, max_size: int = 10, maintenance: bool = False
+                    ) -> AsyncIterator[asyncpg.Pool]:
     """A pool for the length of one command or component; closed on exit."""
-    pool = await create_pool(settings, max_size=max_size)
+    pool = await create_pool(settings, max_size=max_size, maintenance=maintenance)
     try:
         yield pool
     finally:
-        await pool.close()
+        await close_pool(pool, timeout=settings.db_command_timeout_s)
+
+
+async def ping(settings: Settings) -> None:
+    """Connect and ``SELECT 1`` within the connect timeout; a Failure when PostgreSQL cannot answer."""
+    try:
+        conn = await asyncpg.connect(settings.database_dsn, timeout=settings.db_connect_timeout_s,
+                                     command_timeout=settings.db_connect_timeout_s)
+        try:
+            await conn.fetchval("SELECT 1")
+        finally:
+            conn.terminate()
+    except Exception as error:
+        if not is_outage(error):
+            raise  # a wrong password or a missing database: waiting would not help
+        raise _unreachable(settings, error) from error
+
+
+ACQUIRE_TIMEOUT_S = 30.0
+"""A unit of work's wait for a free connection, and for its connection's release after a failed call
+(asyncpg waits that long for a cancelled statement to be confirmed, then drops the connection)."""
 
 
 class UnitOfWork:
@@ -96,7 +152,7 @@ class UnitOfWork:
         self._committed = False
 
     async def __aenter__(self) -> UnitOfWork:
-        self.connection: asyncpg.Connection = await self._pool.acquire()
+        self.connection: asyncpg.Connection = await self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
         self._transaction = self.connection.transaction()
         try:
             await self._transaction.start()

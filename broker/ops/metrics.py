@@ -52,6 +52,9 @@ CONSUMER_LAG = Gauge(
 RELAY_DELIVERY_LATENCY = Histogram(
     "ejx_relay_delivery_latency_seconds", "From the outbox row's creation to the receiver's acknowledgement.",
     ["destination"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600), registry=REGISTRY)
+RELAY_STALLS = Counter(
+    "ejx_relay_stalls", "Times the relay's watchdog found it stuck on the database longer than its lease "
+    "and dropped its connections.", registry=REGISTRY)
 ANALYTICS_EVENTS = Counter(
     "ejx_analytics_events", "Events seen by the analytics consumer (applied, duplicate, test).",
     ["event_type", "outcome"], registry=REGISTRY)

@@ -118,13 +118,13 @@ class FlakyPool:
     def __init__(self, pool, outages: int, trail: list[str]) -> None:  # noqa: ANN001
         self._pool, self._outages, self._trail = pool, outages, trail
 
-    async def acquire(self):  # noqa: ANN201
+    async def acquire(self, *, timeout: float | None = None):  # noqa: ANN201
         if self._outages > 0:
             self._outages -= 1
             self._trail.append("outage")
             raise ConnectionRefusedError("PostgreSQL is down (test)")
         self._trail.append("transaction")
-        return await self._pool.acquire()
+        return await self._pool.acquire(timeout=timeout)
 
     async def release(self, connection) -> None:  # noqa: ANN001
         await self._pool.release(connection)

@@ -28,7 +28,7 @@ async def test_the_database_password_is_never_printed(faces: Faces) -> None:
     kafka = {"EJX_KAFKA_BOOTSTRAP": faces.settings.kafka_address}
     status = await asyncio.to_thread(_cli, "infra", "status", env={**kafka, "EJX_DATABASE_URL": base})
     listed = await asyncio.to_thread(_cli, "vendors", "list", env={"EJX_DATABASE_URL": down})
-    served = await asyncio.to_thread(_cli, "serve", "--components", "dashboard",
+    served = await asyncio.to_thread(_cli, "serve", "--components", "dashboard", "--fail-fast",
                                      env={**kafka, "EJX_DATABASE_URL": down, "EJX_EVENTS_TOPIC": faces.settings.events_topic,
                                           "EJX_DLQ_TOPIC": faces.settings.dlq_topic,
                                           "EJX_INTERAGENCY_TOPIC": faces.settings.interagency_topic})

@@ -79,7 +79,7 @@ def archive_command(settings: Settings, until: str, key_file: Path | None, cert_
     async def main() -> ArchiveSummary | None:
         with outage_as_failure(), _progress("archive") as progress:
             task = progress.add_task("archive", total=None)
-            async with connected(settings, max_size=2) as pool:
+            async with connected(settings, max_size=2, maintenance=True) as pool:
                 return await message_log.archive(pool, until=moment, out=out, signer=signer,
                                                  on_start=lambda total: progress.update(task, total=total),
                                                  on_progress=lambda n: progress.advance(task, n))
@@ -115,7 +115,7 @@ def verify_command(settings: Settings, cert_files: tuple[Path, ...], archives: t
     async def live() -> message_log.LiveVerdict:
         with outage_as_failure(), _progress("verify") as progress:
             task = progress.add_task("verify", total=None)
-            async with connected(settings, max_size=2) as pool:
+            async with connected(settings, max_size=2, maintenance=True) as pool:
                 return await message_log.verify(pool, on_start=lambda total: progress.update(task, total=total),
                                                 on_progress=lambda n: progress.advance(task, n))
 
@@ -132,7 +132,7 @@ def prune_command(settings: Settings, older_than: str) -> None:
 
     async def main() -> int:
         with outage_as_failure():
-            async with connected(settings, max_size=2) as pool:
+            async with connected(settings, max_size=2, maintenance=True) as pool:
                 return await message_log.prune(pool, older_than=retention)
 
     click.echo(f"pruned {asyncio.run(main())} archived record(s)")

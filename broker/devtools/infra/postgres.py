@@ -2,6 +2,13 @@
 
 It never touches a system cluster. PostgreSQL refuses to run as root, so as root
 the cluster runs as the ``postgres`` system user created by Debian's package.
+
+A postmaster that died (SIGKILL, OOM) can leave backends running: they keep its
+shared memory attached, and every later start fails with "pre-existing shared
+memory block … is still in use". ``up`` recognises that answer, ends those
+orphans — only processes of a postgres binary whose working directory is OUR
+data directory (PostgreSQL's processes chdir there), never another cluster's —
+and starts again.
 """
 
 from __future__ import annotations
@@ -10,7 +17,9 @@ import asyncio
 import os
 import pwd
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import asyncpg
@@ -24,6 +33,9 @@ log = structlog.get_logger(__name__)
 DEBIAN_PACKAGE = "postgresql"
 ROLE = "ejx"
 DATABASE = "ejx"
+SHARED_MEMORY_IN_USE = "pre-existing shared memory block"
+"""What a start says while backends of a dead postmaster still hold its shared memory."""
+ORPHANS_EXIT_S = 10.0
 
 
 def find_bin_dir() -> Path | None:
@@ -109,18 +121,64 @@ class LocalPostgres:
         log.info("postgres.initialised", data_dir=str(self.data_dir))
 
     def _start(self, bin_dir: Path) -> None:
-        done = self._run([bin_dir / "pg_ctl", "-D", self.data_dir, "-l", self.log_file,
-                          "-w", "-t", "60", "-o", f"-p {self._settings.postgres_port}", "start"], check=False)
+        logged = self.log_file.stat().st_size if self.log_file.exists() else 0
+        done = self._pg_ctl_start(bin_dir)
+        if done.returncode != 0 and SHARED_MEMORY_IN_USE in self._log_since(logged):
+            orphans = self.orphaned_backends()
+            log.warning("postgres.orphaned_backends", pids=orphans, data_dir=str(self.data_dir))
+            _end(orphans)
+            logged = self.log_file.stat().st_size if self.log_file.exists() else 0
+            done = self._pg_ctl_start(bin_dir)
         if done.returncode != 0:
-            tail = self.log_file.read_text(errors="replace")[-1500:] if self.log_file.exists() else ""
             raise Failure(f"PostgreSQL did not start on port {self._settings.postgres_port}: "
-                          f"{done.stderr.strip()} {tail}")
+                          f"{done.stderr.strip()} {self._log_since(logged)[-1500:]}")
         log.info("postgres.started", port=self._settings.postgres_port, data_dir=str(self.data_dir))
+
+    def _pg_ctl_start(self, bin_dir: Path) -> subprocess.CompletedProcess:
+        # PostgreSQL removes a dead postmaster's lock files itself, unless it is a zombie nobody reaped.
+        for lock in [self.data_dir / "postmaster.pid", *self.socket_dir.glob(".s.PGSQL.*.lock")]:
+            try:
+                stale = not _alive(int(lock.read_text().split()[0]))
+            except (OSError, ValueError, IndexError):
+                continue
+            if stale:
+                log.warning("postgres.stale_lock_file_removed", lock_file=str(lock))
+                lock.unlink()
+        return self._run([bin_dir / "pg_ctl", "-D", self.data_dir, "-l", self.log_file,
+                          "-w", "-t", "60", "-o", f"-p {self._settings.postgres_port}", "start"], check=False)
+
+    def _log_since(self, offset: int) -> str:
+        if not self.log_file.exists():
+            return ""
+        with self.log_file.open("rb") as log_file:
+            log_file.seek(offset)
+            return log_file.read().decode(errors="replace")
+
+    def orphaned_backends(self) -> list[int]:
+        """Pids of PostgreSQL processes working in our data directory (none while ours is stopped cleanly)."""
+        ours = self.data_dir.resolve()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if Path(os.readlink(entry / "cwd")) != ours or Path(os.readlink(entry / "exe")).name != "postgres":
+                    continue
+            except OSError:  # gone meanwhile, or not ours to inspect
+                continue
+            found.append(int(entry.name))
+        return sorted(found)
 
     def _running(self, bin_dir: Path) -> bool:
         if not (self.data_dir / "PG_VERSION").exists():
             return False
-        return self._run([bin_dir / "pg_ctl", "-D", self.data_dir, "status"], check=False).returncode == 0
+        if self._run([bin_dir / "pg_ctl", "-D", self.data_dir, "status"], check=False).returncode != 0:
+            return False
+        # pg_ctl takes a zombie for a live postmaster (a container whose init reaps nothing).
+        try:
+            return _alive(int((self.data_dir / "postmaster.pid").read_text().split()[0]))
+        except (OSError, ValueError, IndexError):
+            return False
 
     async def _ensure_database(self) -> None:
         conn = await asyncpg.connect(self.address.rsplit("/", 1)[0] + "/postgres", timeout=30)
@@ -161,6 +219,28 @@ async def answers(dsn: str) -> bool:
         return await conn.fetchval("SELECT 1") == 1
     finally:
         await conn.close()
+
+
+def _end(pids: list[int]) -> None:
+    """SIGKILL the orphans (their postmaster is gone: nothing would act on a gentler signal's shutdown)
+    and wait until they have exited and released the shared memory."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + ORPHANS_EXIT_S
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (an orphan's zombie, left to init, no longer holds shared memory)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _service_user() -> str:

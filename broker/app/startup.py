@@ -1,0 +1,59 @@
+"""Start-up: wait for PostgreSQL and Kafka instead of crash-looping while either is down.
+
+A component restarted by its supervisor during an outage would otherwise exit
+at once, again and again, until the dependency returned. Waiting here, with
+backoff and one log line per try, makes the restart quiet and the recovery
+immediate; ``--fail-fast`` (``EJX_STARTUP_FAIL_FAST``) keeps the old behaviour
+for supervisors that prefer to see the exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from broker.domain.faults import Failure
+from broker.infra import kafka, postgres
+from broker.infra.backoff import Backoff, pause
+from broker.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+PROBE_TIMEOUT_S = 5.0
+"""One Kafka probe's wait: short, so each try is logged and SIGTERM is never kept waiting long."""
+
+
+def _checks(settings: Settings) -> dict[str, Callable[[], Awaitable[None]]]:
+    """One probe per dependency, each bounded by its own timeout."""
+    return {
+        "postgresql": lambda: postgres.ping(settings),
+        "kafka": lambda: kafka.wait_ready(settings.kafka_address, timeout=PROBE_TIMEOUT_S),
+    }
+
+
+async def wait_for_dependencies(settings: Settings, *, stop: asyncio.Event) -> bool:
+    """Return True once every dependency answered, False if ``stop`` came first.
+
+    With ``settings.startup_fail_fast`` the first unanswered probe raises its Failure.
+    """
+    backoff = Backoff(base_s=0.5, cap_s=settings.startup_retry_cap_s)
+    for dependency, check in _checks(settings).items():
+        attempt = 0
+        while not stop.is_set():
+            attempt += 1
+            try:
+                await check()
+            except Failure as failure:
+                if settings.startup_fail_fast:
+                    raise
+                delay = backoff.delay(attempt)
+                log.warning("startup.waiting", dependency=dependency, attempt=attempt, retry_in_s=round(delay, 2),
+                            error=failure.description)
+                await pause(stop, delay)
+                continue
+            if attempt > 1:
+                log.info("startup.dependency_ready", dependency=dependency, attempts=attempt)
+            break
+    return not stop.is_set()

@@ -1,0 +1,59 @@
+"""Fixtures of the fault tests: the fault proxy in front of the shared PostgreSQL, settings through it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from broker.domain.faults import Failure
+from broker.infra import kafka
+from broker.settings import Settings
+from tests.delivery_support import free_port
+from tests.faults.serve_support import mint_keys
+from tests.faultproxy import FaultProxy
+
+
+def through(dsn: str, proxy: FaultProxy) -> str:
+    """``dsn`` with its host and port replaced by the proxy's."""
+    parts = urlsplit(dsn)
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit(parts._replace(netloc=f"{user}{proxy.address}"))
+
+
+@pytest.fixture
+async def pg_proxy(settings: Settings) -> AsyncIterator[FaultProxy]:
+    """A fault proxy whose upstream is the PostgreSQL of the suite (never itself frozen or stopped)."""
+    parts = urlsplit(settings.database_dsn)
+    async with FaultProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def proxied_settings(db_settings: Settings, pg_proxy: FaultProxy) -> Settings:
+    """The test's own database, reached through ``pg_proxy``."""
+    return db_settings.model_copy(update={"database_url": through(db_settings.database_dsn, pg_proxy)})
+
+
+@pytest.fixture(scope="session")
+def keyed_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state dir with ejx's signing key and SMEV key, shared by the subprocess tests."""
+    state = tmp_path_factory.mktemp("ejx-state")
+    mint_keys(state)
+    return state
+
+
+@pytest.fixture
+async def serve_settings(proxied_settings: Settings, fresh_topic: str, keyed_state: Path
+                         ) -> AsyncIterator[Settings]:
+    """Settings for an ``ejx serve`` subprocess: PostgreSQL through the proxy, fresh topics, keys."""
+    settings = proxied_settings.model_copy(update={
+        "events_topic": fresh_topic, "dlq_topic": f"{fresh_topic}.dlq",
+        "interagency_topic": f"{fresh_topic}.interagency", "http_port": free_port(), "state_dir": keyed_state})
+    await kafka.ensure_topics(settings, [settings.dlq_topic, settings.interagency_topic], partitions=1)
+    yield settings
+    with contextlib.suppress(Failure):
+        await kafka.delete_topics(settings, [settings.dlq_topic, settings.interagency_topic])

@@ -1,0 +1,27 @@
+"""Replay of nothing ends at once (issue 14: `--from-offset 0 --dry-run` on an empty topic hung)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from consumers.replay import ReplayRange, replay
+from tests.integration.router_support import pair, pipeline, schemas  # noqa: F401  (fixtures)
+
+PROMPT_S = 5.0
+"""Far more than an empty replay needs (milliseconds), far less than the hang it guards against."""
+
+
+async def _timed_replay(pipeline, selection: ReplayRange):
+    started = time.monotonic()
+    report = await asyncio.wait_for(replay(pipeline.settings, pipeline.router(), selection, dry_run=True),
+                                    timeout=PROMPT_S)
+    return report, time.monotonic() - started
+
+
+async def test_dry_run_replay_of_an_empty_topic_from_offset_zero_ends_at_once(pipeline):
+    report, seconds = await _timed_replay(pipeline, ReplayRange(topic=pipeline.settings.events_topic,
+                                                                from_offset=0))
+    assert report.records == 0 and set(report.partitions.values()) == {(0, 0)}
+    assert seconds < PROMPT_S
+
