@@ -13,8 +13,8 @@ from broker.domain.faults import Failure
 from broker.infra import kafka
 from broker.settings import Settings
 from tests.delivery_support import free_port
-from tests.faults.serve_support import mint_keys
 from tests.faultproxy import FaultProxy
+from tests.faults.serve_support import mint_keys
 
 
 def through(dsn: str, proxy: FaultProxy) -> str:

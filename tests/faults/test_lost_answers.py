@@ -14,9 +14,9 @@ from broker.delivery import outbox
 from broker.delivery.destinations import PortalDestination
 from broker.delivery.relay import Relay, RelayOptions
 from broker.devtools.receivers import ReceiverLog, portal_receiver_app
+from broker.domain.routing import RoutingTable
 from broker.infra.backoff import Backoff
 from broker.infra.postgres import UnitOfWork, create_pool
-from broker.domain.routing import RoutingTable
 from consumers.router import Router, RouterOptions
 from tests.delivery_support import event_xml, eventually, serving, signed_message
 from tests.faultproxy import FaultProxy
