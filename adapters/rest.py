@@ -38,7 +38,7 @@ from broker.domain.faults import (
     TooManyRequests,
     UnknownMessageType,
 )
-from broker.infra.http_server import FaultBody, fault_response, fault_router
+from broker.infra.http_server import FaultBody, bounded_body, fault_response, fault_router
 
 log = structlog.get_logger(__name__)
 
@@ -94,13 +94,10 @@ def ingest_router(service: IngestService, gate: Gate, *, oneroster: OneRosterMap
         """The body within the size limit, counted as it streams in (Content-Length may lie)."""
         limits = service.limits
         check_declared_size(request.headers.get("content-length"), limits)
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limits.max_bytes:
-                raise over_size(size, limits)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        body = await bounded_body(request, limits.max_bytes)
+        if body is None:
+            raise over_size(limits.max_bytes + 1, limits)
+        return body
 
     @router.post(
         "/v1/events", status_code=202, response_model=Accepted, responses=_RESPONSES,

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from broker.domain.faults import InvalidContent
+from broker.infra.http_server import bounded_body
 from broker.smev3.exchange import MessageExchange
 from broker.smev3.messages import fault
 from broker.smev3.wire import SCHEMA_FILES, Version, schema_file, to_bytes, wsdl
@@ -41,7 +42,7 @@ def smev3_router(exchange: MessageExchange) -> APIRouter:
 
 def _post(exchange: MessageExchange, version: Version):  # noqa: ANN202 - a FastAPI endpoint
     async def operate(request: Request) -> Response:
-        body = await _bounded_body(request, exchange.options.max_body_bytes)
+        body = await bounded_body(request, exchange.options.max_body_bytes)
         if body is None:
             error = InvalidContent(f"the request is longer than {exchange.options.max_body_bytes} bytes")
             return Response(to_bytes(fault(version, error)), status_code=500, media_type=SOAP_MEDIA_TYPE)
@@ -66,17 +67,3 @@ def _schema(version: Version, name: str):  # noqa: ANN202 - a FastAPI endpoint
         """A schema the WSDL imports, as ejx ships it."""
         return Response(schema_file(version, name), media_type="application/xml")
     return schema
-
-
-async def _bounded_body(request: Request, limit: int) -> bytes | None:
-    """At most ``limit`` bytes of the body; None as soon as it is known to be longer (declared or sent)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from broker.access.credentials import Kind
 from broker.access.gate import SESSION_COOKIE, Gate
 from broker.domain.faults import InvalidContent, NotFound, SenderIsNotRegistered
-from broker.infra.http_server import fault_router
+from broker.infra.http_server import bounded_body, fault_router
 
 # Everything the page needs; nothing else under static/ is served.
 ASSETS = {
@@ -69,11 +69,9 @@ def dashboard_router(gate: Gate) -> APIRouter:
 
     @router.post("/dashboard/session")
     async def open_session(request: Request) -> Response:
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:
-                raise InvalidContent("the sign-in form is too large")
+        body = await bounded_body(request, MAX_FORM_BYTES)
+        if body is None:
+            raise InvalidContent("the sign-in form is too large")
         form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
         token = (form.get("token") or [""])[0].strip()
         target = _next_page((form.get("next") or [None])[0])

@@ -8,7 +8,6 @@ import os
 import sys
 from datetime import date
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import click
 import structlog
@@ -17,6 +16,7 @@ from rich.table import Table
 
 from broker.app import bootstrap
 from broker.app.cli.documents import DOCUMENT, read_document
+from broker.app.cli.moments import MOSCOW
 from broker.infra.backoff import pause
 from broker.smev3.client import (
     ClientOptions,
@@ -33,7 +33,7 @@ from broker.xml.smev_transform import transform_bytes
 
 log = structlog.get_logger(__name__)
 
-MOSCOW = ZoneInfo("Europe/Moscow")
+
 REJECTED_EXIT = 3
 """Exit status of ``request`` when the request was rejected (NO_DATA, ACCESS_DENIED, FAILURE…)."""
 
@@ -52,7 +52,6 @@ def transform(file: str) -> None:
     with what your own client digests to find why a digest does not match.
     """
     click.echo(transform_bytes(read_document(file)), nl=False)  # bytes: written as they are, never re-encoded
-
 
 
 @smev3_group.command("pull")
