@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BROKERS_FILE = "brokers"
+"""Under ``<state_dir>/kafka``: how many nodes the local Kafka was set up with."""
 
 
 class Settings(BaseSettings):
@@ -18,8 +22,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="Existing PostgreSQL DSN; when set nothing is started.")
 
     kafka_version: str = Field(default="4.3.1", description="Apache Kafka release run locally.")
-    kafka_port: int = Field(default=19092, description="Local broker's PLAINTEXT port.")
-    kafka_controller_port: int = Field(default=19093, description="Local broker's KRaft controller port.")
+    kafka_brokers: int = Field(default=1, ge=1, description=(
+        "Nodes of the local Kafka; `ejx infra up --brokers N` records N under the state dir for later commands."))
+    kafka_port: int = Field(default=19092, description="Local broker's PLAINTEXT port; node i listens on it + 2i.")
+    kafka_controller_port: int = Field(default=19093, description=(
+        "Local broker's KRaft controller port; node i listens on it + 2i."))
     kafka_heap: str = Field(default="-Xms256m -Xmx512m", description="JVM heap flags of the local broker.")
     postgres_port: int = Field(default=15432, description="Local PostgreSQL port.")
 
@@ -27,7 +34,10 @@ class Settings(BaseSettings):
     dlq_topic: str = Field(default="ejx.events.dlq.v1", description="Rejected events with fault headers.")
     interagency_topic: str = Field(default="ejx.outbound.interagency.v1", description="Signed envelopes, key = recipient.")
     topic_partitions: int = Field(default=3, description="Partitions of topics ejx creates.")
-    topic_replication_factor: int = Field(default=1, description="Replication factor of topics ejx creates.")
+    topic_replication_factor: int | None = Field(default=None, ge=1, description=(
+        "Replication factor of topics ejx creates; default: the Kafka's brokers, at most 3."))
+    topic_min_insync_replicas: int | None = Field(default=None, ge=1, description=(
+        "min.insync.replicas of topics ejx creates: acks=all sends fail below it; default: one less than RF."))
     instance_id: str | None = Field(default=None, description=(
         "Stable name of this process; fixes Kafka transactional ids so a restart fences its predecessor."))
     db_pool_size: int = Field(default=20, description="PostgreSQL connections per process.")
@@ -83,10 +93,36 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="info", description="Minimum level of structured logs.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _recorded_brokers(cls, data: Any) -> Any:
+        """The local Kafka's node count, unless given: as `ejx infra up --brokers N` recorded it."""
+        if not isinstance(data, dict) or "kafka_brokers" in data:
+            return data
+        recorded = Path(data.get("state_dir") or ".ejx") / "kafka" / BROKERS_FILE
+        if recorded.is_file():
+            data = {**data, "kafka_brokers": recorded.read_text().strip()}
+        return data
+
     @property
     def kafka_address(self) -> str:
-        """Bootstrap servers: the configured ones, else the local broker's."""
-        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+        """Bootstrap servers: the configured ones, else every node of the local Kafka."""
+        return self.kafka_bootstrap or ",".join(f"127.0.0.1:{port}" for port in self.local_kafka_ports)
+
+    @property
+    def local_kafka_ports(self) -> list[int]:
+        """The PLAINTEXT port of each local node, node 0 first."""
+        return [self.kafka_port + 2 * node for node in range(self.kafka_brokers)]
+
+    @property
+    def replication_factor(self) -> int:
+        """Replicas of each partition of the topics ejx creates."""
+        return self.topic_replication_factor or min(self.kafka_brokers, 3)
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """Replicas that must have a record before acks=all acknowledges it: a majority of three, one of one."""
+        return self.topic_min_insync_replicas or max(1, self.replication_factor - 1)
 
     @property
     def database_dsn(self) -> str:

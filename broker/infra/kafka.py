@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 import structlog
@@ -138,19 +139,27 @@ async def ensure_topics(
     partitions: int | None = None,
     replication_factor: int | None = None,
 ) -> None:
-    """Create the topics that do not exist yet; existing ones are left exactly as they are."""
+    """Create the topics that do not exist yet; existing ones are left exactly as they are.
+
+    Each gets ``min.insync.replicas`` of its own, so acks=all means "on a majority of the replicas"
+    whatever the broker's default, and unclean leader election stays off: a lagging replica never
+    becomes leader and drops acknowledged records."""
     names = list(names)
     count = settings.topic_partitions if partitions is None else partitions
-    replication_factor = replication_factor or settings.topic_replication_factor
+    replication_factor = replication_factor or settings.replication_factor
     if count < 1 or replication_factor < 1:
         raise ValueError("partitions and replication_factor must be at least 1")
     if not names:
         return
+    min_insync = min(settings.min_insync_replicas, replication_factor)
+    configs = {"min.insync.replicas": str(min_insync), "unclean.leader.election.enable": "false"}
     async with _admin(settings.kafka_address) as admin:
-        response = await admin.create_topics([NewTopic(name, count, replication_factor) for name in names])
+        response = await admin.create_topics([NewTopic(name, count, replication_factor, topic_configs=configs)
+                                              for name in names])
     for name, code, *message in response.topic_errors:
         if code == 0:
-            log.info("kafka.topic_created", topic=name, partitions=count, replication_factor=replication_factor)
+            log.info("kafka.topic_created", topic=name, partitions=count, replication_factor=replication_factor,
+                     min_insync_replicas=min_insync)
         elif for_code(code) is not TopicAlreadyExistsError:
             _raise_for(code, f"creating topic {name}", message[0] if message else None)
 
@@ -165,6 +174,41 @@ async def delete_topics(settings: Settings, names: Iterable[str]) -> None:
     for name, code in response.topic_error_codes:
         if code != 0 and for_code(code) is not UnknownTopicOrPartitionError:
             _raise_for(code, f"deleting topic {name}", None)
+
+
+DESCRIBE_TRIES = 5
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """Who holds one partition, as the cluster's metadata says now."""
+
+    leader: int
+    """Node id of the leader; -1 while none is elected."""
+    replicas: tuple[int, ...]
+    in_sync: tuple[int, ...]
+    """Replicas caught up with the leader: an acks=all send needs min.insync.replicas of them."""
+
+
+async def describe_topic(settings: Settings, topic: str) -> dict[int, PartitionState]:
+    """Each partition of ``topic`` with its leader and replicas; Failure if the topic is unknown.
+
+    Metadata names a crashed broker until the controller fences it, and the admin client asks a random
+    one: a few tries, so one dead node of three is no outage of this question."""
+    for attempt in range(1, DESCRIBE_TRIES + 1):
+        try:
+            async with _admin(settings.kafka_address,
+                              request_timeout_ms=int(settings.kafka_timeout_s * 1000)) as admin:
+                (described,) = await admin.describe_topics([topic])
+            break
+        except Failure:
+            if attempt == DESCRIBE_TRIES:
+                raise
+            await asyncio.sleep(0.2 * attempt)
+    if described["error_code"] != 0:
+        _raise_for(described["error_code"], f"describing topic {topic}", None)
+    return {found["partition"]: PartitionState(found["leader"], tuple(found["replicas"]), tuple(found["isr"]))
+            for found in described["partitions"]}
 
 
 def _raise_for(code: int, action: str, message: str | None) -> None:

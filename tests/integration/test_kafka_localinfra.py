@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.devtools.infra.kafka import LocalKafka
+from broker.devtools.infra.cluster import LocalKafka
 from broker.domain.faults import Failure
 from broker.settings import Settings
 
@@ -41,11 +41,12 @@ def local(tmp_path: Path) -> Iterator[LocalKafka]:
 
 def test_up_twice_is_one_broker_and_down_leaves_no_process(local: LocalKafka) -> None:
     address = local.up()
-    pid = int(local.pid_file.read_text())
+    (node,) = local.nodes
+    pid = int(node.pid_file.read_text())
     assert local.is_up()
     assert local.up() == address == local.address
-    assert int(local.pid_file.read_text()) == pid
-    assert "Kafka" in (local.logs_dir / "server.log").read_text()
+    assert int(node.pid_file.read_text()) == pid
+    assert "Kafka" in (node.logs_dir / "server.log").read_text()
 
     local.down()
     assert not java_running(pid)
@@ -62,17 +63,18 @@ def test_busy_port_is_a_failure_naming_the_port(tmp_path: Path) -> None:
         local = LocalKafka(Settings(state_dir=tmp_path, kafka_port=port, kafka_controller_port=controller_port))
         with pytest.raises(Failure, match=str(port)):
             local.up()
-    assert not local.pid_file.exists()
+    assert not local.nodes[0].pid_file.exists()
 
 
 def test_a_broker_that_dies_at_start_is_a_failure_with_its_log_tail(tmp_path: Path) -> None:
     port, controller_port = free_ports(2)
     local = LocalKafka(Settings(state_dir=tmp_path, kafka_port=port, kafka_controller_port=controller_port))
     # Storage of another node: the broker refuses it and exits.
-    local.data_dir.mkdir(parents=True)
-    (local.data_dir / "meta.properties").write_text("version=1\ncluster.id=elsewhere\nnode.id=7\n")
+    (node,) = local.nodes
+    node.data_dir.mkdir(parents=True)
+    (node.data_dir / "meta.properties").write_text("version=1\ncluster.id=elsewhere\nnode.id=7\n")
     with pytest.raises(Failure) as raised:
         local.up()
     assert "meta.properties" in raised.value.description
     assert not local.is_up()
-    assert not local.pid_file.exists()
+    assert not node.pid_file.exists()

@@ -6,15 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.devtools.infra.kafka import (
-    LocalKafka,
-    major_version,
-    new_cluster_id,
-    render_properties,
-    server_properties,
-)
+from broker.devtools.infra.cluster import LocalKafka
+from broker.devtools.infra.kafka import major_version, new_cluster_id, render_properties, server_properties
 from broker.domain.faults import Failure
-from broker.settings import Settings
+from broker.settings import BROKERS_FILE, Settings
 
 
 def parse(text: str) -> dict[str, str]:
@@ -24,7 +19,7 @@ def parse(text: str) -> dict[str, str]:
 
 def test_combined_mode_on_loopback_with_the_configured_ports() -> None:
     settings = Settings(kafka_port=29092, kafka_controller_port=29093)
-    props = parse(render_properties(server_properties(settings, data_dir=Path("/state/kafka/data"))))
+    props = parse(render_properties(server_properties(settings, node_id=1, data_dir=Path("/state/kafka/data"))))
     assert props["process.roles"] == "broker,controller"
     assert props["controller.quorum.voters"] == f"{props['node.id']}@127.0.0.1:29093"
     assert props["listeners"] == "PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093"
@@ -33,12 +28,49 @@ def test_combined_mode_on_loopback_with_the_configured_ports() -> None:
 
 
 def test_internal_topics_fit_one_node_on_two_cores() -> None:
-    props = server_properties(Settings(), data_dir=Path("/d"))
+    props = server_properties(Settings(), node_id=1, data_dir=Path("/d"))
     for key in ("offsets.topic.replication.factor", "transaction.state.log.replication.factor",
                 "transaction.state.log.min.isr", "offsets.topic.num.partitions",
                 "transaction.state.log.num.partitions", "default.replication.factor", "min.insync.replicas"):
         assert props[key] == "1", key
     assert props["group.initial.rebalance.delay.ms"] == "0"
+
+
+def test_three_nodes_form_one_quorum_and_replicate_everything_three_times() -> None:
+    settings = Settings(kafka_brokers=3, kafka_port=29092, kafka_controller_port=29093)
+    props = [server_properties(settings, node_id=node, data_dir=Path(f"/d{node}")) for node in (1, 2, 3)]
+    voters = "1@127.0.0.1:29093,2@127.0.0.1:29095,3@127.0.0.1:29097"
+    assert [p["controller.quorum.voters"] for p in props] == [voters] * 3
+    assert [p["node.id"] for p in props] == ["1", "2", "3"]
+    assert props[2]["listeners"] == "PLAINTEXT://127.0.0.1:29096,CONTROLLER://127.0.0.1:29097"
+    for key, value in {"default.replication.factor": "3", "offsets.topic.replication.factor": "3",
+                       "transaction.state.log.replication.factor": "3", "min.insync.replicas": "2",
+                       "transaction.state.log.min.isr": "2", "unclean.leader.election.enable": "false"}.items():
+        assert {p[key] for p in props} == {value}, key
+
+
+def test_a_node_can_advertise_another_address_than_it_listens_on() -> None:
+    settings = Settings(kafka_port=29092, kafka_controller_port=29093)
+    props = server_properties(settings, node_id=1, data_dir=Path("/d"), advertised="127.0.0.1:40000")
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:40000"
+    assert props["listeners"].startswith("PLAINTEXT://127.0.0.1:29092,")
+    local = LocalKafka(settings, advertised=["127.0.0.1:40000"])
+    assert local.address == "127.0.0.1:40000"
+    with pytest.raises(ValueError):
+        LocalKafka(settings, advertised=["127.0.0.1:40000", "127.0.0.1:40001"])
+
+
+def test_settings_take_the_broker_count_recorded_under_the_state_dir(tmp_path: Path) -> None:
+    assert Settings(state_dir=tmp_path).kafka_brokers == 1
+    (tmp_path / "kafka").mkdir()
+    (tmp_path / "kafka" / BROKERS_FILE).write_text("3\n")
+    recorded = Settings(state_dir=tmp_path, kafka_port=29092)
+    assert recorded.kafka_brokers == 3
+    assert recorded.kafka_address == "127.0.0.1:29092,127.0.0.1:29094,127.0.0.1:29096"
+    assert (recorded.replication_factor, recorded.min_insync_replicas) == (3, 2)
+    assert Settings(state_dir=tmp_path, kafka_brokers=1).kafka_address == "127.0.0.1:19092"
+    chosen = Settings(state_dir=tmp_path, topic_replication_factor=2, topic_min_insync_replicas=2)
+    assert (chosen.replication_factor, chosen.min_insync_replicas) == (2, 2)
 
 
 def test_backslashes_in_paths_survive_java_properties_escaping() -> None:
@@ -62,5 +94,5 @@ def test_unsupported_versions_are_refused_at_construction(version: str) -> None:
 
 def test_jar_cache_is_per_version_outside_the_state_dir(tmp_path: Path) -> None:
     local = LocalKafka(Settings(kafka_version="4.3.1", state_dir=tmp_path))
-    assert local.libs_dir == Path.home() / ".cache" / "ejx" / "kafka-4.3.1" / "libs"
+    assert local.release.libs_dir == Path.home() / ".cache" / "ejx" / "kafka-4.3.1" / "libs"
     assert local.root == tmp_path.resolve() / "kafka"

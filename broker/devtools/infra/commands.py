@@ -8,7 +8,7 @@ import sys
 import asyncpg
 import click
 
-from broker.devtools.infra.kafka import LocalKafka
+from broker.devtools.infra.cluster import LocalKafka
 from broker.devtools.infra.postgres import LocalPostgres, answers
 from broker.domain.faults import Failure
 from broker.infra import kafka
@@ -46,13 +46,20 @@ def _postgres_up(settings: Settings) -> bool:
 
 @click.group("infra")
 def infra_group() -> None:
-    """Local single-node Kafka (KRaft) and PostgreSQL under the state dir."""
+    """Local Kafka (KRaft, one or three nodes) and PostgreSQL under the state dir."""
 
 
 @infra_group.command("up")
+@click.option("--brokers", type=click.Choice(["1", "3"]), default=None,
+              help="Kafka nodes to run locally (default: as recorded under the state dir, else 1); "
+                   "3: topics with replication factor 3 and min.insync.replicas 2.")
 @click.pass_obj
-def up(settings: Settings) -> None:
+def up(settings: Settings, brokers: str | None) -> None:
     """Start what is not configured externally, wait until ready, create topics (idempotent)."""
+    if brokers is not None:
+        if settings.kafka_bootstrap is not None:
+            raise Failure("--brokers is for the local Kafka; EJX_KAFKA_BOOTSTRAP names an existing one")
+        settings = settings.model_copy(update={"kafka_brokers": int(brokers)})
     infra_up(settings)
     click.echo(f"kafka     {settings.kafka_address}")
     click.echo(f"postgres  {masked_dsn(settings.database_dsn)}")

@@ -1,18 +1,19 @@
-"""A single-node Apache Kafka (KRaft, combined mode) of our own, run from Maven Central's jars.
+"""One node of a local Apache Kafka (KRaft, combined mode), run from Maven Central's jars.
 
 No Docker and no tarball download: Maven fetches ``kafka_2.13`` and its runtime
 dependencies once into ``~/.cache/ejx/kafka-<version>/libs`` (shared by every
-clone and state dir), and the JDK runs ``kafka.Kafka`` detached, with its data,
-config, pid file and logs under ``<state_dir>/kafka``. Small heap and
-one-partition internal topics, because the machines have 2 cores.
+clone and state dir), and the JDK runs ``kafka.Kafka`` detached, each node with
+its data, config, pid file and logs in a directory of its own. Small heap and
+one-partition internal topics, because the machines have 2 cores. The cluster of
+such nodes is :mod:`broker.devtools.infra.cluster`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -21,20 +22,18 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
 
 import structlog
 
 from broker.domain.faults import Failure
-from broker.infra import kafka
 from broker.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 POM = "kafka-pom.xml"
-READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 LIBS_MARKER = "libs.complete"
 
@@ -50,25 +49,32 @@ def major_version(version: str) -> int:
     return major
 
 
-def server_properties(settings: Settings, *, data_dir: Path) -> dict[str, str]:
-    """The broker's configuration: one node that is both broker and KRaft controller on loopback."""
-    port, controller_port = settings.kafka_port, settings.kafka_controller_port
+def server_properties(settings: Settings, *, node_id: int, data_dir: Path,
+                      advertised: str | None = None) -> dict[str, str]:
+    """Node ``node_id`` (1-based) of ``settings.kafka_brokers``: broker and KRaft controller on loopback,
+    one controller quorum of every node; clients are told ``advertised`` (default: its own port)."""
+    port, controller_port = node_ports(settings, node_id)
+    voters = ",".join(f"{node}@127.0.0.1:{node_ports(settings, node)[1]}"
+                      for node in range(1, settings.kafka_brokers + 1))
+    # A record is acknowledged once on a majority of three replicas: one node may die, none is lost.
+    replicas = min(settings.kafka_brokers, 3)
+    insync = max(1, replicas - 1)
     return {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "node.id": str(node_id),
+        "controller.quorum.voters": voters,
         "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "advertised.listeners": f"PLAINTEXT://{advertised or f'127.0.0.1:{port}'}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "log.dirs": str(data_dir),
-        # One replica is all a single node has.
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": str(insync),
+        "offsets.topic.replication.factor": str(replicas),
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": str(insync),
+        "unclean.leader.election.enable": "false",
         # 50 partitions each by default: seconds of work on 2 cores before the first group join or transaction.
         "offsets.topic.num.partitions": "1",
         "transaction.state.log.num.partitions": "1",
@@ -79,6 +85,12 @@ def server_properties(settings: Settings, *, data_dir: Path) -> dict[str, str]:
         "num.network.threads": "2",
         "num.io.threads": "4",
     }
+
+
+def node_ports(settings: Settings, node_id: int) -> tuple[int, int]:
+    """(PLAINTEXT, CONTROLLER) ports of node ``node_id``: the configured pair, shifted by two per node."""
+    shift = 2 * (node_id - 1)
+    return settings.kafka_port + shift, settings.kafka_controller_port + shift
 
 
 def render_properties(properties: dict[str, str]) -> str:
@@ -96,25 +108,15 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-class LocalKafka:
-    """Owns ``<state_dir>/kafka``: server.properties, data, logs, pid file."""
+class KafkaRelease:
+    """One Kafka version's jars in the shared cache, and the java command line that runs them."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._major = major_version(settings.kafka_version)
-        self.cache_dir = Path.home() / ".cache" / "ejx" / f"kafka-{settings.kafka_version}"
+        self.version = settings.kafka_version
+        self.major = major_version(self.version)
+        self.cache_dir = Path.home() / ".cache" / "ejx" / f"kafka-{self.version}"
         self.libs_dir = self.cache_dir / "libs"
-        self.root = settings.state_dir.resolve() / "kafka"
-        self.data_dir = self.root / "data"
-        self.logs_dir = self.root / "logs"
-        self.config_file = self.root / "server.properties"
-        self.pid_file = self.root / "kafka.pid"
-        self.version_file = self.root / "kafka.version"
-        self.console_file = self.logs_dir / "console.out"
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self._settings.kafka_port}"
 
     def fetch_jars(self) -> Path:
         """Broker jars plus a logging backend, from Maven Central into the shared cache; once per version."""
@@ -130,18 +132,17 @@ class LocalKafka:
             # Fetched beside, then swapped in: a broker running from the old jars keeps finding its classes.
             staging = self.cache_dir / "libs.partial"
             shutil.rmtree(staging, ignore_errors=True)
-            log.info("kafka.fetching_jars", version=self._settings.kafka_version, libs=str(self.libs_dir))
+            log.info("kafka.fetching_jars", version=self.version, libs=str(self.libs_dir))
             started = time.monotonic()
             done = subprocess.run(
                 [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-                 f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
-                 f"-Dkafka.version={self._settings.kafka_version}",
-                 f"-Dejx.logging={'reload4j' if self._major == 3 else 'log4j2'}"],
+                 f"-DoutputDirectory={staging}", "-DincludeScope=runtime", f"-Dkafka.version={self.version}",
+                 f"-Dejx.logging={'reload4j' if self.major == 3 else 'log4j2'}"],
                 capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=self.cache_dir)
             jars = sorted(path.name for path in staging.glob("*.jar"))
-            if done.returncode != 0 or f"kafka_2.13-{self._settings.kafka_version}.jar" not in jars:
+            if done.returncode != 0 or f"kafka_2.13-{self.version}.jar" not in jars:
                 output = (done.stdout + done.stderr).strip()[-1500:]
-                raise Failure(f"Maven could not fetch Kafka {self._settings.kafka_version}: {output}")
+                raise Failure(f"Maven could not fetch Kafka {self.version}: {output}")
             retired = self.cache_dir / "libs.retired"
             shutil.rmtree(retired, ignore_errors=True)
             if self.libs_dir.exists():
@@ -152,153 +153,21 @@ class LocalKafka:
             log.info("kafka.jars_ready", jars=len(jars), seconds=round(time.monotonic() - started, 1))
             return self.libs_dir
 
-    def up(self) -> str:
-        """Fetch, format on first use, start unless running, wait until a topic can be created."""
-        if self._pid() is not None:
-            asyncio.run(kafka.wait_ready(self.address, timeout=READY_TIMEOUT))
-            return self.address
-        self._refuse_busy_ports()
-        libs = self.fetch_jars()
-        self._prepare(libs)
-        started = time.monotonic()
-        pid = self._spawn(libs)
-        log.info("kafka.started", pid=pid, bootstrap=self.address, version=self._settings.kafka_version)
-        try:
-            asyncio.run(self._until_usable(time.monotonic() + READY_TIMEOUT))
-        except Failure as failure:
-            self._stop(pid)
-            self.pid_file.unlink(missing_ok=True)
-            raise Failure(f"{failure.description}\n--- broker log ---\n{self._log_tail()}") from failure
-        log.info("kafka.ready", pid=pid, bootstrap=self.address, seconds=round(time.monotonic() - started, 1))
-        return self.address
-
-    def down(self) -> None:
-        """SIGTERM (controlled shutdown), SIGKILL after a timeout; idempotent."""
-        pid = self._pid()
-        if pid is not None:
-            self._stop(pid)
-        self.pid_file.unlink(missing_ok=True)
-
-    def is_up(self) -> bool:
-        """Our broker process runs and answers a metadata request."""
-        if self._pid() is None:
-            return False
-        try:
-            asyncio.run(kafka.wait_ready(self.address, timeout=5))
-        except Failure:
-            return False
-        return True
-
-    def _prepare(self, libs: Path) -> None:
-        """Config and logging files at every start; storage formatted once, with the same jars."""
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
-        formatted_with = self.version_file.read_text().strip() if self.version_file.exists() else None
-        if formatted_with not in (None, self._settings.kafka_version):
-            raise Failure(f"{self.root} holds Kafka {formatted_with} data, settings ask for "
-                          f"{self._settings.kafka_version}: delete {self.root} or set EJX_KAFKA_VERSION={formatted_with}")
-        self.config_file.write_text(render_properties(server_properties(self._settings, data_dir=self.data_dir)))
-        logging_config = self._logging_config()
-        logging_config.write_bytes(resources.files(__package__).joinpath(logging_config.name).read_bytes())
-        if (self.data_dir / "meta.properties").exists():
-            return
-        done = subprocess.run(
-            [*self._java(libs), "kafka.tools.StorageTool", "format", "-t", new_cluster_id(),
-             "-c", str(self.config_file), "--ignore-formatted"],
-            capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if done.returncode != 0:
-            raise Failure(f"formatting Kafka storage failed: {(done.stdout + done.stderr).strip()[-1500:]}")
-        self.version_file.write_text(self._settings.kafka_version + "\n")
-        log.info("kafka.formatted", data_dir=str(self.data_dir))
-
-    def _spawn(self, libs: Path) -> int:
-        with self.console_file.open("ab") as console:
-            process = subprocess.Popen(
-                [*self._java(libs), "kafka.Kafka", str(self.config_file)],
-                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd=self.root)
-        self.pid_file.write_text(f"{process.pid}\n")
-        # Popen can return before the child's command line shows kafka.Kafka; until it does,
-        # _alive() would take our own broker for a stranger.
-        deadline = time.monotonic() + 10
-        while not self._alive(process.pid) and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return process.pid
-
-    async def _until_usable(self, deadline: float) -> None:
-        """Metadata answered, then a probe topic created and deleted; fail fast if the JVM died."""
-        probe = self._settings.model_copy(update={"kafka_bootstrap": self.address})
-        name = f"ejx.probe.{uuid.uuid4().hex[:12]}"
-        last_error: Failure | None = None
-        while time.monotonic() < deadline:
-            if self._pid() is None:
-                raise Failure(f"Kafka exited during start (see {self.logs_dir})")
-            try:
-                await kafka.wait_ready(self.address, timeout=2)
-                await kafka.ensure_topics(probe, [name], partitions=1)
-                await kafka.delete_topics(probe, [name])
-                return
-            except Failure as error:
-                last_error = error
-                await asyncio.sleep(0.5)
-        raise Failure(f"Kafka at {self.address} was not usable within {READY_TIMEOUT:g} s: {last_error}")
-
-    def _java(self, libs: Path) -> list[str]:
+    def java(self, *, logs_dir: Path, logging_config: Path) -> list[str]:
+        """``java … -cp <libs>/*`` with the settings' heap; the main class is the caller's."""
         java = shutil.which("java")
         if java is None:
             raise Failure("java not found: run `apt-get install -y openjdk-17-jre-headless` "
                           "or set EJX_KAFKA_BOOTSTRAP to an existing Kafka")
-        logging_option = ("-Dlog4j.configuration=file:" if self._major == 3 else "-Dlog4j2.configurationFile=")
+        logging_option = ("-Dlog4j.configuration=file:" if self.major == 3 else "-Dlog4j2.configurationFile=")
         return [java, *self._settings.kafka_heap.split(),
                 "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError",
-                "-Djava.awt.headless=true",
-                f"-Dkafka.logs.dir={self.logs_dir}",
-                f"{logging_option}{self._logging_config()}",
-                "-cp", f"{libs}/*"]
+                "-Djava.awt.headless=true", f"-Dkafka.logs.dir={logs_dir}", f"{logging_option}{logging_config}",
+                "-cp", f"{self.libs_dir}/*"]
 
-    def _logging_config(self) -> Path:
-        return self.root / ("kafka-log4j.properties" if self._major == 3 else "kafka-log4j2.properties")
-
-    def _pid(self) -> int | None:
-        """Pid of our running broker: from the pid file, checked against the process's command line."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        return pid if self._alive(pid) else None
-
-    def _alive(self, pid: int) -> bool:
-        """Running, and it is kafka.Kafka with our config, not a recycled pid."""
-        if not _running(pid):
-            return False
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except FileNotFoundError:
-            return False
-        return b"kafka.Kafka" in argv and str(self.config_file).encode() in argv
-
-    def _stop(self, pid: int) -> None:
-        """Signal the broker's whole session (it leads one), escalating to SIGKILL."""
-        for sig, patience in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + patience
-            while _running(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if not _running(pid):
-                break
-            log.warning("kafka.not_stopping", pid=pid, signal=sig.name, waited_seconds=patience)
-        if _running(pid):
-            raise Failure(f"Kafka (pid {pid}) survived SIGKILL")
-        log.info("kafka.stopped", pid=pid)
-
-    def _refuse_busy_ports(self) -> None:
-        for port in (self._settings.kafka_port, self._settings.kafka_controller_port):
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    raise Failure(f"port {port} is taken by another process: stop it, or set "
-                                  "EJX_KAFKA_PORT / EJX_KAFKA_CONTROLLER_PORT to free ports")
+    @property
+    def logging_config_name(self) -> str:
+        return "kafka-log4j.properties" if self.major == 3 else "kafka-log4j2.properties"
 
     def _libs_complete(self) -> bool:
         """Fetched by this very pom (a changed pom refetches) and no jar deleted since."""
@@ -316,12 +185,122 @@ class LocalKafka:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
-    def _log_tail(self, chars: int = 3000) -> str:
+
+class KafkaNode:
+    """One JVM of the cluster: owns ``root`` (server.properties, data, logs, pid file)."""
+
+    def __init__(self, settings: Settings, release: KafkaRelease, *, node_id: int, root: Path,
+                 advertised: str | None = None) -> None:
+        self._settings = settings
+        self._release = release
+        self.node_id = node_id
+        self.port, self.controller_port = node_ports(settings, node_id)
+        self.address = advertised or f"127.0.0.1:{self.port}"
+        """Where clients reach this node: its own port, or what it advertises (a proxy in the fault tests)."""
+        self._advertised = advertised
+        self.root = root
+        self.data_dir = root / "data"
+        self.logs_dir = root / "logs"
+        self.config_file = root / "server.properties"
+        self.pid_file = root / "kafka.pid"
+        self.console_file = self.logs_dir / "console.out"
+
+    def prepare(self, *, cluster_id: str) -> None:
+        """Config and logging files at every start; storage formatted once, into ``cluster_id``."""
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        properties = server_properties(self._settings, node_id=self.node_id, data_dir=self.data_dir,
+                                       advertised=self._advertised)
+        self.config_file.write_text(render_properties(properties))
+        logging_config = self.root / self._release.logging_config_name
+        logging_config.write_bytes(resources.files(__package__).joinpath(logging_config.name).read_bytes())
+        if (self.data_dir / "meta.properties").exists():
+            return
+        done = subprocess.run(
+            [*self._java(), "kafka.tools.StorageTool", "format", "-t", cluster_id,
+             "-c", str(self.config_file), "--ignore-formatted"],
+            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise Failure(f"formatting Kafka storage failed: {(done.stdout + done.stderr).strip()[-1500:]}")
+        log.info("kafka.formatted", node=self.node_id, data_dir=str(self.data_dir))
+
+    def spawn(self) -> int:
+        """Start the JVM detached, in a session of its own; its pid."""
+        with self.console_file.open("ab") as console:
+            process = subprocess.Popen(
+                [*self._java(), "kafka.Kafka", str(self.config_file)],
+                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd=self.root)
+        self.pid_file.write_text(f"{process.pid}\n")
+        # Popen can return before the child's command line shows kafka.Kafka; until it does,
+        # _alive() would take our own broker for a stranger.
+        deadline = time.monotonic() + 10
+        while not self._alive(process.pid) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        log.info("kafka.started", node=self.node_id, pid=process.pid, address=self.address)
+        return process.pid
+
+    def pid(self) -> int | None:
+        """Pid of this node's running broker: from the pid file, checked against the process's command line."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if self._alive(pid) else None
+
+    def stop(self, *, patience: float = STOP_TIMEOUT) -> None:
+        """SIGTERM (controlled shutdown), SIGKILL after ``patience`` seconds (0: at once, a crash); idempotent."""
+        pid = self.pid()
+        if pid is not None:
+            steps = [(signal.SIGTERM, patience)] if patience else []
+            for sig, wait in [*steps, (signal.SIGKILL, 10.0)]:
+                # The broker leads a session of its own: signal all of it.
+                with suppress(ProcessLookupError):
+                    os.killpg(pid, sig)
+                deadline = time.monotonic() + wait
+                while _running(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if not _running(pid):
+                    log.info("kafka.stopped", node=self.node_id, pid=pid, signal=sig.name)
+                    break
+                log.warning("kafka.not_stopping", node=self.node_id, pid=pid, signal=sig.name, waited_seconds=wait)
+            else:
+                raise Failure(f"Kafka node {self.node_id} (pid {pid}) survived SIGKILL")
+        self.pid_file.unlink(missing_ok=True)
+
+    def refuse_busy_ports(self) -> None:
+        for port in (self.port, self.controller_port):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    raise Failure(f"port {port} is taken by another process: stop it, or set "
+                                  "EJX_KAFKA_PORT / EJX_KAFKA_CONTROLLER_PORT to free ports")
+
+    def quorum_state(self) -> dict[str, int]:
+        """What this node last recorded of the KRaft quorum: ``leaderId`` (-1 while electing), ``leaderEpoch``."""
+        try:
+            state = json.loads((self.data_dir / "__cluster_metadata-0" / "quorum-state").read_text())
+        except (FileNotFoundError, ValueError):
+            return {"leaderId": -1, "leaderEpoch": -1}
+        return {"leaderId": int(state.get("leaderId", -1)), "leaderEpoch": int(state.get("leaderEpoch", -1))}
+
+    def log_tail(self, chars: int = 3000) -> str:
         parts = []
         for path in (self.logs_dir / "server.log", self.console_file):
             if path.exists():
-                parts.append(f"[{path.name}]\n{path.read_text(errors='replace')[-chars:]}")
+                parts.append(f"[node {self.node_id} {path.name}]\n{path.read_text(errors='replace')[-chars:]}")
         return "\n".join(parts) or f"(no log under {self.logs_dir})"
+
+    def _java(self) -> list[str]:
+        return self._release.java(logs_dir=self.logs_dir, logging_config=self.root / self._release.logging_config_name)
+
+    def _alive(self, pid: int) -> bool:
+        """Running, and it is kafka.Kafka with our config, not a recycled pid."""
+        if not _running(pid):
+            return False
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            return False
+        return b"kafka.Kafka" in argv and str(self.config_file).encode() in argv
 
 
 def _running(pid: int) -> bool:
