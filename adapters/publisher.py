@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,6 +70,7 @@ class KafkaPublisher:
         for slot in range(options.producers):
             self._idle.put_nowait(f"{prefix}-{slot}")
         self._producers: dict[str, AIOKafkaProducer] = {}
+        self._retiring: set[asyncio.Task] = set()
         self._factory = producer_factory or self._default_factory
 
     def _default_factory(self, transactional_id: str) -> AIOKafkaProducer:
@@ -89,9 +90,10 @@ class KafkaPublisher:
             self._idle.put_nowait(transactional_id)
 
     async def stop(self) -> None:
-        """Stop every producer; the publisher starts new ones if used again."""
+        """Stop every producer, retired ones included; the publisher starts new ones if used again."""
         for transactional_id in list(self._producers):
-            await self._discard(transactional_id)
+            self._retire(transactional_id)
+        await asyncio.gather(*self._retiring)
 
     async def _started(self, transactional_id: str) -> AIOKafkaProducer:
         producer = self._producers.get(transactional_id)
@@ -102,7 +104,7 @@ class KafkaPublisher:
             async with asyncio.timeout(self._options.timeout_s):
                 await producer.start()
         except (KafkaError, OSError, TimeoutError) as error:
-            await _stop_quietly(producer)
+            self._retiring_task(_stop_quietly(producer))
             log.warning("ingest.kafka_unavailable", bootstrap=self._settings.kafka_address, error=repr(error))
             raise Failure(f"Kafka at {self._settings.kafka_address} is unavailable: {error!r}") from error
         self._producers[transactional_id] = producer
@@ -121,27 +123,34 @@ class KafkaPublisher:
         except (KafkaError, OSError, TimeoutError) as error:
             # Abort if we can; if we cannot, the coordinator aborts the transaction on its
             # timeout. Either way read_committed consumers never see these records.
-            await self._abort(producer, transactional_id)
+            self._retire(transactional_id)
             log.warning("ingest.kafka_failed", records=len(records), error=repr(error))
             raise Failure(f"Kafka did not acknowledge the events: {error!r}") from error
         except BaseException:
-            await self._abort(producer, transactional_id)  # cancelled request: never leave it open
+            self._retire(transactional_id)  # cancelled request: never leave it open
             raise
 
-    async def _abort(self, producer: AIOKafkaProducer, transactional_id: str) -> None:
-        """Abort, then replace the producer: its successor's InitProducerId (same
-        transactional id) fences it and aborts anything it left open."""
-        try:
-            async with asyncio.timeout(5):
-                await producer.abort_transaction()
-        except Exception as error:  # noqa: BLE001 - the producer is replaced below either way
-            log.debug("ingest.abort_failed", error=repr(error))
-        await self._discard(transactional_id)
-
-    async def _discard(self, transactional_id: str) -> None:
+    def _retire(self, transactional_id: str) -> None:
+        """Replace the producer: abort and stop it in the background, so the answer (a 503 when Kafka
+        is gone) comes at the publish timeout, not seconds later. Its successor's InitProducerId
+        (same transactional id) fences it and aborts anything it left open."""
         producer = self._producers.pop(transactional_id, None)
         if producer is not None:
-            await _stop_quietly(producer)
+            self._retiring_task(_abort_and_stop(producer))
+
+    def _retiring_task(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(work)
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+
+async def _abort_and_stop(producer: AIOKafkaProducer) -> None:
+    try:
+        async with asyncio.timeout(5):
+            await producer.abort_transaction()
+    except Exception as error:  # noqa: BLE001 - the producer is stopped below either way
+        log.debug("ingest.abort_failed", error=repr(error))
+    await _stop_quietly(producer)
 
 
 async def _stop_quietly(producer: AIOKafkaProducer) -> None:

@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     @classmethod
     def _recorded_brokers(cls, data: Any) -> Any:
         """The local Kafka's node count, unless given: as `ejx infra up --brokers N` recorded it."""
-        if not isinstance(data, dict) or "kafka_brokers" in data:
+        if not isinstance(data, dict) or "kafka_brokers" in data or data.get("kafka_bootstrap"):
             return data
         recorded = Path(data.get("state_dir") or ".ejx") / "kafka" / BROKERS_FILE
         if recorded.is_file():

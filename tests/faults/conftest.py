@@ -1,19 +1,24 @@
-"""Fixtures of the fault tests: the fault proxy in front of the shared PostgreSQL, settings through it."""
+"""Fixtures of the fault tests: the fault proxy in front of the shared PostgreSQL, settings through it, and
+Kafka clusters of the tests' own (temporary state dirs, ports 32000-32999) that may be killed at will."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from broker.devtools.infra.cluster import LocalKafka
 from broker.domain.faults import Failure
 from broker.infra import kafka
 from broker.settings import Settings
 from tests.delivery_support import free_port
 from tests.faultproxy import FaultProxy
+from tests.faults.kafka_support import own_kafka_settings
 from tests.faults.serve_support import mint_keys
 
 
@@ -57,3 +62,17 @@ async def serve_settings(proxied_settings: Settings, fresh_topic: str, keyed_sta
     yield settings
     with contextlib.suppress(Failure):
         await kafka.delete_topics(settings, [settings.dlq_topic, settings.interagency_topic])
+
+
+@pytest.fixture(scope="module")
+async def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalKafka]:
+    """Three KRaft nodes, one quorum, started once per module (three JVMs are not left idling through the
+    rest of the suite); a test that kills nodes starts them again."""
+    cluster = LocalKafka(own_kafka_settings(tmp_path_factory.mktemp("kafka-cluster"), brokers=3))
+    started = time.monotonic()
+    await asyncio.to_thread(cluster.up)
+    print(f"\nthree-node Kafka up in {time.monotonic() - started:.1f} s at {cluster.address}")
+    try:
+        yield cluster
+    finally:
+        await asyncio.to_thread(cluster.down)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    LeaderNotAvailableError,
+    NotEnoughReplicasAfterAppendError,
+    NotEnoughReplicasError,
+    NotLeaderForPartitionError,
+    RequestTimedOutError,
+)
 
 from adapters.publisher import EventRecord, KafkaPublisher, PublisherOptions
 from broker.domain.faults import Failure
@@ -67,6 +75,7 @@ async def test_a_failure_midway_aborts_and_replaces_the_producer(step):
     with pytest.raises(Failure) as caught:
         await sink.publish(RECORDS)
     assert caught.value.retriable and caught.value.http_status == 503
+    await sink.stop()  # the failed producer is retired in the background
     assert journal[-2:] == ["abort", "stop"]
     journal.clear()
     await sink.publish(RECORDS)  # a fresh producer: its InitProducerId fences the old one
@@ -93,7 +102,50 @@ async def test_a_hanging_kafka_times_out_into_a_failure():
                           producer_factory=lambda _id: Hangs(journal, None))
     with pytest.raises(Failure):
         await sink.publish(RECORDS)
+    await sink.stop()
     assert journal[-2:] == ["abort", "stop"]
+
+
+async def test_the_failure_comes_at_the_timeout_even_when_aborting_hangs_too():
+    """Kafka gone: the vendor's 503 must not wait for the abort and stop of the broken producer."""
+    class HangsThrough(Producer):
+        async def commit_transaction(self) -> None:
+            await asyncio.Event().wait()
+
+        async def abort_transaction(self) -> None:
+            self.journal.append("abort")
+            await asyncio.Event().wait()
+
+    journal: list[str] = []
+    sink = KafkaPublisher(Settings(), options=PublisherOptions(producers=1, timeout_s=0.2),
+                          producer_factory=lambda _id: HangsThrough(journal, None))
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(Failure):
+        await sink.publish(RECORDS)
+    assert asyncio.get_running_loop().time() - started < 1.0
+    await sink.stop()  # the abort gives up after its own bound, then the producer is stopped
+    assert journal[-2:] == ["abort", "stop"]
+
+
+@pytest.mark.parametrize("error", [NotEnoughReplicasError, NotEnoughReplicasAfterAppendError, LeaderNotAvailableError,
+                                   NotLeaderForPartitionError, RequestTimedOutError, KafkaTimeoutError])
+async def test_too_few_replicas_in_sync_or_no_leader_is_an_outage_answered_503(error):
+    """What a replicated cluster answers while brokers are down: the send's acknowledgement fails."""
+    class Unacknowledged(Producer):
+        async def send(self, topic, *, value, key, headers):  # noqa: ANN001, ANN201
+            self.journal.append("send")
+            delivered = asyncio.get_running_loop().create_future()
+            delivered.set_exception(error("acks=all not met"))
+            return delivered
+
+    journal: list[str] = []
+    sink = KafkaPublisher(Settings(), options=PublisherOptions(producers=1, timeout_s=5),
+                          producer_factory=lambda _id: Unacknowledged(journal, None))
+    with pytest.raises(Failure) as caught:
+        await sink.publish(RECORDS)
+    assert caught.value.retriable and caught.value.http_status == 503
+    await sink.stop()
+    assert "commit" not in journal and journal[-2:] == ["abort", "stop"]
 
 
 async def test_nothing_to_publish_touches_no_producer():

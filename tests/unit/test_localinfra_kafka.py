@@ -61,15 +61,17 @@ def test_a_node_can_advertise_another_address_than_it_listens_on() -> None:
 
 
 def test_settings_take_the_broker_count_recorded_under_the_state_dir(tmp_path: Path) -> None:
-    assert Settings(state_dir=tmp_path).kafka_brokers == 1
+    local = {"state_dir": tmp_path, "kafka_bootstrap": None}
+    assert Settings(**local).kafka_brokers == 1
     (tmp_path / "kafka").mkdir()
     (tmp_path / "kafka" / BROKERS_FILE).write_text("3\n")
-    recorded = Settings(state_dir=tmp_path, kafka_port=29092)
+    recorded = Settings(**local, kafka_port=29092)
     assert recorded.kafka_brokers == 3
     assert recorded.kafka_address == "127.0.0.1:29092,127.0.0.1:29094,127.0.0.1:29096"
     assert (recorded.replication_factor, recorded.min_insync_replicas) == (3, 2)
-    assert Settings(state_dir=tmp_path, kafka_brokers=1).kafka_address == "127.0.0.1:19092"
-    chosen = Settings(state_dir=tmp_path, topic_replication_factor=2, topic_min_insync_replicas=2)
+    assert Settings(**local, kafka_brokers=1).kafka_address == "127.0.0.1:19092"
+    assert Settings(state_dir=tmp_path, kafka_bootstrap="kafka:9092").kafka_brokers == 1  # the record is local
+    chosen = Settings(**local, topic_replication_factor=2, topic_min_insync_replicas=2)
     assert (chosen.replication_factor, chosen.min_insync_replicas) == (2, 2)
 
 
