@@ -78,3 +78,19 @@ def test_a_broker_that_dies_at_start_is_a_failure_with_its_log_tail(tmp_path: Pa
     assert "meta.properties" in raised.value.description
     assert not local.is_up()
     assert not node.pid_file.exists()
+
+
+def test_a_state_dir_of_one_node_is_refused_for_three_and_keeps_its_cluster_id(tmp_path: Path) -> None:
+    port, controller_port = free_ports(2)
+    one = LocalKafka(Settings(state_dir=tmp_path, kafka_port=port, kafka_controller_port=controller_port))
+    # Storage formatted before the cluster id was recorded beside it.
+    one.nodes[0].data_dir.mkdir(parents=True)
+    (one.nodes[0].data_dir / "meta.properties").write_text("version=1\ncluster.id=formerly\nnode.id=7\n")
+    (base,) = free_ports(1)
+    three = LocalKafka(Settings(state_dir=tmp_path, kafka_brokers=3, kafka_port=base, kafka_controller_port=base + 1))
+    with pytest.raises(Failure, match="1-node Kafka, settings ask for 3"):
+        three.up()
+    assert not any(node.pid_file.exists() for node in three.nodes)
+    with pytest.raises(Failure):  # node.id 7 makes the broker exit, after the cluster id was recorded
+        one.up()
+    assert (tmp_path / "kafka" / "cluster.id").read_text().strip() == "formerly"

@@ -15,6 +15,7 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
 
@@ -146,7 +147,7 @@ class LocalKafka:
             raise Failure(f"{self.root} holds Kafka {formatted_with} data, settings ask for {self.release.version}: "
                           f"delete {self.root} or set EJX_KAFKA_VERSION={formatted_with}")
         if not self._cluster_id_file.exists():
-            self._cluster_id_file.write_text(new_cluster_id() + "\n")
+            self._cluster_id_file.write_text((_formatted_cluster_id(self.root / "data") or new_cluster_id()) + "\n")
         self.version_file.write_text(self.release.version + "\n")
         self._brokers_file.write_text(f"{len(self.nodes)}\n")
         return self._cluster_id_file.read_text().strip()
@@ -175,6 +176,15 @@ class LocalKafka:
         if found is None:
             raise Failure(f"topic {topic} has no partition {partition}")
         return found
+
+
+def _formatted_cluster_id(data_dir: Path) -> str | None:
+    """The cluster id a node's storage was formatted with (a single-node state dir from before ``cluster.id``)."""
+    meta = data_dir / "meta.properties"
+    if not meta.exists():
+        return None
+    pairs = (line.split("=", 1) for line in meta.read_text().splitlines() if "=" in line)
+    return dict(pairs).get("cluster.id")
 
 
 def _accepts(port: int) -> bool:
