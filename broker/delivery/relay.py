@@ -5,7 +5,13 @@ two relays never deliver the same row at the same time (a relay that dies
 mid-delivery leaves its rows to be claimed again once the lease ends, and the
 receiver de-duplicates the repeat by MessageID). A claim takes a run of rows
 per (destination, partition_key); each key's run is delivered in order, the keys
-concurrently, and the next claim overlaps the deliveries still in flight.
+concurrently, and the next claim overlaps the deliveries still in flight. A
+destination that takes batches (the portal's batch endpoint) gets several keys'
+runs in one call, each run still in order.
+
+The relay wakes when outbox rows commit (``LISTEN`` on the channel the outbox's
+trigger notifies, migration 0010) and polls only slowly besides, for due
+retries and in case a notification was missed.
 
 A watchdog guards the loop's database work: every connection the loop uses is
 taken through :meth:`Relay._watched`, and a round of database work (or one
@@ -59,8 +65,11 @@ class RelayOptions:
     """Delay between attempts of one row."""
     lease_s: float = 60.0
     """How long a claimed row is reserved for its relay; longer than any delivery timeout."""
-    idle_poll_s: float = 0.2
-    """Pause before claiming again when the last claim found fewer keys due than it asked for."""
+    idle_poll_s: float = 1.0
+    """Pause before claiming again when the last claim found fewer keys due than it asked for (a committed
+    row wakes the relay sooner: this is the safety net, and the pace of due retries)."""
+    listen_check_s: float = 10.0
+    """How often the listening connection is checked (a lost one is replaced; meanwhile the relay polls)."""
     record_every_s: float = 0.05
     """Finished deliveries are recorded together, at least this often (and at once when nothing is in flight)."""
     retention: timedelta = timedelta(days=7)
@@ -86,6 +95,8 @@ class RoundResult:
 
 _ChainOutcome = tuple[list[OutboxMessage], "tuple[OutboxMessage, Fault] | None", list[OutboxMessage]]
 """One key's chain after delivery: (delivered, the one that failed with its fault, untried after it)."""
+_Delivery = list[list[OutboxMessage]]
+"""Chains handed to one destination together: one chain, or several in one batch."""
 
 
 class Relay:
@@ -102,6 +113,10 @@ class Relay:
         """Connections in use by the loop, with the moment each was taken (the watchdog reads it)."""
         self._round_since: float | None = None
         """When the current round of database work began; None between rounds."""
+        self._woken = asyncio.Event()
+        """Set when a delivery finished or outbox rows committed: the loop has something to do."""
+        self._committed = False
+        """Outbox rows committed since the last claim (a notification came)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop``; deliveries in flight finish and have their outcome recorded first.
@@ -116,25 +131,28 @@ class Relay:
         log.info("relay.started", destinations=sorted(self._destinations), batch_size=options.batch_size,
                  concurrency=options.concurrency)
         watchdog = asyncio.create_task(self._watchdog(), name="relay-watchdog")
+        listener = asyncio.create_task(self._listen(), name="relay-listener")
         try:
             await self._loop(stop)
         finally:
             watchdog.cancel()
+            listener.cancel()
         log.info("relay.stopped")
 
     async def _loop(self, stop: asyncio.Event) -> None:
         options = self._options
         next_sweep = next_claim = time.monotonic()
         failures = 0
-        in_flight: set[asyncio.Task[_ChainOutcome]] = set()
-        finished: list[asyncio.Task[_ChainOutcome]] = []
+        in_flight: dict[asyncio.Task[list[_ChainOutcome]], int] = {}
+        """Deliveries under way, with how many keys each carries."""
+        finished: list[asyncio.Task[list[_ChainOutcome]]] = []
         record_by = math.inf
-        woken = asyncio.Event()
+        woken = self._woken
 
-        def chain_done(task: asyncio.Task[_ChainOutcome]) -> None:
-            # One callback per chain: asyncio.wait over hundreds of tasks would re-register on every wake.
+        def delivery_done(task: asyncio.Task[list[_ChainOutcome]]) -> None:
+            # One callback per delivery: asyncio.wait over hundreds of tasks would re-register on every wake.
             nonlocal record_by
-            in_flight.discard(task)
+            in_flight.pop(task, None)
             if not finished:
                 record_by = time.monotonic() + options.record_every_s
             finished.append(task)
@@ -142,6 +160,9 @@ class Relay:
 
         while True:
             woken.clear()
+            if self._committed:
+                self._committed = False
+                next_claim = min(next_claim, time.monotonic())
             self._round_since = self._round_since or time.monotonic()
             try:
                 if finished and (not in_flight or stop.is_set() or time.monotonic() >= record_by
@@ -149,7 +170,7 @@ class Relay:
                     recording, finished[:], record_by = list(finished), [], math.inf
                     try:
                         async with self._watched() as db:  # a bug in a chain stops us (task.result())
-                            await self._record([task.result() for task in recording], db=db)
+                            await self._record([chain for task in recording for chain in task.result()], db=db)
                     except BaseException:
                         finished[:0] = recording  # still to be recorded, first thing after the outage
                         record_by = time.monotonic()
@@ -161,16 +182,17 @@ class Relay:
                     async with self._watched() as db:
                         await outbox.sweep(db, older_than=options.retention)
                     next_sweep = now + options.sweep_every_s
-                if not stop.is_set() and now >= next_claim and len(in_flight) <= options.batch_size // 2:
-                    want = options.batch_size - len(in_flight)
+                keys_in_flight = sum(in_flight.values())
+                if not stop.is_set() and now >= next_claim and keys_in_flight <= options.batch_size // 2:
+                    want = options.batch_size - keys_in_flight
                     async with self._watched() as db:
                         claimed = await outbox.claim(db, keys=want, per_key=options.per_key,
                                                      lease=timedelta(seconds=options.lease_s))
                     chains = _chains(claimed)
-                    for chain in chains:
-                        task = asyncio.create_task(self._deliver_in_order(chain))
-                        in_flight.add(task)
-                        task.add_done_callback(chain_done)
+                    for delivery in self._deliveries(chains):
+                        task = asyncio.create_task(self._deliver(delivery))
+                        in_flight[task] = len(delivery)
+                        task.add_done_callback(delivery_done)
                     # Fewer keys than asked for: the backlog is drained, so poll again only after a pause.
                     next_claim = now if len(chains) >= want else now + options.idle_poll_s
                 failures = 0
@@ -187,16 +209,64 @@ class Relay:
                     break  # leases run out and the rows are delivered again (receivers de-duplicate)
                 await pause(stop, delay)
                 continue
-            if in_flight:
-                may_claim = not stop.is_set() and len(in_flight) <= options.batch_size // 2
+            if self._committed:
+                continue
+            may_claim = not stop.is_set() and sum(in_flight.values()) <= options.batch_size // 2
+            if in_flight or may_claim:
                 wake = min(record_by, next_claim if may_claim else math.inf)
                 timeout = None if wake == math.inf else max(0.0, wake - time.monotonic())
-                try:
-                    await asyncio.wait_for(woken.wait(), timeout=timeout)
-                except TimeoutError:
-                    pass
+                waiting = [asyncio.ensure_future(woken.wait())] + ([] if in_flight else [
+                    asyncio.ensure_future(stop.wait())])
+                _, pending = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                for future in pending:
+                    future.cancel()
             elif not stop.is_set():
                 await pause(stop, max(0.0, next_claim - time.monotonic()))
+
+    def _deliveries(self, chains: list[list[OutboxMessage]]) -> list[_Delivery]:
+        """Chains grouped into what each destination takes at once: up to ``max_batch`` rows together."""
+        deliveries: list[_Delivery] = []
+        open_batches: dict[str, tuple[_Delivery, int]] = {}
+        for chain in chains:
+            destination = self._destinations.get(chain[0].destination)
+            limit = destination.max_batch if destination is not None else 1
+            if limit <= 1:
+                deliveries.append([chain])
+                continue
+            batch, size = open_batches.get(chain[0].destination, (None, 0))
+            if batch is None or size + len(chain) > limit:
+                batch, size = [], 0
+                deliveries.append(batch)
+            batch.append(chain)
+            open_batches[chain[0].destination] = (batch, size + len(chain))
+        return deliveries
+
+    async def _listen(self) -> None:
+        """Hold a connection that LISTENs for committed outbox rows; replace it when it stops answering."""
+        failures = 0
+        while True:
+            try:
+                async with self._pool.acquire(timeout=self._options.lease_s) as conn:
+                    await conn.add_listener(outbox.CHANNEL, self._rows_committed)
+                    failures = 0
+                    self._rows_committed()  # rows committed while nobody listened
+                    try:
+                        while True:
+                            await asyncio.sleep(self._options.listen_check_s)
+                            await conn.fetchval("SELECT 1", timeout=self._options.listen_check_s)
+                    except BaseException:
+                        conn.terminate()
+                        raise
+            except Exception as error:
+                if not isinstance(error, Failure) and not is_outage(error) and not isinstance(error, TimeoutError):
+                    raise
+                failures += 1
+                log.warning("relay.listen_lost", error=repr(error))
+                await asyncio.sleep(self._options.backoff.delay(failures, rng=self._rng))
+
+    def _rows_committed(self, *_: object) -> None:
+        self._committed = True
+        self._woken.set()
 
     @asynccontextmanager
     async def _watched(self) -> AsyncIterator[asyncpg.Connection]:
@@ -232,8 +302,8 @@ class Relay:
                                      lease=timedelta(seconds=self._options.lease_s))
         if not claimed:
             return RoundResult()
-        outcomes = await asyncio.gather(*(self._deliver_in_order(chain) for chain in _chains(claimed)))
-        return await self._record(outcomes)
+        outcomes = await asyncio.gather(*(self._deliver(d) for d in self._deliveries(_chains(claimed))))
+        return await self._record([chain for delivery in outcomes for chain in delivery])
 
     async def _record(self, outcomes: list[_ChainOutcome], *, db: asyncpg.Connection | None = None) -> RoundResult:
         """Write down what happened to finished chains: delivered rows in one statement, then the failures."""
@@ -273,6 +343,32 @@ class Relay:
                             attempts=message.attempts, code=fault.code, error=fault.description,
                             retry_in_s=round(delay, 2))
         return result
+
+    async def _deliver(self, delivery: _Delivery) -> list[_ChainOutcome]:
+        """One chain in order, or several in one batch: per chain, what happened to it."""
+        destination = self._destinations.get(delivery[0][0].destination)
+        if destination is None or destination.max_batch <= 1:
+            return [await self._deliver_in_order(chain) for chain in delivery]
+        return await self._deliver_batch(destination, delivery)
+
+    async def _deliver_batch(self, destination: Destination, delivery: _Delivery) -> list[_ChainOutcome]:
+        """Several keys' chains in one call; each chain ends at its first failed row (the rest untried).
+
+        One call takes far less than the lease, so the rows need no renewal meanwhile.
+        """
+        messages = [message for chain in delivery for message in chain]
+        async with self._slots:
+            try:
+                faults: list[Fault | None] = await destination.deliver_batch(messages)
+            except Fault as fault:
+                faults = [fault] * len(messages)
+        by_id = {message.id: fault for message, fault in zip(messages, faults, strict=True)}
+        outcomes: list[_ChainOutcome] = []
+        for chain in delivery:
+            failed = next((index for index, message in enumerate(chain) if by_id[message.id] is not None), None)
+            outcomes.append((chain, None, []) if failed is None else
+                            (chain[:failed], (chain[failed], by_id[chain[failed].id]), chain[failed + 1:]))
+        return outcomes
 
     async def _deliver_in_order(self, chain: list[OutboxMessage]) -> _ChainOutcome:
         """Deliver one key's rows in order until one fails: (delivered, failed with its fault, untried).
