@@ -5,13 +5,10 @@ two relays never deliver the same row at the same time (a relay that dies
 mid-delivery leaves its rows to be claimed again once the lease ends, and the
 receiver de-duplicates the repeat by MessageID). A claim takes a run of rows
 per (destination, partition_key); each key's run is delivered in order, the keys
-concurrently, and the next claim overlaps the deliveries still in flight. A
-destination that takes batches (the portal's batch endpoint) gets several keys'
-runs in one call, each run still in order.
-
-The relay wakes when outbox rows commit (``LISTEN`` on the channel the outbox's
-trigger notifies, migration 0010) and polls only slowly besides, for due
-retries and in case a notification was missed.
+concurrently (a destination that takes batches gets several keys' runs in one
+call: :mod:`broker.delivery.chains`), and the next claim overlaps the deliveries
+still in flight. Committed rows wake the relay (:mod:`broker.delivery.wakeup`);
+a slow poll finds due retries and whatever a lost notification missed.
 
 A watchdog guards the loop's database work: every connection the loop uses is
 taken through :meth:`Relay._watched`, and a round of database work (or one
@@ -38,7 +35,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import structlog
 
-from broker.delivery import outbox
+from broker.delivery import outbox, wakeup
+from broker.delivery.chains import ChainOutcome, Delivery, batch_outcomes, chains, deliveries
 from broker.delivery.destinations import Destination
 from broker.delivery.outbox import OutboxMessage
 from broker.domain.faults import Failure, Fault
@@ -93,10 +91,6 @@ class RoundResult:
         return self.delivered + self.retried + self.dead
 
 
-_ChainOutcome = tuple[list[OutboxMessage], "tuple[OutboxMessage, Fault] | None", list[OutboxMessage]]
-"""One key's chain after delivery: (delivered, the one that failed with its fault, untried after it)."""
-_Delivery = list[list[OutboxMessage]]
-"""Chains handed to one destination together: one chain, or several in one batch."""
 
 
 class Relay:
@@ -131,7 +125,9 @@ class Relay:
         log.info("relay.started", destinations=sorted(self._destinations), batch_size=options.batch_size,
                  concurrency=options.concurrency)
         watchdog = asyncio.create_task(self._watchdog(), name="relay-watchdog")
-        listener = asyncio.create_task(self._listen(), name="relay-listener")
+        listener = asyncio.create_task(wakeup.listen(
+            self._pool, self._rows_committed, check_every_s=options.listen_check_s, acquire_timeout_s=options.lease_s,
+            backoff=options.backoff, rng=self._rng), name="relay-listener")
         try:
             await self._loop(stop)
         finally:
@@ -143,13 +139,13 @@ class Relay:
         options = self._options
         next_sweep = next_claim = time.monotonic()
         failures = 0
-        in_flight: dict[asyncio.Task[list[_ChainOutcome]], int] = {}
+        in_flight: dict[asyncio.Task[list[ChainOutcome]], int] = {}
         """Deliveries under way, with how many keys each carries."""
-        finished: list[asyncio.Task[list[_ChainOutcome]]] = []
+        finished: list[asyncio.Task[list[ChainOutcome]]] = []
         record_by = math.inf
         woken = self._woken
 
-        def delivery_done(task: asyncio.Task[list[_ChainOutcome]]) -> None:
+        def delivery_done(task: asyncio.Task[list[ChainOutcome]]) -> None:
             # One callback per delivery: asyncio.wait over hundreds of tasks would re-register on every wake.
             nonlocal record_by
             in_flight.pop(task, None)
@@ -188,13 +184,13 @@ class Relay:
                     async with self._watched() as db:
                         claimed = await outbox.claim(db, keys=want, per_key=options.per_key,
                                                      lease=timedelta(seconds=options.lease_s))
-                    chains = _chains(claimed)
-                    for delivery in self._deliveries(chains):
+                    claimed_chains = chains(claimed)
+                    for delivery in deliveries(claimed_chains, self._max_batch):
                         task = asyncio.create_task(self._deliver(delivery))
                         in_flight[task] = len(delivery)
                         task.add_done_callback(delivery_done)
                     # Fewer keys than asked for: the backlog is drained, so poll again only after a pause.
-                    next_claim = now if len(chains) >= want else now + options.idle_poll_s
+                    next_claim = now if len(claimed_chains) >= want else now + options.idle_poll_s
                 failures = 0
                 self._round_since = None
             except Exception as error:
@@ -212,61 +208,21 @@ class Relay:
             if self._committed:
                 continue
             may_claim = not stop.is_set() and sum(in_flight.values()) <= options.batch_size // 2
-            if in_flight or may_claim:
-                wake = min(record_by, next_claim if may_claim else math.inf)
-                timeout = None if wake == math.inf else max(0.0, wake - time.monotonic())
-                waiting = [asyncio.ensure_future(woken.wait())] + ([] if in_flight else [
-                    asyncio.ensure_future(stop.wait())])
-                _, pending = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                for future in pending:
-                    future.cancel()
-            elif not stop.is_set():
-                await pause(stop, max(0.0, next_claim - time.monotonic()))
+            wake = min(record_by, next_claim if may_claim else math.inf)
+            timeout = None if wake == math.inf else max(0.0, wake - time.monotonic())
+            # A finished delivery or a notification wakes the loop; with nothing in flight, so does stop.
+            waits = [asyncio.ensure_future(woken.wait())] + ([] if in_flight else [asyncio.ensure_future(stop.wait())])
+            _, pending = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            for future in pending:
+                future.cancel()
 
-    def _deliveries(self, chains: list[list[OutboxMessage]]) -> list[_Delivery]:
-        """Chains grouped into what each destination takes at once: up to ``max_batch`` rows together."""
-        deliveries: list[_Delivery] = []
-        open_batches: dict[str, tuple[_Delivery, int]] = {}
-        for chain in chains:
-            destination = self._destinations.get(chain[0].destination)
-            limit = destination.max_batch if destination is not None else 1
-            if limit <= 1:
-                deliveries.append([chain])
-                continue
-            batch, size = open_batches.get(chain[0].destination, (None, 0))
-            if batch is None or size + len(chain) > limit:
-                batch, size = [], 0
-                deliveries.append(batch)
-            batch.append(chain)
-            open_batches[chain[0].destination] = (batch, size + len(chain))
-        return deliveries
-
-    async def _listen(self) -> None:
-        """Hold a connection that LISTENs for committed outbox rows; replace it when it stops answering."""
-        failures = 0
-        while True:
-            try:
-                async with self._pool.acquire(timeout=self._options.lease_s) as conn:
-                    await conn.add_listener(outbox.CHANNEL, self._rows_committed)
-                    failures = 0
-                    self._rows_committed()  # rows committed while nobody listened
-                    try:
-                        while True:
-                            await asyncio.sleep(self._options.listen_check_s)
-                            await conn.fetchval("SELECT 1", timeout=self._options.listen_check_s)
-                    except BaseException:
-                        conn.terminate()
-                        raise
-            except Exception as error:
-                if not isinstance(error, Failure) and not is_outage(error) and not isinstance(error, TimeoutError):
-                    raise
-                failures += 1
-                log.warning("relay.listen_lost", error=repr(error))
-                await asyncio.sleep(self._options.backoff.delay(failures, rng=self._rng))
-
-    def _rows_committed(self, *_: object) -> None:
+    def _rows_committed(self) -> None:
         self._committed = True
         self._woken.set()
+
+    def _max_batch(self, destination: str) -> int:
+        found = self._destinations.get(destination)
+        return found.max_batch if found is not None else 1
 
     @asynccontextmanager
     async def _watched(self) -> AsyncIterator[asyncpg.Connection]:
@@ -302,10 +258,10 @@ class Relay:
                                      lease=timedelta(seconds=self._options.lease_s))
         if not claimed:
             return RoundResult()
-        outcomes = await asyncio.gather(*(self._deliver(d) for d in self._deliveries(_chains(claimed))))
+        outcomes = await asyncio.gather(*(self._deliver(d) for d in deliveries(chains(claimed), self._max_batch)))
         return await self._record([chain for delivery in outcomes for chain in delivery])
 
-    async def _record(self, outcomes: list[_ChainOutcome], *, db: asyncpg.Connection | None = None) -> RoundResult:
+    async def _record(self, outcomes: list[ChainOutcome], *, db: asyncpg.Connection | None = None) -> RoundResult:
         """Write down what happened to finished chains: delivered rows in one statement, then the failures."""
         db = db or self._pool
         result = RoundResult()
@@ -344,14 +300,14 @@ class Relay:
                             retry_in_s=round(delay, 2))
         return result
 
-    async def _deliver(self, delivery: _Delivery) -> list[_ChainOutcome]:
+    async def _deliver(self, delivery: Delivery) -> list[ChainOutcome]:
         """One chain in order, or several in one batch: per chain, what happened to it."""
         destination = self._destinations.get(delivery[0][0].destination)
         if destination is None or destination.max_batch <= 1:
             return [await self._deliver_in_order(chain) for chain in delivery]
         return await self._deliver_batch(destination, delivery)
 
-    async def _deliver_batch(self, destination: Destination, delivery: _Delivery) -> list[_ChainOutcome]:
+    async def _deliver_batch(self, destination: Destination, delivery: Delivery) -> list[ChainOutcome]:
         """Several keys' chains in one call; each chain ends at its first failed row (the rest untried).
 
         One call takes far less than the lease, so the rows need no renewal meanwhile.
@@ -362,15 +318,9 @@ class Relay:
                 faults: list[Fault | None] = await destination.deliver_batch(messages)
             except Fault as fault:
                 faults = [fault] * len(messages)
-        by_id = {message.id: fault for message, fault in zip(messages, faults, strict=True)}
-        outcomes: list[_ChainOutcome] = []
-        for chain in delivery:
-            failed = next((index for index, message in enumerate(chain) if by_id[message.id] is not None), None)
-            outcomes.append((chain, None, []) if failed is None else
-                            (chain[:failed], (chain[failed], by_id[chain[failed].id]), chain[failed + 1:]))
-        return outcomes
+        return batch_outcomes(delivery, faults)
 
-    async def _deliver_in_order(self, chain: list[OutboxMessage]) -> _ChainOutcome:
+    async def _deliver_in_order(self, chain: list[OutboxMessage]) -> ChainOutcome:
         """Deliver one key's rows in order until one fails: (delivered, failed with its fault, untried).
 
         A long chain (slow receiver, queueing for a slot) renews its lease at half-time, so no other
@@ -417,10 +367,3 @@ class Relay:
                 return fault
         return None
 
-
-def _chains(claimed: list[OutboxMessage]) -> list[list[OutboxMessage]]:
-    """Claimed rows grouped per (destination, partition_key), each group in delivery order."""
-    chains: dict[tuple[str, str], list[OutboxMessage]] = {}
-    for message in claimed:
-        chains.setdefault((message.destination, message.partition_key), []).append(message)
-    return list(chains.values())
