@@ -45,6 +45,8 @@ async def listen(pool: asyncpg.Pool, on_commit: Callable[[], None], *, check_eve
         except Exception as error:
             if not (isinstance(error, Failure | TimeoutError) or is_outage(error)):
                 raise
+            if pool.is_closing():
+                return  # the process is shutting down: nothing left to wake
             failures += 1
             log.warning("relay.listen_lost", error=repr(error))
             await asyncio.sleep(backoff.delay(failures, rng=rng))
