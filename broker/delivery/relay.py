@@ -91,8 +91,6 @@ class RoundResult:
         return self.delivered + self.retried + self.dead
 
 
-
-
 class Relay:
     """Moves outbox rows to their destinations; ``run`` until ``stop`` is set."""
 
