@@ -165,3 +165,36 @@ async def test_a_committed_row_wakes_the_relay_long_before_its_poll(db_pool, pai
         stop.set()
         await task
         await destination.close()
+
+
+async def test_a_lost_listening_connection_is_replaced_and_wakes_the_relay_again(db_pool, pair, portal):
+    receipts, url = portal
+    destination = PortalDestination(url, batch_url=f"{url}/batch")
+    options = dataclasses.replace(FAST, idle_poll_s=60.0, listen_check_s=0.2)
+    relay = Relay(db_pool, {"portal": destination}, options=options)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+
+    async def listener_pids() -> list[int]:
+        return [row["pid"] for row in await db_pool.fetch(
+            """SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+                 AND query IN ('SELECT 1', 'LISTEN "ejx_outbox"')""")]
+    try:
+        lost = (await eventually(listener_pids, timeout=10.0))[0]
+        await db_pool.execute("SELECT pg_terminate_backend($1)", lost)
+
+        async def replaced() -> bool:
+            return any(pid != lost for pid in await listener_pids())
+        await eventually(replaced, timeout=10.0)
+        message = signed_message(pair[0])
+        committed = time.monotonic()
+        await _enqueue(db_pool, message)
+
+        async def received() -> bool:
+            return message.message_id in await receipts.message_ids()
+        await eventually(received, timeout=10.0, every=0.02)
+        assert time.monotonic() - committed < 2.0
+    finally:
+        stop.set()
+        await task
+        await destination.close()
