@@ -3,6 +3,9 @@
     .venv/bin/python -m bench.pipeline_bench --max --events 5000 [--routers 2] [--rest] [--json FILE]
     .venv/bin/python -m bench.pipeline_bench --rate 300 --seconds 30 [--routers 2] [--rest] [--json FILE]
 
+The relay delivers to the receiver's batch endpoint (``/envelopes/batch``); ``--single``
+posts one envelope per request instead, as against a portal without one.
+
 Starts ``ejx serve --components router`` (``--routers N`` of them, one consumer
 group), ``ejx serve --components relay``, ``ejx receiver portal`` and, with
 ``--rest``, ``ejx serve --components ingest`` against a scratch database (next to
@@ -462,6 +465,7 @@ class Plan:
     rate: float | None
     seconds: float | None
     routers: int
+    single: bool
     rest: bool
     rest_batch: int
     timeout_s: float
@@ -488,8 +492,9 @@ async def pipeline(scratch: Scratch, plan: Plan, batch: list[tuple[bytes, bytes,
         await processes.wait_listening(receiver)
         for n in range(plan.routers):
             processes.start(f"router-{n}", "router", ["serve", "--components", "router"])
-        processes.start("relay", "relay", ["serve", "--components", "relay"],
-                        EJX_PORTAL_URL=f"http://127.0.0.1:{receiver_port}/envelopes")
+        portal = f"http://127.0.0.1:{receiver_port}/envelopes"
+        processes.start("relay", "relay", ["serve", "--components", "relay"], EJX_PORTAL_URL=portal,
+                        **({} if plan.single else {"EJX_PORTAL_BATCH_URL": f"{portal}/batch"}))
         ingest = None
         if plan.rest:
             port = _free_port()
@@ -572,7 +577,7 @@ async def bench(plan: Plan) -> dict:
         "ratio": e2e["events_per_s"] / raw["events_per_s"], "cpu_ms_per_event": e2e["cpu_ms_per_event"],
         "latency_ms": e2e["latency_ms"], "offered_rate": plan.rate, "lost": e2e["lost"],
         "duplicates": e2e["duplicates"],
-        "mode": "max" if plan.rate is None else "rate", "events": plan.events, "routers": plan.routers,
+        "mode": "max" if plan.rate is None else "rate", "events": plan.events, "routers": plan.routers, "single": plan.single,
         "rest": plan.rest, "router_relay_cpu_ms_per_event": own, "raw_kafka_cpu_ms_per_event": raw["cpu_ms_per_event"],
         "raw_sign_per_s": sign["per_s"], "raw_sign_cpu_ms_per_event": sign["cpu_ms_per_event"],
         "raw_insert_rows_per_s": insert["rows_per_s"], "raw_insert_client_cpu_ms_per_row": insert["client_cpu_ms_per_row"],
@@ -587,6 +592,7 @@ def report(figures: dict) -> None:
     mode = (f"backlog of {figures['events']}" if figures["mode"] == "max"
             else f"{figures['offered_rate']:.0f}/s offered for {figures['events'] / figures['offered_rate']:.0f} s")
     table = Table(title=f"pipeline, {mode}, {figures['routers']} router(s){', REST ingest' if figures['rest'] else ''}"
+                  f"{', one envelope per POST' if figures['single'] else ''}"
                         f" ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")
     for column in ("path", "ejx", "raw baseline", "ratio"):
         table.add_column(column, justify="left" if column == "path" else "right")
@@ -619,6 +625,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=2000, help="Backlog size in --max.")
     parser.add_argument("--seconds", type=float, default=30, help="Duration of the offered load in --rate.")
     parser.add_argument("--routers", type=int, default=1, help="Router processes in the one consumer group.")
+    parser.add_argument("--single", action="store_true", help="One envelope per POST (no batch endpoint).")
     parser.add_argument("--rest", action="store_true", help="Ingest over POST /v1/events (`ejx serve --components "
                         "ingest`) instead of producing to Kafka.")
     parser.add_argument("--rest-batch", type=int, default=100, help="Events per POST with --rest.")
@@ -627,7 +634,7 @@ def main() -> int:
     arguments = parser.parse_args()
     count = arguments.events if arguments.rate is None else int(arguments.rate * arguments.seconds)
     plan = Plan(events=count, rate=arguments.rate, seconds=arguments.seconds if arguments.rate else None,
-                routers=arguments.routers, rest=arguments.rest, rest_batch=arguments.rest_batch,
+                routers=arguments.routers, single=arguments.single, rest=arguments.rest, rest_batch=arguments.rest_batch,
                 timeout_s=arguments.timeout)
     figures = asyncio.run(bench(plan))
     report(figures)

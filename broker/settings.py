@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
     http_port: int = Field(default=8080, description="Port the HTTP server binds.")
     portal_url: str | None = Field(default=None, description="Where the relay POSTs envelopes for the portal.")
+    portal_batch_url: str | None = Field(default=None, description=(
+        "The portal's batch endpoint (reference receiver: /envelopes/batch): the relay POSTs several envelopes "
+        "at once there, each with its own receipt. Unset: one envelope per POST to portal_url."))
     http_header_timeout_s: float = Field(default=10.0, description="Seconds to complete a request's headers.")
     http_body_timeout_s: float = Field(default=30.0, description="Seconds for a whole request body to arrive.")
     http_body_idle_s: float = Field(default=8.0, description="Longest pause within a request body, in seconds.")

@@ -153,7 +153,7 @@ async def destinations(settings: Settings, *, pool: asyncpg.Pool, producer: AIOK
         producer=producer, topic=settings.interagency_topic, queue=smev_queue(settings, pool),
         messages=request_messages(settings))}
     if settings.portal_url:
-        found["portal"] = PortalDestination(settings.portal_url)
+        found["portal"] = PortalDestination(settings.portal_url, batch_url=settings.portal_batch_url)
     else:
         log.warning("relay.portal_disabled", reason="EJX_PORTAL_URL is not set; portal rows stay pending")
     try:

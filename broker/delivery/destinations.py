@@ -10,6 +10,9 @@ receivers de-duplicate by MessageID.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,9 +25,11 @@ from broker.delivery.answers import answer_fault
 from broker.delivery.outbox import OutboxMessage
 from broker.domain.faults import (
     Failure,
+    Fault,
     MessageIsAlreadySent,
+    fault_from_code,
 )
-from broker.infra.http_client import KeepAliveClient
+from broker.infra.http_client import Answer, KeepAliveClient
 from broker.smev3.outgoing import RequestMessages
 from broker.smev3.queue import SmevQueue
 
@@ -37,9 +42,15 @@ class Destination(Protocol):
     """One delivery channel, named like ``outbox.destination``."""
 
     name: str
+    max_batch: int
+    """Most messages :meth:`deliver_batch` takes at once; 1: the destination takes one at a time."""
 
     async def deliver(self, message: OutboxMessage) -> None:
         """Return once the receiver holds ``message``; raise a Fault otherwise."""
+
+    async def deliver_batch(self, messages: Sequence[OutboxMessage]) -> list[Fault | None]:
+        """Per message, in order: None once the receiver holds it, else its fault; raise a Fault when the
+        whole batch failed. Called only when ``max_batch`` > 1."""
 
     async def close(self) -> None: ...
 
@@ -54,27 +65,32 @@ class PortalOptions:
     """Concurrent requests (persistent HTTP/1.1 connections) to the portal."""
     max_answer_bytes: int = 1 << 20
     """Longest answer body read; a fault is a few hundred bytes, the rest of a longer one is dropped."""
+    max_batch: int = 200
+    """Envelopes per POST to the batch endpoint (when one is configured)."""
 
 
 class PortalDestination:
-    """HTTP(S) POST of the signed envelope to the portal; 2xx or MessageIsAlreadySent = delivered."""
+    """HTTP(S) POST of signed envelopes to the portal; 2xx or MessageIsAlreadySent = delivered.
+
+    With ``batch_url`` (the portal's ``/envelopes/batch``) a batch of envelopes, each signed on its own,
+    travels in one POST and comes back with a receipt per envelope: one round trip and one commit at the
+    portal for many messages. The single-envelope endpoint stays for one message at a time.
+    """
 
     name = "portal"
 
-    def __init__(self, url: str, *, options: PortalOptions = PortalOptions()) -> None:
+    def __init__(self, url: str, *, batch_url: str | None = None, options: PortalOptions = PortalOptions()) -> None:
         if not url:
             raise Failure("portal delivery needs EJX_PORTAL_URL")
-        self._client = KeepAliveClient(url, timeout_s=options.timeout_s, max_connections=options.max_connections,
-                                       max_answer_bytes=options.max_answer_bytes)
+        self._client, self._batch_client = (
+            KeepAliveClient(target, timeout_s=options.timeout_s, max_connections=options.max_connections,
+                            max_answer_bytes=options.max_answer_bytes) if target else None
+            for target in (url, batch_url))
+        self.max_batch = options.max_batch if batch_url else 1
 
     async def deliver(self, message: OutboxMessage) -> None:
-        try:
-            answer = await self._client.post(message.payload, headers=(
-                ("Content-Type", "application/xml; charset=utf-8"), (MESSAGE_ID_HEADER, str(message.message_id))))
-        except TimeoutError as error:
-            raise Failure(f"portal timed out: {error!r}") from error
-        except (OSError, h11.ProtocolError, asyncio.IncompleteReadError) as error:
-            raise Failure(f"portal unreachable: {error!r}") from error
+        answer = await _posted(self._client, message.payload, headers=(
+            ("Content-Type", "application/xml; charset=utf-8"), (MESSAGE_ID_HEADER, str(message.message_id))))
         if answer.is_success:
             return
         fault = answer_fault(answer.status, answer.header("content-type"), answer.body)
@@ -83,8 +99,50 @@ class PortalDestination:
             return
         raise fault
 
+    async def deliver_batch(self, messages: Sequence[OutboxMessage]) -> list[Fault | None]:
+        if self._batch_client is None:
+            raise Failure("the portal's batch endpoint is not configured")
+        body = json.dumps({"envelopes": [{"key": m.partition_key, "envelope": base64.b64encode(m.payload).decode()}
+                                         for m in messages]}).encode()
+        answer = await _posted(self._batch_client, body, headers=(("Content-Type", "application/json"),))
+        if not answer.is_success:
+            raise answer_fault(answer.status, answer.header("content-type"), answer.body)
+        try:
+            receipts = json.loads(answer.body)["receipts"]
+            if len(receipts) != len(messages):
+                raise ValueError(f"{len(receipts)} receipts for {len(messages)} envelopes")
+            return [_receipt_fault(receipt, message) for receipt, message in zip(receipts, messages, strict=True)]
+        except (ValueError, KeyError, TypeError) as error:
+            raise Failure(f"portal answered a batch without its receipts: {error!r}") from error
+
     async def close(self) -> None:
-        await self._client.aclose()
+        for client in (self._client, self._batch_client):
+            if client is not None:
+                await client.aclose()
+
+
+async def _posted(client: KeepAliveClient, body: bytes, *, headers: Sequence[tuple[str, str]]) -> Answer:
+    """The portal's answer to one POST; timeouts and broken connections are retriable failures."""
+    try:
+        return await client.post(body, headers=headers)
+    except TimeoutError as error:
+        raise Failure(f"portal timed out: {error!r}") from error
+    except (OSError, h11.ProtocolError, asyncio.IncompleteReadError) as error:
+        raise Failure(f"portal unreachable: {error!r}") from error
+
+
+def _receipt_fault(receipt: dict, message: OutboxMessage) -> Fault | None:
+    """What one receipt of a batch says about its envelope: None when the portal holds it."""
+    status = receipt["status"]
+    if status == "received":
+        return None
+    if status == "duplicate":
+        log.info("portal.already_sent", message_id=str(message.message_id))
+        return None
+    if status != "refused":
+        raise ValueError(f"unknown receipt status {status!r}")
+    fault = fault_from_code(str(receipt.get("code")), str(receipt.get("description") or ""))
+    return None if isinstance(fault, MessageIsAlreadySent) else fault
 
 
 class InteragencyDestination:
@@ -100,6 +158,7 @@ class InteragencyDestination:
     """
 
     name = "interagency"
+    max_batch = 1
 
     def __init__(self, *, producer: AIOKafkaProducer, topic: str, queue: SmevQueue,
                  messages: RequestMessages) -> None:

@@ -92,6 +92,10 @@ class DeadMessage:
     created_at: datetime
 
 
+CHANNEL = "ejx_outbox"
+"""Notified (migration 0010) whenever a statement inserted outbox rows; delivered at commit."""
+
+
 KEY_LOCKS = 0x6F7574  # "out": the advisory-lock class of outbox key buckets
 KEY_BUCKETS = 64
 """Keys hash into this many buckets: few enough that a batch of any size takes a bounded number of

@@ -5,7 +5,10 @@ two relays never deliver the same row at the same time (a relay that dies
 mid-delivery leaves its rows to be claimed again once the lease ends, and the
 receiver de-duplicates the repeat by MessageID). A claim takes a run of rows
 per (destination, partition_key); each key's run is delivered in order, the keys
-concurrently, and the next claim overlaps the deliveries still in flight.
+concurrently (a destination that takes batches gets several keys' runs in one
+call: :mod:`broker.delivery.chains`), and the next claim overlaps the deliveries
+still in flight. Committed rows wake the relay (:mod:`broker.delivery.wakeup`);
+a slow poll finds due retries and whatever a lost notification missed.
 
 A watchdog guards the loop's database work: every connection the loop uses is
 taken through :meth:`Relay._watched`, and a round of database work (or one
@@ -32,7 +35,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import structlog
 
-from broker.delivery import outbox
+from broker.delivery import outbox, wakeup
+from broker.delivery.chains import ChainOutcome, Delivery, batch_outcomes, chains, deliveries
 from broker.delivery.destinations import Destination
 from broker.delivery.outbox import OutboxMessage
 from broker.domain.faults import Failure, Fault
@@ -59,8 +63,11 @@ class RelayOptions:
     """Delay between attempts of one row."""
     lease_s: float = 60.0
     """How long a claimed row is reserved for its relay; longer than any delivery timeout."""
-    idle_poll_s: float = 0.2
-    """Pause before claiming again when the last claim found fewer keys due than it asked for."""
+    idle_poll_s: float = 1.0
+    """Pause before claiming again when the last claim found fewer keys due than it asked for (a committed
+    row wakes the relay sooner: this is the safety net, and the pace of due retries)."""
+    listen_check_s: float = 10.0
+    """How often the listening connection is checked (a lost one is replaced; meanwhile the relay polls)."""
     record_every_s: float = 0.05
     """Finished deliveries are recorded together, at least this often (and at once when nothing is in flight)."""
     retention: timedelta = timedelta(days=7)
@@ -84,10 +91,6 @@ class RoundResult:
         return self.delivered + self.retried + self.dead
 
 
-_ChainOutcome = tuple[list[OutboxMessage], "tuple[OutboxMessage, Fault] | None", list[OutboxMessage]]
-"""One key's chain after delivery: (delivered, the one that failed with its fault, untried after it)."""
-
-
 class Relay:
     """Moves outbox rows to their destinations; ``run`` until ``stop`` is set."""
 
@@ -102,6 +105,10 @@ class Relay:
         """Connections in use by the loop, with the moment each was taken (the watchdog reads it)."""
         self._round_since: float | None = None
         """When the current round of database work began; None between rounds."""
+        self._woken = asyncio.Event()
+        """Set when a delivery finished or outbox rows committed: the loop has something to do."""
+        self._committed = False
+        """Outbox rows committed since the last claim (a notification came)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop``; deliveries in flight finish and have their outcome recorded first.
@@ -116,25 +123,30 @@ class Relay:
         log.info("relay.started", destinations=sorted(self._destinations), batch_size=options.batch_size,
                  concurrency=options.concurrency)
         watchdog = asyncio.create_task(self._watchdog(), name="relay-watchdog")
+        listener = asyncio.create_task(wakeup.listen(
+            self._pool, self._rows_committed, check_every_s=options.listen_check_s, acquire_timeout_s=options.lease_s,
+            backoff=options.backoff, rng=self._rng), name="relay-listener")
         try:
             await self._loop(stop)
         finally:
             watchdog.cancel()
+            listener.cancel()
         log.info("relay.stopped")
 
     async def _loop(self, stop: asyncio.Event) -> None:
         options = self._options
         next_sweep = next_claim = time.monotonic()
         failures = 0
-        in_flight: set[asyncio.Task[_ChainOutcome]] = set()
-        finished: list[asyncio.Task[_ChainOutcome]] = []
+        in_flight: dict[asyncio.Task[list[ChainOutcome]], int] = {}
+        """Deliveries under way, with how many keys each carries."""
+        finished: list[asyncio.Task[list[ChainOutcome]]] = []
         record_by = math.inf
-        woken = asyncio.Event()
+        woken = self._woken
 
-        def chain_done(task: asyncio.Task[_ChainOutcome]) -> None:
-            # One callback per chain: asyncio.wait over hundreds of tasks would re-register on every wake.
+        def delivery_done(task: asyncio.Task[list[ChainOutcome]]) -> None:
+            # One callback per delivery: asyncio.wait over hundreds of tasks would re-register on every wake.
             nonlocal record_by
-            in_flight.discard(task)
+            in_flight.pop(task, None)
             if not finished:
                 record_by = time.monotonic() + options.record_every_s
             finished.append(task)
@@ -142,6 +154,9 @@ class Relay:
 
         while True:
             woken.clear()
+            if self._committed:
+                self._committed = False
+                next_claim = min(next_claim, time.monotonic())
             self._round_since = self._round_since or time.monotonic()
             try:
                 if finished and (not in_flight or stop.is_set() or time.monotonic() >= record_by
@@ -149,7 +164,7 @@ class Relay:
                     recording, finished[:], record_by = list(finished), [], math.inf
                     try:
                         async with self._watched() as db:  # a bug in a chain stops us (task.result())
-                            await self._record([task.result() for task in recording], db=db)
+                            await self._record([chain for task in recording for chain in task.result()], db=db)
                     except BaseException:
                         finished[:0] = recording  # still to be recorded, first thing after the outage
                         record_by = time.monotonic()
@@ -161,18 +176,19 @@ class Relay:
                     async with self._watched() as db:
                         await outbox.sweep(db, older_than=options.retention)
                     next_sweep = now + options.sweep_every_s
-                if not stop.is_set() and now >= next_claim and len(in_flight) <= options.batch_size // 2:
-                    want = options.batch_size - len(in_flight)
+                keys_in_flight = sum(in_flight.values())
+                if not stop.is_set() and now >= next_claim and keys_in_flight <= options.batch_size // 2:
+                    want = options.batch_size - keys_in_flight
                     async with self._watched() as db:
                         claimed = await outbox.claim(db, keys=want, per_key=options.per_key,
                                                      lease=timedelta(seconds=options.lease_s))
-                    chains = _chains(claimed)
-                    for chain in chains:
-                        task = asyncio.create_task(self._deliver_in_order(chain))
-                        in_flight.add(task)
-                        task.add_done_callback(chain_done)
+                    claimed_chains = chains(claimed)
+                    for delivery in deliveries(claimed_chains, self._max_batch):
+                        task = asyncio.create_task(self._deliver(delivery))
+                        in_flight[task] = len(delivery)
+                        task.add_done_callback(delivery_done)
                     # Fewer keys than asked for: the backlog is drained, so poll again only after a pause.
-                    next_claim = now if len(chains) >= want else now + options.idle_poll_s
+                    next_claim = now if len(claimed_chains) >= want else now + options.idle_poll_s
                 failures = 0
                 self._round_since = None
             except Exception as error:
@@ -187,16 +203,24 @@ class Relay:
                     break  # leases run out and the rows are delivered again (receivers de-duplicate)
                 await pause(stop, delay)
                 continue
-            if in_flight:
-                may_claim = not stop.is_set() and len(in_flight) <= options.batch_size // 2
-                wake = min(record_by, next_claim if may_claim else math.inf)
-                timeout = None if wake == math.inf else max(0.0, wake - time.monotonic())
-                try:
-                    await asyncio.wait_for(woken.wait(), timeout=timeout)
-                except TimeoutError:
-                    pass
-            elif not stop.is_set():
-                await pause(stop, max(0.0, next_claim - time.monotonic()))
+            if self._committed:
+                continue
+            may_claim = not stop.is_set() and sum(in_flight.values()) <= options.batch_size // 2
+            wake = min(record_by, next_claim if may_claim else math.inf)
+            timeout = None if wake == math.inf else max(0.0, wake - time.monotonic())
+            # A finished delivery or a notification wakes the loop; with nothing in flight, so does stop.
+            waits = [asyncio.ensure_future(woken.wait())] + ([] if in_flight else [asyncio.ensure_future(stop.wait())])
+            _, pending = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            for future in pending:
+                future.cancel()
+
+    def _rows_committed(self) -> None:
+        self._committed = True
+        self._woken.set()
+
+    def _max_batch(self, destination: str) -> int:
+        found = self._destinations.get(destination)
+        return found.max_batch if found is not None else 1
 
     @asynccontextmanager
     async def _watched(self) -> AsyncIterator[asyncpg.Connection]:
@@ -232,10 +256,10 @@ class Relay:
                                      lease=timedelta(seconds=self._options.lease_s))
         if not claimed:
             return RoundResult()
-        outcomes = await asyncio.gather(*(self._deliver_in_order(chain) for chain in _chains(claimed)))
-        return await self._record(outcomes)
+        outcomes = await asyncio.gather(*(self._deliver(d) for d in deliveries(chains(claimed), self._max_batch)))
+        return await self._record([chain for delivery in outcomes for chain in delivery])
 
-    async def _record(self, outcomes: list[_ChainOutcome], *, db: asyncpg.Connection | None = None) -> RoundResult:
+    async def _record(self, outcomes: list[ChainOutcome], *, db: asyncpg.Connection | None = None) -> RoundResult:
         """Write down what happened to finished chains: delivered rows in one statement, then the failures."""
         db = db or self._pool
         result = RoundResult()
@@ -274,7 +298,27 @@ class Relay:
                             retry_in_s=round(delay, 2))
         return result
 
-    async def _deliver_in_order(self, chain: list[OutboxMessage]) -> _ChainOutcome:
+    async def _deliver(self, delivery: Delivery) -> list[ChainOutcome]:
+        """One chain in order, or several in one batch: per chain, what happened to it."""
+        destination = self._destinations.get(delivery[0][0].destination)
+        if destination is None or destination.max_batch <= 1:
+            return [await self._deliver_in_order(chain) for chain in delivery]
+        return await self._deliver_batch(destination, delivery)
+
+    async def _deliver_batch(self, destination: Destination, delivery: Delivery) -> list[ChainOutcome]:
+        """Several keys' chains in one call; each chain ends at its first failed row (the rest untried).
+
+        One call takes far less than the lease, so the rows need no renewal meanwhile.
+        """
+        messages = [message for chain in delivery for message in chain]
+        async with self._slots:
+            try:
+                faults: list[Fault | None] = await destination.deliver_batch(messages)
+            except Fault as fault:
+                faults = [fault] * len(messages)
+        return batch_outcomes(delivery, faults)
+
+    async def _deliver_in_order(self, chain: list[OutboxMessage]) -> ChainOutcome:
         """Deliver one key's rows in order until one fails: (delivered, failed with its fault, untried).
 
         A long chain (slow receiver, queueing for a slot) renews its lease at half-time, so no other
@@ -321,10 +365,3 @@ class Relay:
                 return fault
         return None
 
-
-def _chains(claimed: list[OutboxMessage]) -> list[list[OutboxMessage]]:
-    """Claimed rows grouped per (destination, partition_key), each group in delivery order."""
-    chains: dict[tuple[str, str], list[OutboxMessage]] = {}
-    for message in claimed:
-        chains.setdefault((message.destination, message.partition_key), []).append(message)
-    return list(chains.values())

@@ -10,7 +10,12 @@ such and never applied. They serve tests, the demo and vendors' own testing.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import json
 import uuid
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -20,7 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from lxml import etree
 
 from broker.delivery.answers import fault_xml
-from broker.domain.faults import Failure, Fault, MessageIsAlreadySent
+from broker.domain.faults import Failure, Fault, InvalidContent, MessageIsAlreadySent
 from broker.domain.model import NAMESPACE as EVENTS_NAMESPACE
 from broker.infra.backoff import pause
 from broker.infra.postgres import outage_as_failure
@@ -69,6 +74,32 @@ class ReceiverLog:
                 etree.QName(content).localname, header.test, _event_id(content))
         return bool(first)
 
+    async def record_many(self, messages: Sequence[tuple[EnvelopeHeader, etree._Element]]) -> list[bool]:
+        """Record verified messages in one transaction (one statement, one commit); per message, in order,
+        whether it is the first of its MessageID (a repeat within ``messages`` is a duplicate too)."""
+        copies = Counter(header.message_id for header, _ in messages)
+        unique: dict[uuid.UUID, tuple[EnvelopeHeader, etree._Element]] = {}
+        for header, content in messages:
+            unique.setdefault(header.message_id, (header, content))
+        rows = [(h.message_id, h.reference_message_id, h.sender, h.recipient, etree.QName(c).localname, h.test,
+                 _event_id(c), copies[h.message_id]) for h, c in unique.values()]
+        with outage_as_failure("the receiver log"):
+            inserted = await self._pool.fetch(
+                """INSERT INTO receiver_messages AS m (receiver, message_id, reference_message_id, sender, recipient,
+                                                       message_type, test, event_id, copies)
+                   SELECT $1, * FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+                                            $7::boolean[], $8::uuid[], $9::int[])
+                   ON CONFLICT (receiver, message_id)
+                   DO UPDATE SET copies = m.copies + EXCLUDED.copies, last_received_at = now()
+                   RETURNING message_id, xmax = 0 AS inserted""",
+                self.receiver, *([row[i] for row in rows] for i in (0, 1, 2, 3, 4, 5, 6, 7)))
+        new = {row["message_id"] for row in inserted if row["inserted"]}
+        first: list[bool] = []
+        for header, _ in messages:
+            first.append(header.message_id in new)
+            new.discard(header.message_id)
+        return first
+
     async def reject(self, fault: Fault) -> None:
         with outage_as_failure("the receiver log"):
             await self._pool.execute(
@@ -96,29 +127,78 @@ def _event_id(content: etree._Element) -> uuid.UUID | None:
     return uuid.UUID(text) if text else None
 
 
-async def receive_envelope(data: bytes, *, verifier: Verifier, receipts: ReceiverLog) -> tuple[VerifiedEnvelope, bool]:
-    """Parse, verify and record one envelope; a refused one is recorded and re-raised."""
+async def verify_envelope(data: bytes, *, verifier: Verifier, receipts: ReceiverLog) -> VerifiedEnvelope:
+    """Parse and verify one envelope; a refused one is recorded and re-raised."""
     try:
-        verified = verifier.verify(hardened.parse(data))
+        return verifier.verify(hardened.parse(data))
     except Fault as fault:
         if fault.retriable:
             raise
         await receipts.reject(fault)
         log.warning("receiver.refused", receiver=receipts.receiver, code=fault.code, error=fault.description)
         raise
-    first = await receipts.record(verified.header, verified.content)
+
+
+def _log_received(receipts: ReceiverLog, verified: VerifiedEnvelope, first: bool) -> None:
     header = verified.header
     log.info("receiver.received" if first else "receiver.duplicate", receiver=receipts.receiver,
              message_id=str(header.message_id), reference_message_id=str(header.reference_message_id or ""),
              message_type=etree.QName(verified.content).localname, test=header.test)
+
+
+async def receive_envelope(data: bytes, *, verifier: Verifier, receipts: ReceiverLog) -> tuple[VerifiedEnvelope, bool]:
+    """Parse, verify and record one envelope; a refused one is recorded and re-raised."""
+    verified = await verify_envelope(data, verifier=verifier, receipts=receipts)
+    first = await receipts.record(verified.header, verified.content)
+    _log_received(receipts, verified, first)
     return verified, first
 
 
-def portal_receiver_app(*, verifier: Verifier, receipts: ReceiverLog) -> FastAPI:
-    """The reference portal: ``POST /envelopes`` takes one signed envelope.
+async def receive_batch(body: bytes, *, verifier: Verifier, receipts: ReceiverLog) -> list[dict]:
+    """Verify each envelope of a batch, record the verified ones in one transaction: a receipt per envelope,
+    in the batch's order.
 
-    200 for a new MessageID, 409 MessageIsAlreadySent for a repeat, 400 with the
-    fault for a bad signature or document, 503 when it cannot record.
+    After an envelope of a key fails retriably, the later ones of that key are not recorded (retriable
+    too), so a key's order holds however the sender retries. An outage of the log fails the whole batch.
+    """
+    try:
+        items = [(str(item["key"]), base64.b64decode(item["envelope"], validate=True))
+                 for item in json.loads(body)["envelopes"]]
+    except (ValueError, KeyError, TypeError, binascii.Error) as error:
+        raise InvalidContent(f"not a batch of envelopes: {error}") from error
+    receipts_out: list[dict | None] = []
+    verified: list[tuple[int, VerifiedEnvelope]] = []
+    held_back: set[str] = set()
+    for index, (key, data) in enumerate(items):
+        try:
+            if key in held_back:
+                raise Failure("an earlier envelope of this key in the batch was not taken")
+            envelope = await verify_envelope(data, verifier=verifier, receipts=receipts)
+        except Fault as fault:
+            if fault.retriable:
+                held_back.add(key)
+            receipts_out.append({"message_id": None, "status": "refused", "code": fault.code,
+                                 "description": fault.description})
+            continue
+        verified.append((index, envelope))
+        receipts_out.append(None)
+    firsts = await receipts.record_many([(v.header, v.content) for _, v in verified])
+    for (index, envelope), first in zip(verified, firsts, strict=True):
+        _log_received(receipts, envelope, first)
+        receipts_out[index] = {"message_id": str(envelope.header.message_id),
+                               "status": "received" if first else "duplicate"}
+    return receipts_out
+
+
+def portal_receiver_app(*, verifier: Verifier, receipts: ReceiverLog) -> FastAPI:
+    """The reference portal: ``POST /envelopes`` takes one signed envelope, ``POST /envelopes/batch`` several.
+
+    One envelope: 200 for a new MessageID, 409 MessageIsAlreadySent for a repeat,
+    400 with the fault for a bad signature or document, 503 when it cannot record.
+    A batch (JSON ``{"envelopes": [{"key", "envelope": base64}]}``, ``key`` the
+    sender's ordering key): 200 with a receipt per envelope in order
+    (``{"receipts": [{"message_id", "status": "received" | "duplicate" | "refused",
+    "code", "description"}]}``), the fault for the whole batch otherwise.
     """
     app = FastAPI(title="ejx reference portal receiver")
 
@@ -132,6 +212,14 @@ def portal_receiver_app(*, verifier: Verifier, receipts: ReceiverLog) -> FastAPI
             fault = MessageIsAlreadySent(f"message {verified.header.message_id} was received before")
             return Response(fault_xml(fault), status_code=fault.http_status, media_type="application/xml")
         return JSONResponse({"message_id": str(verified.header.message_id), "status": "received"})
+
+    @app.post("/envelopes/batch")
+    async def receive_many(request: Request) -> Response:
+        try:
+            receipts_out = await receive_batch(await request.body(), verifier=verifier, receipts=receipts)
+        except Fault as fault:
+            return Response(fault_xml(fault), status_code=fault.http_status, media_type="application/xml")
+        return JSONResponse({"receipts": receipts_out})
 
     @app.get("/report")
     async def report() -> JSONResponse:
