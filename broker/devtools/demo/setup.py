@@ -33,13 +33,15 @@ def free_port() -> int:
 def demo_settings(settings: Settings, run_id: str, database_url: str) -> Settings:
     """The run's own topics, database and ports; everything else as configured."""
     suffix = f".demo-{run_id}"
+    portal = f"http://127.0.0.1:{free_port()}"
     return settings.model_copy(update={
         "database_url": database_url,
         "events_topic": settings.events_topic + suffix,
         "dlq_topic": settings.dlq_topic + suffix,
         "interagency_topic": settings.interagency_topic + suffix,
         "http_port": free_port(),
-        "portal_url": f"http://127.0.0.1:{free_port()}/envelopes",
+        "portal_url": f"{portal}/envelopes",
+        "portal_batch_url": f"{portal}/envelopes/batch",
     })
 
 
@@ -104,7 +106,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "EJX_KAFKA_BOOTSTRAP": settings.kafka_address, "EJX_DATABASE_URL": settings.database_dsn,
         "EJX_EVENTS_TOPIC": settings.events_topic, "EJX_DLQ_TOPIC": settings.dlq_topic,
         "EJX_INTERAGENCY_TOPIC": settings.interagency_topic, "EJX_HTTP_PORT": str(settings.http_port),
-        "EJX_PORTAL_URL": settings.portal_url or "", "EJX_STATE_DIR": str(settings.state_dir),
+        "EJX_PORTAL_URL": settings.portal_url or "", "EJX_PORTAL_BATCH_URL": settings.portal_batch_url or "",
+        "EJX_STATE_DIR": str(settings.state_dir),
         "EJX_KEY_FILE": str(settings.signing_key_file), "EJX_CERT_FILE": str(settings.signing_cert_file),
         "EJX_TRUST_FILE": str(settings.trusted_certs_file),
         "EJX_SMEV_KEY_FILE": str(settings.smev_signing_key_file),
