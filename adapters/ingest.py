@@ -33,6 +33,7 @@ from lxml import etree
 
 from adapters.ledger import IngestLedger, LedgerEntry
 from adapters.payload import (
+    EVENTS_NS,
     PayloadFormat,
     PayloadLimits,
     json_events,
@@ -123,27 +124,28 @@ class Canonicaliser:
 
     def from_dicts(self, vendor: Vendor, items: Iterable[tuple[int, object]]
                    ) -> tuple[list[CanonicalEvent], list[Problem]]:
-        good, bad = [], []
+        built, bad = [], []
         for index, item in items:
             try:
-                good.append(self._from_dict(vendor, index, item))
+                built.append(self._from_dict(vendor, index, item))
             except Fault as fault:
                 bad.append(_problem(index, fault, default_path="/"))
-        return good, bad
+        return self._validated(built, bad, default_path=lambda _: "/")
 
     def from_elements(self, vendor: Vendor, elements: Iterable[tuple[int, etree._Element]]
                       ) -> tuple[list[CanonicalEvent], list[Problem]]:
-        good, bad = [], []
+        built, bad, paths = [], [], {}
         for index, element in elements:
+            paths[index] = hardened.location(element)
             try:
                 self._schemas.validate_event(element)
                 event = _model_call(model.event_from_xml, element)
                 event = dataclasses.replace(event, event_id=event_id_for(event.idempotency_key),
                                             recorded_at=self._clock())
-                good.append(self._canonical(index, event, id_from=event.idempotency_key))
+                built.append(self._canonical(index, event, id_from=event.idempotency_key))
             except Fault as fault:
-                bad.append(_problem(index, fault, default_path=hardened.location(element)))
-        return good, bad
+                bad.append(_problem(index, fault, default_path=paths[index]))
+        return self._validated(built, bad, default_path=paths.__getitem__)
 
     def _from_dict(self, vendor: Vendor, index: int, item: object) -> CanonicalEvent:
         if not isinstance(item, dict):
@@ -161,12 +163,34 @@ class Canonicaliser:
         """``id_from``: the key the event's id was derived from; fixed here if it is not the real key."""
         if event.idempotency_key != id_from:
             event = dataclasses.replace(event, event_id=event_id_for(event.idempotency_key))
-        document = event.to_xml()
-        # Our own output is validated too, so the topic holds only events valid against the XSD.
-        # These bytes were serialised a moment ago by the model, not received: no need for
-        # the hostile-input checks of hardened.parse, only for a parser that resolves nothing.
-        self._schemas.validate_event(hardened.parse_trusted(document))
-        return CanonicalEvent(index, event, document)
+        return CanonicalEvent(index, event, event.to_xml())
+
+    def _validated(self, built: list[CanonicalEvent], bad: list[Problem], *, default_path: Callable[[int], str]
+                   ) -> tuple[list[CanonicalEvent], list[Problem]]:
+        """Our own output is validated too, so the topic holds only events valid against the XSD.
+
+        The exact bytes of the topic are checked as EventBatch documents of up to
+        :data:`VALIDATED_AT_ONCE` events (one parse and one schema pass instead of one per
+        event: a third of the cost); only a batch that fails is checked event by event, to
+        name the culprits. The bytes were serialised a moment ago by the model, not received:
+        no need for the hostile-input checks of hardened.parse, only a parser that resolves nothing.
+        """
+        good = []
+        for start in range(0, len(built), VALIDATED_AT_ONCE):
+            chunk = built[start:start + VALIDATED_AT_ONCE]
+            try:
+                self._schemas.validate_event(hardened.parse_trusted(_batch_document(chunk)))
+                good.extend(chunk)
+                continue
+            except Fault:
+                pass
+            for c in chunk:
+                try:
+                    self._schemas.validate_event(hardened.parse_trusted(c.xml))
+                    good.append(c)
+                except Fault as fault:
+                    bad.append(_problem(c.index, fault, default_path=default_path(c.index)))
+        return good, sorted(bad, key=lambda p: p.index)
 
 
 @dataclass(frozen=True)
@@ -291,6 +315,17 @@ class IngestService:
         verb = "invalid" if kind is InvalidContent else "not allowed for this vendor"
         return kind(f"{len(problems)} of {total} event(s) {verb}; nothing was accepted",
                     details={"errors": [p.as_dict() for p in problems]})
+
+
+VALIDATED_AT_ONCE = 1000
+"""Events in one EventBatch document of output validation (the schema's maximum)."""
+_BATCH_START = f'<EventBatch xmlns="{EVENTS_NS}">'.encode()
+
+
+def _batch_document(events: Sequence[CanonicalEvent]) -> bytes:
+    """The events' own documents, declarations dropped, as the children of one EventBatch."""
+    return b"".join([_BATCH_START, *(c.xml.partition(b"?>")[2] if c.xml.startswith(b"<?xml") else c.xml
+                                     for c in events), b"</EventBatch>"])
 
 
 def _event_type(event: model.Event) -> str:
