@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -297,16 +299,25 @@ class IngestService:
             fresh = {entry.idempotency_key for entry in claim.fresh}
             await self._sink.publish([first[key].record() for key in first if key in fresh])
         receipts = []
+        produced: Counter[str] = Counter()
+        # A line per event would cost more than validating it (the ledger keeps key → event_id):
+        # one info line per request; per event only when someone asked for debug logs.
+        per_event = log.is_enabled_for(logging.DEBUG)
         for c in events:
             key = c.idempotency_key
             produced_here = key in fresh and first[key] is c
             event_id = claim.known.get(key, c.event.event_id)
             receipts.append(Receipt(c.index, event_id, key, duplicate=not produced_here))
             if produced_here:
-                metrics.EVENTS_INGESTED.labels(vendor.vendor_id, _event_type(c.event)).inc()
-            log.info("ingest.accepted", vendor_id=vendor.vendor_id, index=c.index, event_id=str(event_id),
-                     event_type=_event_type(c.event), school_id=c.event.school_id,
-                     idempotency_key=key, duplicate=not produced_here)
+                produced[_event_type(c.event)] += 1
+            if per_event:
+                log.debug("ingest.event_accepted", vendor_id=vendor.vendor_id, index=c.index,
+                          event_id=str(event_id), event_type=_event_type(c.event), school_id=c.event.school_id,
+                          idempotency_key=key, duplicate=not produced_here)
+        for event_type, count in produced.items():
+            metrics.EVENTS_INGESTED.labels(vendor.vendor_id, event_type).inc(count)
+        log.info("ingest.accepted", vendor_id=vendor.vendor_id, events=len(events),
+                 produced=sum(produced.values()), duplicates=len(events) - sum(produced.values()))
         return receipts
 
     def _refused(self, vendor: Vendor, kind: type[Fault], problems: list[Problem], *, total: int) -> Fault:
