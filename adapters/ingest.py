@@ -136,9 +136,9 @@ class Canonicaliser:
 
     def from_elements(self, vendor: Vendor, elements: Iterable[tuple[int, etree._Element]]
                       ) -> tuple[list[CanonicalEvent], list[Problem]]:
-        built, bad, paths = [], [], {}
+        built, bad, received = [], [], {}
         for index, element in elements:
-            paths[index] = hardened.location(element)
+            received[index] = element
             try:
                 self._schemas.validate_event(element)
                 event = _model_call(model.event_from_xml, element)
@@ -146,8 +146,8 @@ class Canonicaliser:
                                             recorded_at=self._clock())
                 built.append(self._canonical(index, event, id_from=event.idempotency_key))
             except Fault as fault:
-                bad.append(_problem(index, fault, default_path=paths[index]))
-        return self._validated(built, bad, default_path=paths.__getitem__)
+                bad.append(_problem(index, fault, default_path=hardened.location(element)))
+        return self._validated(built, bad, default_path=lambda index: hardened.location(received[index]))
 
     def _from_dict(self, vendor: Vendor, index: int, item: object) -> CanonicalEvent:
         if not isinstance(item, dict):
