@@ -169,29 +169,23 @@ class Canonicaliser:
 
     def _validated(self, built: list[CanonicalEvent], bad: list[Problem], *, default_path: Callable[[int], str]
                    ) -> tuple[list[CanonicalEvent], list[Problem]]:
-        """Our own output is validated too, so the topic holds only events valid against the XSD.
-
-        The exact bytes of the topic are checked as EventBatch documents of up to
-        :data:`VALIDATED_AT_ONCE` events (one parse and one schema pass instead of one per
-        event: a third of the cost); only a batch that fails is checked event by event, to
-        name the culprits. The bytes were serialised a moment ago by the model, not received:
-        no need for the hostile-input checks of hardened.parse, only a parser that resolves nothing.
-        """
+        """Our own output is validated too, so the topic holds only events valid against the XSD: the exact
+        bytes, as EventBatch documents (one parse and schema pass, not one per event: a third of the cost).
+        They were serialised a moment ago by the model, not received: a parser that resolves nothing will do."""
         good = []
         for start in range(0, len(built), VALIDATED_AT_ONCE):
             chunk = built[start:start + VALIDATED_AT_ONCE]
             try:
                 self._schemas.validate_event(hardened.parse_trusted(_batch_document(chunk)))
+            except Fault:  # a model/XSD mismatch: name the culprits, event by event
+                for c in chunk:
+                    try:
+                        self._schemas.validate_event(hardened.parse_trusted(c.xml))
+                        good.append(c)
+                    except Fault as fault:
+                        bad.append(_problem(c.index, fault, default_path=default_path(c.index)))
+            else:
                 good.extend(chunk)
-                continue
-            except Fault:
-                pass
-            for c in chunk:
-                try:
-                    self._schemas.validate_event(hardened.parse_trusted(c.xml))
-                    good.append(c)
-                except Fault as fault:
-                    bad.append(_problem(c.index, fault, default_path=default_path(c.index)))
         return good, sorted(bad, key=lambda p: p.index)
 
 
@@ -300,8 +294,7 @@ class IngestService:
             await self._sink.publish([first[key].record() for key in first if key in fresh])
         receipts = []
         produced: Counter[str] = Counter()
-        # A line per event would cost more than validating it (the ledger keeps key → event_id):
-        # one info line per request; per event only when someone asked for debug logs.
+        # A line per event costs more than validating it (the ledger keeps key → event_id): one per request.
         per_event = log.is_enabled_for(logging.DEBUG)
         for c in events:
             key = c.idempotency_key
@@ -311,9 +304,9 @@ class IngestService:
             if produced_here:
                 produced[_event_type(c.event)] += 1
             if per_event:
-                log.debug("ingest.event_accepted", vendor_id=vendor.vendor_id, index=c.index,
-                          event_id=str(event_id), event_type=_event_type(c.event), school_id=c.event.school_id,
-                          idempotency_key=key, duplicate=not produced_here)
+                log.debug("ingest.event_accepted", vendor_id=vendor.vendor_id, index=c.index, event_id=str(event_id),
+                          event_type=_event_type(c.event), school_id=c.event.school_id, idempotency_key=key,
+                          duplicate=not produced_here)
         for event_type, count in produced.items():
             metrics.EVENTS_INGESTED.labels(vendor.vendor_id, event_type).inc(count)
         log.info("ingest.accepted", vendor_id=vendor.vendor_id, events=len(events),
@@ -328,8 +321,7 @@ class IngestService:
                     details={"errors": [p.as_dict() for p in problems]})
 
 
-VALIDATED_AT_ONCE = 1000
-"""Events in one EventBatch document of output validation (the schema's maximum)."""
+VALIDATED_AT_ONCE = 1000  # events in one EventBatch document of output validation: the schema's maximum
 _BATCH_START = f'<EventBatch xmlns="{EVENTS_NS}">'.encode()
 
 
