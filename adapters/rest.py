@@ -78,10 +78,10 @@ _RESPONSES: dict[int | str, dict[str, object]] = {
 
 
 def accepted_response(receipts: list[Receipt]) -> JSONResponse:
-    body = Accepted(accepted=len(receipts), duplicates=sum(r.duplicate for r in receipts),
-                    event_ids=[r.event_id for r in receipts],
-                    events=[AcceptedEvent(**r.as_dict()) for r in receipts])
-    return JSONResponse(body.model_dump(mode="json"), status_code=202)
+    """The :class:`Accepted` body, built as plain data (the models cost twice as much per event)."""
+    events = [r.as_dict() for r in receipts]
+    return JSONResponse({"accepted": len(receipts), "duplicates": sum(r.duplicate for r in receipts),
+                         "event_ids": [e["event_id"] for e in events], "events": events}, status_code=202)
 
 
 def ingest_router(service: IngestService, gate: Gate, *, oneroster: OneRosterMapper | None = None) -> APIRouter:

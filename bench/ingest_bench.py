@@ -1,15 +1,18 @@
-"""Ingest throughput: POST /v1/events (batches of 100) beside raw aiokafka produce of the same bytes.
+"""Ingest throughput: POST /v1/events (batches of 100) to ``ejx serve --components ingest`` beside raw produce.
 
-    .venv/bin/python -m bench.ingest_bench [--requests 300] [--concurrency 8]
+    .venv/bin/python -m bench.ingest_bench [--requests 300] [--concurrency 8] [--json FILE]
 
-Uses the configured Kafka and PostgreSQL (Settings), a scratch database and a
-scratch topic it removes afterwards. The API is served by uvicorn in this
-process; the load generator is another process (so its JSON encoding and HTTP
-client do not share our CPU time slices with the server's event loop). The raw
-baseline produces the canonical XML of the same number of events with the same
-producer settings (idempotent, acks=all) and the same concurrency, one Kafka
-transaction per 100 — what the API must do at least, without HTTP, JSON,
-validation or the ledger.
+Starts ``ejx serve --components ingest`` as a process of its own (as deployed,
+with its HTTP guard, gate and logs at ``--log-level``) against a scratch
+database and scratch topics, registers a vendor and its schools, and POSTs
+``--requests`` bodies of 100 distinct events from this process, ``--concurrency``
+in flight (the bodies are encoded before the clock starts). The server's CPU per
+event is utime + stime of its process over the measured window, after a
+warm-up. In the same run, the raw baseline: the canonical XML of the same number
+of events through transactional idempotent (acks=all) aiokafka producers, one
+transaction per 100, the same concurrency — what the API must do at least,
+without HTTP, JSON, validation or the ledger — with this process's CPU per
+event. The topic must then hold every posted event exactly once.
 """
 
 from __future__ import annotations
@@ -17,106 +20,91 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
-import statistics
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import httpx
-import uvicorn
-from fastapi import FastAPI
+from aiokafka import AIOKafkaProducer, TopicPartition
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
-from adapters import examples
-from adapters.ingest import Canonicaliser, IngestService
-from adapters.ledger import IngestLedger
-from adapters.publisher import KafkaPublisher, PublisherOptions
-from adapters.rest import ingest_router
+from adapters.ingest import Canonicaliser
+from bench.pipeline_bench import SCHOOLS, VENDOR, Processes, Scratch, percentile, tree_cpu_s, vendor_batch
 from broker.access.registry import Registry, School
 from broker.infra import kafka
 from broker.infra.migrations import migrate
-from broker.infra.postgres import create_pool
 from broker.ops import logs
 from broker.settings import Settings
 from broker.xml.schemas import Schemas
 
 BATCH = 100
-SCHOOLS = [f"sch-bench-{n:03d}" for n in range(24)]
-VENDOR = "bench-vendor"
+WARMUP_REQUESTS = 10
+console = Console(width=120)
 
 
-def batch_of(run: str, request: int) -> list[dict]:
-    """100 distinct grades (unique idempotency keys) spread over the schools."""
-    base = examples.EVENTS["GradePosted"]
-    return [{**base, "source_system": VENDOR, "source_record_id": f"{run}-{request}-{n}",
-             "school_id": SCHOOLS[(request * BATCH + n) % len(SCHOOLS)]} for n in range(BATCH)]
+async def post_all(url: str, token: str, bodies: list[bytes], concurrency: int) -> dict:
+    """POST every body, ``concurrency`` in flight; wall time, latencies, failures."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    failures: list[str] = []
+    pending = iter(bodies)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        async def worker() -> None:
+            for body in pending:
+                started = time.perf_counter()
+                answer = await client.post("/v1/events", content=body, headers=headers)
+                latencies.append(time.perf_counter() - started)
+                if answer.status_code != 202:
+                    failures.append(f"{answer.status_code} {answer.text[:200]}")
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"elapsed_s": elapsed, "latencies": latencies, "failures": failures}
 
 
-def load_generator(url: str, token: str, run: str, requests: int, concurrency: int,
-                   progress: multiprocessing.Queue, results: multiprocessing.Queue) -> None:
-    """Another process: POST ``requests`` batches with ``concurrency`` in flight; report latencies."""
-    async def main() -> None:
-        bodies = [json.dumps(batch_of(run, r)).encode() for r in range(requests)]
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        latencies: list[float] = []
-        failures: list[str] = []
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
-        for body in bodies:
-            queue.put_nowait(body)
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-            async def worker() -> None:
-                while not queue.empty():
-                    body = queue.get_nowait()
-                    started = time.perf_counter()
-                    answer = await client.post("/v1/events", content=body, headers=headers)
-                    latencies.append(time.perf_counter() - started)
-                    if answer.status_code != 202:
-                        failures.append(f"{answer.status_code} {answer.text[:200]}")
-                    progress.put(1)
-            started = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            elapsed = time.perf_counter() - started
-        results.put({"elapsed": elapsed, "latencies": latencies, "failures": failures})
-
-    asyncio.run(main())
-
-
-async def raw_produce(settings: Settings, topic: str, values: list[tuple[bytes, bytes]], concurrency: int,
-                      on_batch) -> float:  # noqa: ANN001
-    """The same bytes through transactional aiokafka producers, ``concurrency`` batches in flight."""
+async def raw_produce(settings: Settings, topic: str, values: list[tuple[bytes, bytes]], concurrency: int) -> dict:
+    """The same bytes through transactional producers, ``concurrency`` batches of 100 in flight."""
     producers = [kafka.producer(settings, transactional_id=f"ejx-bench-raw-{uuid.uuid4().hex[:8]}-{n}")
                  for n in range(concurrency)]
     await asyncio.gather(*(p.start() for p in producers))
-    batches = [values[start:start + BATCH] for start in range(0, len(values), BATCH)]
-    queue: asyncio.Queue[list[tuple[bytes, bytes]]] = asyncio.Queue()
-    for batch in batches:
-        queue.put_nowait(batch)
+    batches = iter([values[start:start + BATCH] for start in range(0, len(values), BATCH)])
 
-    async def worker(producer) -> None:  # noqa: ANN001
-        while not queue.empty():
-            batch = queue.get_nowait()
+    async def worker(producer: AIOKafkaProducer) -> None:
+        for batch in batches:
             await producer.begin_transaction()
             deliveries = [await producer.send(topic, value=value, key=key) for key, value in batch]
             await asyncio.gather(*deliveries)
             await producer.commit_transaction()
-            on_batch()
     try:
-        started = time.perf_counter()
+        cpu, started = time.process_time(), time.perf_counter()
         await asyncio.gather(*(worker(p) for p in producers))
-        return time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
         await asyncio.gather(*(p.stop() for p in producers))
+    return {"events_per_s": len(values) / elapsed, "cpu_ms_per_event": 1000 * cpu / len(values)}
+
+
+async def events_on(settings: Settings, topic: str) -> tuple[int, int]:
+    """(records, distinct idempotency keys) committed on ``topic``."""
+    consumer = kafka.consumer(settings, group_id=None)
+    records, keys = 0, set()
+    async with kafka.running(consumer):
+        while not consumer.partitions_for_topic(topic):
+            await consumer._client.force_metadata_update()  # a topic of a moment ago
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                records += len(batch)
+                keys.update(dict(r.headers)["idempotency_key"] for r in batch)
+    return records, len(keys)
 
 
 async def scratch_database(settings: Settings) -> tuple[str, str]:
@@ -143,104 +131,95 @@ async def drop_database(settings: Settings, name: str) -> None:
         await admin.close()
 
 
-async def bench(requests: int, concurrency: int, port: int, console: Console) -> None:
-    base = Settings()
+async def bench(requests: int, concurrency: int, port: int, log_level: str) -> dict:
+    scratch = Scratch(Settings())
+    await scratch.create()
+    settings = scratch.settings
+    processes = Processes(scratch)
     run = uuid.uuid4().hex[:8]
-    topic = f"ejx.bench.{run}"
-    db_name, dsn = await scratch_database(base)
-    settings = base.model_copy(update={"database_url": dsn, "events_topic": topic})
-    await kafka.ensure_topics(settings, [topic, f"{topic}.raw"])
-    pool = await create_pool(settings, max_size=concurrency + 4)
-    publisher = KafkaPublisher(settings, options=PublisherOptions(producers=concurrency))
     try:
-        registry = Registry(pool)
-        token = await registry.add_vendor(VENDOR)
-        await registry.import_schools([School(s, s, "bench", VENDOR) for s in SCHOOLS])
-        schemas = Schemas.load()
-        service = IngestService(registry=registry, ledger=IngestLedger(pool), sink=publisher, schemas=schemas)
-        app = FastAPI()
-        app.include_router(ingest_router(service))
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                               access_log=False, lifespan="off"))
-        serving = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.05)
-
-        context = multiprocessing.get_context("spawn")
-        progress_queue, results_queue = context.Queue(), context.Queue()
-        generator = context.Process(target=load_generator, args=(
-            f"http://127.0.0.1:{port}", token, run, requests, concurrency, progress_queue, results_queue))
-        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-        with Progress(*columns, console=console) as progress:
-            api_task = progress.add_task("POST /v1/events", total=requests)
-            generator.start()
-            done = 0
-            while done < requests and (generator.is_alive() or not progress_queue.empty()):
-                while not progress_queue.empty():
-                    progress_queue.get_nowait()
-                    done += 1
-                progress.update(api_task, completed=done)
-                await asyncio.sleep(0.1)
-            progress.update(api_task, completed=requests)
-            outcome = await asyncio.to_thread(results_queue.get, True, 600)
-            await asyncio.to_thread(generator.join, 30)
-
-            canonical = Canonicaliser(schemas)
+        pool = await asyncpg.create_pool(settings.database_dsn, min_size=1, max_size=2)
+        try:
+            registry = Registry(pool)
+            token = await registry.add_vendor(VENDOR)
+            await registry.import_schools([School(s, s, "bench", VENDOR) for s in SCHOOLS])
             vendor = await registry.vendor(VENDOR)
-            values: list[tuple[bytes, bytes]] = []
-            for r in range(requests):
-                good, _ = canonical.from_dicts(vendor, enumerate(batch_of(f"raw{run}", r)))
-                values.extend((c.event.school_id.encode(), c.xml) for c in good)
-            raw_task = progress.add_task("raw aiokafka produce", total=requests)
-            raw_elapsed = await raw_produce(settings, f"{topic}.raw", values, concurrency,
-                                            lambda: progress.advance(raw_task))
-        server.should_exit = True
-        await serving
+        finally:
+            await pool.close()
+        server = processes.start("ingest", "ingest", ["serve", "--components", "ingest"], port=port,
+                                 EJX_HTTP_PORT=str(port), EJX_LOG_LEVEL=log_level)
+        await processes.wait_listening(server)
+        url = f"http://127.0.0.1:{port}"
+        warm = await post_all(url, token, [vendor_batch(f"warm-{run}", n * BATCH, BATCH)
+                                           for n in range(WARMUP_REQUESTS)], concurrency)
+        if warm["failures"]:
+            raise RuntimeError(f"warm-up POST failed: {warm['failures'][0]}")
+        bodies = [vendor_batch(run, n * BATCH, BATCH) for n in range(requests)]
+        cpu = tree_cpu_s(server.process.pid)
+        api = await post_all(url, token, bodies, concurrency)
+        server_cpu_s = tree_cpu_s(server.process.pid) - cpu
+        processes.check()
+        processes.stop()
+        on_topic, distinct = await events_on(settings, settings.events_topic)
+
+        canonical = Canonicaliser(Schemas.load())
+        values = []
+        for n in range(requests):
+            good, _ = canonical.from_dicts(vendor, enumerate(json.loads(vendor_batch(f"raw-{run}", n * BATCH, BATCH))))
+            values.extend((c.event.school_id.encode(), c.xml) for c in good)
+        raw = await raw_produce(settings, scratch.raw_topic, values, concurrency)
     finally:
-        await publisher.stop()
-        await pool.close()
-        await drop_database(base, db_name)
+        processes.stop()
+        await scratch.remove()
 
     events = requests * BATCH
-    api_rate = events / outcome["elapsed"]
-    raw_rate = events / raw_elapsed
-    latencies = sorted(outcome["latencies"])
-    table = Table(title=f"ingest: {requests} requests × {BATCH} events, {concurrency} in flight "
+    expected = events + WARMUP_REQUESTS * BATCH
+    rate = events / api["elapsed_s"]
+    return {
+        "requests": requests, "batch": BATCH, "concurrency": concurrency, "log_level": log_level,
+        "events_per_s": rate, "raw_events_per_s": raw["events_per_s"], "ratio": rate / raw["events_per_s"],
+        "cpu_ms_per_event": 1000 * server_cpu_s / events, "raw_cpu_ms_per_event": raw["cpu_ms_per_event"],
+        "latency_ms": {"p50": 1000 * percentile(api["latencies"], 0.5),
+                       "p99": 1000 * percentile(api["latencies"], 0.99)},
+        "failures": len(api["failures"]), "first_failure": api["failures"][0] if api["failures"] else None,
+        "on_topic": on_topic, "distinct_on_topic": distinct, "expected_on_topic": expected,
+    }
+
+
+def report(figures: dict) -> None:
+    table = Table(title=f"ingest: {figures['requests']} requests × {figures['batch']} events, "
+                        f"{figures['concurrency']} in flight, server logs at {figures['log_level']} "
                         f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")
-    for column in ("path", "events/s", "p50 ms", "p99 ms"):
-        table.add_column(column, justify="right" if column != "path" else "left")
-    table.add_row("POST /v1/events", f"{api_rate:,.0f}", f"{1000 * statistics.median(latencies):.1f}",
-                  f"{1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]:.1f}")
-    table.add_row("raw aiokafka (txn per 100)", f"{raw_rate:,.0f}", "", "")
+    for column in ("path", "events/s", "CPU per event", "p50 / p99"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    latency = figures["latency_ms"]
+    table.add_row("POST /v1/events (ejx serve)", f"{figures['events_per_s']:,.0f}",
+                  f"{figures['cpu_ms_per_event']:.3f} ms", f"{latency['p50']:.0f} / {latency['p99']:.0f} ms")
+    table.add_row("raw aiokafka produce (txn per 100)", f"{figures['raw_events_per_s']:,.0f}",
+                  f"{figures['raw_cpu_ms_per_event']:.3f} ms", "")
     console.print(table)
-    console.print(f"API / raw = {api_rate / raw_rate:.2f}")
-    if outcome["failures"]:
-        console.print(f"[red]{len(outcome['failures'])} request(s) failed[/], first: {outcome['failures'][0]}")
-    await kafka_cleanup(settings, [topic, f"{topic}.raw"])
+    console.print(f"API / raw = {figures['ratio']:.2f}; on the topic {figures['on_topic']} records, "
+                  f"{figures['distinct_on_topic']} distinct keys, expected {figures['expected_on_topic']}")
+    if figures["failures"]:
+        console.print(f"[red]{figures['failures']} request(s) failed[/], first: {figures['first_failure']}")
 
 
-async def kafka_cleanup(settings: Settings, topics: list[str]) -> None:
-    """Scratch topics are deleted so benches do not pile up on a shared broker."""
-    from aiokafka.admin import AIOKafkaAdminClient
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_address)
-    await admin.start()
-    try:
-        await admin.delete_topics(topics)
-    finally:
-        await admin.close()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=300, help="batches of 100 to POST")
-    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
-    parser.add_argument("--port", type=int, default=18081, help="port the API is served on")
-    parser.add_argument("--log-level", default="warning",
-                        help="structured logs of the server (info logs every event; they go to stderr)")
-    options = parser.parse_args()
-    logs.configure(options.log_level, json=True)
-    asyncio.run(bench(options.requests, options.concurrency, options.port, Console()))
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=300, help="Batches of 100 to POST.")
+    parser.add_argument("--concurrency", type=int, default=8, help="Requests in flight.")
+    parser.add_argument("--port", type=int, default=34081, help="Port the server listens on.")
+    parser.add_argument("--log-level", default="info", help="The server's log level (info logs every request).")
+    parser.add_argument("--json", type=Path, help="Write the figures to this file.")
+    arguments = parser.parse_args()
+    logs.configure("warning")
+    figures = asyncio.run(bench(arguments.requests, arguments.concurrency, arguments.port, arguments.log_level))
+    report(figures)
+    if arguments.json:
+        arguments.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    exact = figures["on_topic"] == figures["distinct_on_topic"] == figures["expected_on_topic"]
+    return 0 if exact and not figures["failures"] else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -61,6 +61,16 @@ class AnalyticsOptions(LoopOptions):
     """Kafka consumer group; a new one re-reads the topic from the start."""
     poll_timeout_ms: int = 1000
     """How long one poll waits for records before checking whether to stop."""
+    fetch_bytes_per_partition: int = 8 * 1024 * 1024
+    """Most bytes one fetch brings per partition. aiokafka's 1 MiB is ~700 events: a batch of 500
+    then waits on a fetch round trip almost every time (measured: 3,200 → 8,300 events/s)."""
+
+
+def events_consumer(settings: Settings, options: AnalyticsOptions) -> AIOKafkaConsumer:
+    """The consumer the analytics consumer reads the events topic with (not started)."""
+    return kafka.consumer(settings, settings.events_topic, group_id=options.group_id,
+                          max_poll_records=options.max_records,
+                          max_partition_fetch_bytes=options.fetch_bytes_per_partition)
 
 
 class Outcome(StrEnum):
@@ -101,8 +111,7 @@ class AnalyticsConsumer:
         self._pool = pool
         self._schemas = schemas
         self._options = options
-        self._consumer_factory = consumer_factory or (lambda: kafka.consumer(
-            settings, settings.events_topic, group_id=options.group_id, max_poll_records=options.max_records))
+        self._consumer_factory = consumer_factory or (lambda: events_consumer(settings, options))
         self._producer_factory = producer_factory or (lambda: kafka.producer(settings))
 
     async def run(self, stop: asyncio.Event) -> None:

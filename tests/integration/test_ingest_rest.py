@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka.errors import KafkaConnectionError
 from lxml import etree
+from structlog.testing import capture_logs
 
 from adapters import examples
 from adapters.ingest import Canonicaliser
@@ -123,6 +124,16 @@ async def test_the_same_request_twice_is_produced_once_and_answered_with_the_sam
     assert [e["duplicate"] for e in second.json()["events"]] == [True, True, True]
     assert len(await read_topic(ingest_settings, ingest_settings.events_topic)) == 2
     assert await ledger_size(db_pool) == 2
+
+
+async def test_a_request_is_logged_in_one_info_line_not_one_per_event(client, tokens):
+    events = [grade("g-1"), grade("g-2"), grade("g-1")]
+    with capture_logs() as logs:
+        answer = await client.post("/v1/events", json=events, headers=bearer(tokens.vendor))
+    assert answer.status_code == 202, answer.text
+    info = [entry for entry in logs if entry["log_level"] == "info" and entry["event"].startswith("ingest.")]
+    assert info == [{"event": "ingest.accepted", "log_level": "info", "vendor_id": VENDOR, "events": 3,
+                     "produced": 2, "duplicates": 1}]
 
 
 async def test_concurrent_duplicates_are_produced_once(client, tokens, ingest_settings):

@@ -13,6 +13,7 @@ from adapters.ingest import Canonicaliser, event_id_for
 from adapters.payload import xml_events
 from broker.access.registry import Vendor
 from broker.domain import model
+from broker.domain.faults import InvalidContent
 from broker.xml import hardened
 from broker.xml.schemas import Schemas
 
@@ -100,3 +101,45 @@ def test_openapi_examples_cover_every_event_type_in_both_forms():
     content = examples.request_body_content()
     assert set(model.EVENT_TYPES) <= set(content["application/json"]["examples"])
     assert set(content["application/xml"]["examples"]) == set(model.EVENT_TYPES)
+
+
+class CountingSchemas(Schemas):
+    """The real schemas, counting the documents they validate and their events."""
+
+    documents: list[int]
+
+    def validate_event(self, element: etree._Element) -> None:
+        self.documents.append(len(element) if etree.QName(element).localname == "EventBatch" else 1)
+        super().validate_event(element)
+
+
+class RefusingSchemas(CountingSchemas):
+    """Also refuses any document holding a grade commented "refused" (a stand-in for a model/XSD mismatch)."""
+
+    def validate_event(self, element: etree._Element) -> None:
+        super().validate_event(element)
+        if any(c.text == "refused" for c in element.iter(f"{{{model.NAMESPACE}}}Comment")):
+            raise InvalidContent("refused by the test", details={"path": "/comment"})
+
+
+def test_the_output_of_a_request_is_validated_as_one_document():
+    schemas = CountingSchemas.load()
+    schemas.documents = []
+    grade = examples.EVENTS["GradePosted"]
+    items = [{**grade, "source_record_id": f"grade-{n}"} for n in range(100)]
+    good, bad = Canonicaliser(schemas, clock=lambda: NOW).from_dicts(VENDOR, enumerate(items))
+    assert bad == [] and len(good) == 100
+    assert schemas.documents == [100]
+
+
+def test_output_failing_the_schema_names_only_its_events():
+    schemas = RefusingSchemas.load()
+    schemas.documents = []
+    grade = examples.EVENTS["GradePosted"]
+    items = [{**grade, "source_record_id": f"grade-{n}", "comment": "refused" if n in (3, 7) else "fine"}
+             for n in range(10)] + [{"type": "Nope"}]
+    good, bad = Canonicaliser(schemas, clock=lambda: NOW).from_dicts(VENDOR, enumerate(items))
+    assert [c.index for c in good] == [0, 1, 2, 4, 5, 6, 8, 9]
+    assert [(p.index, p.path, p.code) for p in bad] == [
+        (3, "/comment", "InvalidContent"), (7, "/comment", "InvalidContent"), (10, "/type", "UnknownMessageType")]
+    assert schemas.documents == [10] + [1] * 10
