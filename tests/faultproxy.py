@@ -7,10 +7,12 @@ the dependency itself — shared with other engineers — is never touched:
 - ``delay_s``: every chunk is held this long before it is forwarded;
 - ``refusing``: new connections are closed as soon as they are accepted;
 - :meth:`drop`: every open connection is reset;
-- :meth:`freeze` / :meth:`thaw`: nothing is forwarded either way (a SIGSTOPped
-  server, seen from the client); ``thaw(existing=False)`` lets only new
+- :meth:`freeze` / :meth:`thaw`: nothing is forwarded either way, not even a
+  close (a SIGSTOPped server, seen from the client); ``thaw(existing=False)`` lets only new
   connections through, so the old ones stay black holes, as sockets to a server
   that died without a reset do;
+- :meth:`freeze_on`: once, when a client sends ``trigger``, freeze before it is
+  forwarded (a server that stopped just as a given statement was sent);
 - :meth:`cut_answer`: once, when a client sends ``trigger``, forward it, then cut
   that connection after ``after_bytes`` of the upstream's answer (a COMMIT whose
   outcome the client never learns, a 2xx lost on the way back).
@@ -62,6 +64,7 @@ class FaultProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._cut: _Cut | None = None
+        self._freeze_on: tuple[bytes, asyncio.Event] | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -99,12 +102,23 @@ class FaultProxy:
         for link in self._links:
             link.flowing.clear()
 
+    def upstream_ports(self) -> list[int]:
+        """Local ports of the connections to the upstream (PostgreSQL's ``client_port`` of those sessions)."""
+        return [link.upstream.get_extra_info("sockname")[1] for link in self._links]
+
     def thaw(self, *, existing: bool = True) -> None:
         """Forward again: on every connection, or (``existing=False``) only on connections opened from now on."""
         self._flowing.set()
         if existing:
             for link in self._links:
                 link.flowing.set()
+
+    def freeze_on(self, trigger: bytes) -> asyncio.Event:
+        """Once: freeze as a client sends ``trigger`` (which is held, not forwarded); the returned event is
+        set when that happened."""
+        frozen = asyncio.Event()
+        self._freeze_on = (trigger, frozen)
+        return frozen
 
     def cut_answer(self, trigger: bytes, *, after_bytes: int = 0) -> asyncio.Event:
         """Once: the first connection whose client sends ``trigger`` is cut after ``after_bytes`` of the
@@ -146,6 +160,11 @@ class FaultProxy:
                     answer: bool) -> None:
         try:
             while data := await source.read(CHUNK):
+                if not answer and self._freeze_on is not None and self._freeze_on[0] in data:
+                    _, frozen = self._freeze_on
+                    self._freeze_on = None
+                    self.freeze()
+                    frozen.set()
                 await link.flowing.wait()
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
@@ -166,8 +185,9 @@ class FaultProxy:
         except (ConnectionError, OSError):
             pass
         finally:
-            link.abort()
-            self._links.discard(link)
+            if link.flowing.is_set():  # a frozen link keeps even its close to itself, until drop()
+                link.abort()
+                self._links.discard(link)
 
     def _cut_link(self, link: _Link) -> None:
         link.abort()

@@ -211,7 +211,7 @@ async def runtime(settings: Settings, components: Iterable[str]) -> AsyncIterato
             built.loops.append(router(settings, pool=pool, producer=producer, schemas=built.schemas))
         if "relay" in wanted:
             found = await stack.enter_async_context(destinations(settings, pool=pool, producer=producer))
-            built.loops.append(Relay(pool, found))
+            built.loops.append(Relay(pool, found, options=RelayOptions(lease_s=settings.relay_lease_s)))
         if "analytics" in wanted:
             built.loops.append(AnalyticsConsumer(settings=settings, pool=pool, schemas=built.schemas))
         if wanted & HTTP_COMPONENTS:

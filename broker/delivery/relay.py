@@ -37,6 +37,7 @@ import structlog
 
 from broker.delivery import outbox, wakeup
 from broker.delivery.chains import ChainOutcome, Delivery, batch_outcomes, chains, deliveries
+from broker.delivery.deadline import AttemptDeadline
 from broker.delivery.destinations import Destination
 from broker.delivery.outbox import OutboxMessage
 from broker.domain.faults import Failure, Fault
@@ -76,6 +77,9 @@ class RelayOptions:
     """How often the retention sweep runs."""
     stall_after_s: float | None = None
     """The watchdog drops connections stuck this long; default: ``lease_s`` (longer than any call's timeout)."""
+    attempt_deadline_s: float | None = None
+    """A delivery attempt still running after this is abandoned and retried; default: a third of ``lease_s``
+    (below half of it, so a chain renews its lease before any other claim can take its key)."""
 
 
 @dataclass
@@ -101,6 +105,7 @@ class Relay:
         self._options = options
         self._rng = rng or random.Random()
         self._slots = asyncio.Semaphore(options.concurrency)
+        self._deadline = AttemptDeadline(pool, seconds=options.attempt_deadline_s or options.lease_s / 3)
         self._busy: dict[asyncpg.Connection, float] = {}
         """Connections in use by the loop, with the moment each was taken (the watchdog reads it)."""
         self._round_since: float | None = None
@@ -242,7 +247,7 @@ class Relay:
             if stuck_s < stall_after:
                 continue
             metrics.RELAY_STALLS.inc()
-            log.error("relay.stalled", stuck_s=round(stuck_s, 1), stall_after_s=stall_after,
+            log.error("relay.stalled", stage="database", stuck_s=round(stuck_s, 1), stall_after_s=stall_after,
                       connections_dropped=len(self._busy))
             for conn in list(self._busy):
                 conn.terminate()  # whoever waits on it gets ConnectionDoesNotExistError: an outage
@@ -313,7 +318,9 @@ class Relay:
         messages = [message for chain in delivery for message in chain]
         async with self._slots:
             try:
-                faults: list[Fault | None] = await destination.deliver_batch(messages)
+                faults: list[Fault | None] = await self._deadline.within(
+                    destination.deliver_batch(messages), destination=messages[0].destination,
+                    message_id=f"{messages[0].message_id} (+{len(messages) - 1} in its batch)")
             except Fault as fault:
                 faults = [fault] * len(messages)
         return batch_outcomes(delivery, faults)
@@ -360,7 +367,8 @@ class Relay:
             return Failure(f"no destination {message.destination!r} is configured in this relay")
         async with self._slots:
             try:
-                await destination.deliver(message)
+                await self._deadline.within(destination.deliver(message), destination=message.destination,
+                                            message_id=str(message.message_id))
             except Fault as fault:
                 return fault
         return None

@@ -1,7 +1,8 @@
 """The relay carries on when its PostgreSQL connections die or go silent (issue 14: the stalled relay).
 
-Both tests put the fault proxy between the relay's pool and PostgreSQL; rows are
-written on a direct pool, so only the relay sees the fault.
+The first two put the fault proxy between the relay's pool and PostgreSQL; rows are
+written on a direct pool, so only the relay sees the fault. The third hangs a destination's
+attempt, as a queue write on a dead socket does.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+from structlog.testing import capture_logs
 
 from broker.delivery import outbox
 from broker.delivery.destinations import PortalDestination
@@ -100,3 +102,45 @@ async def test_backends_terminated_mid_claim_are_an_outage_and_the_relay_carries
         await eventually(all_delivered, timeout=60, every=0.2)
     assert killed > 0
     assert set(copies.values()) >= {1} and len(copies) == 80
+
+
+class _HangingOnce:
+    """A destination whose first attempt never returns (a queue write on a dead socket); later ones deliver."""
+
+    name = "portal"
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.delivered: list = []
+
+    async def deliver(self, message) -> None:
+        self.attempts += 1
+        if self.attempts == 1:
+            await asyncio.Event().wait()
+        self.delivered.append(message.message_id)
+
+    async def close(self) -> None: ...
+
+
+async def test_an_attempt_that_never_returns_is_abandoned_before_the_lease_runs_out_and_retried(db_pool) -> None:
+    destination = _HangingOnce()
+    relay = Relay(db_pool, {"portal": destination}, options=RelayOptions(
+        lease_s=LEASE_S, idle_poll_s=0.05, backoff=Backoff(0.05, 0.2)))
+    await _enqueue(db_pool, 3)
+    stalls = metric("ejx_relay_stalls_total")
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(relay.run(stop))
+        try:
+            async def all_delivered() -> bool:
+                return await _delivered(db_pool) == 3
+            await eventually(all_delivered, timeout=LEASE_S * 3, every=0.05)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+    stalled = [entry for entry in logs if entry["event"] == "relay.stalled"]
+    assert [entry["stage"] for entry in stalled] == ["delivery"] and stalled[0]["deadline_s"] < LEASE_S / 2
+    assert metric("ejx_relay_stalls_total") == stalls + 1
+    rows = await db_pool.fetch("SELECT message_id, attempts FROM outbox ORDER BY id")
+    assert destination.delivered == [row["message_id"] for row in rows], "order per key kept, each once"
+    assert [row["attempts"] for row in rows] == [2, 1, 1]
