@@ -108,6 +108,7 @@ class _HangingOnce:
     """A destination whose first attempt never returns (a queue write on a dead socket); later ones deliver."""
 
     name = "portal"
+    max_batch = 1
 
     def __init__(self) -> None:
         self.attempts = 0
