@@ -179,6 +179,21 @@ class LocalKafka:
             self._stop(pid)
         self.pid_file.unlink(missing_ok=True)
 
+    @property
+    def pid(self) -> int | None:
+        """Our running broker's pid, or None."""
+        return self._pid()
+
+    def kill(self) -> None:
+        """SIGKILL the broker's session at once, as a crash would (the chaos suite); ``up`` recovers it."""
+        pid = self._pid()
+        if pid is None:
+            return
+        os.killpg(pid, signal.SIGKILL)
+        while _running(pid):
+            time.sleep(0.02)
+        log.warning("kafka.killed", pid=pid)
+
     def is_up(self) -> bool:
         """Our broker process runs and answers a metadata request."""
         if self._pid() is None:
