@@ -42,6 +42,7 @@ VENDOR = "chaos-vendor"
 SCHOOLS = tuple(f"sch-chaos-{n:02d}" for n in range(20))
 KILLABLE = ("ingest", "router", "relay", "smev", "kafka", "postgres")
 READY_S = 120.0
+EXIT_TAIL_CHARS = 3000
 
 
 class Target(Protocol):
@@ -80,8 +81,11 @@ class Process:
         self._env = env
         self.log_file = log_dir / f"{name}.log"
         self.popen: subprocess.Popen | None = None
-        self.unexpected_exits = 0
-        """Exits nobody caused: each is a finding, and the process is started again."""
+        self.killed = False
+        """Down on purpose, until :meth:`restart`."""
+        self.unexpected_exits: list[dict] = []
+        """Exits nobody caused (return code, the log's last lines): each is a finding; the process is started
+        again."""
 
     @property
     def pid(self) -> int | None:
@@ -93,18 +97,21 @@ class Process:
                                           stdin=subprocess.DEVNULL)
 
     def kill(self) -> None:
+        self.killed = True
         if self.popen and self.popen.poll() is None:
             self.popen.send_signal(signal.SIGKILL)
             self.popen.wait()
 
     async def restart(self) -> None:
+        self.killed = False
         self.start()
 
     def revive_if_exited(self) -> bool:
         """Start again a process that exited on its own; True if it had."""
-        if self.popen is None or self.popen.poll() is None:
+        if self.killed or self.popen is None or self.popen.poll() is None:
             return False
-        self.unexpected_exits += 1
+        tail = self.log_file.read_text(errors="replace")[-EXIT_TAIL_CHARS:]
+        self.unexpected_exits.append({"returncode": self.popen.returncode, "log_tail": tail})
         log.warning("chaos.unexpected_exit", process=self.name, returncode=self.popen.returncode,
                     log_file=str(self.log_file))
         self.start()

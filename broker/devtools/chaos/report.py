@@ -74,8 +74,8 @@ class ChaosReport:
     destinations: dict[str, DestinationFigures] = field(default_factory=dict)
     kills: dict[str, int] = field(default_factory=dict)
     faults: list[dict] = field(default_factory=list)
-    unexpected_exits: dict[str, int] = field(default_factory=dict)
-    """Processes that died without being killed (each one restarted)."""
+    unexpected_exits: dict[str, list[dict]] = field(default_factory=dict)
+    """Processes that died without being killed (each one restarted): return code and the log's tail."""
     vendor_retries: dict[str, int] = field(default_factory=dict)
     vendor_posts: int = 0
     dlq_records: int = 0
@@ -119,7 +119,7 @@ def render(report: ChaosReport, console: Console) -> None:
     console.print(table)
     kills = ", ".join(f"{name} {count}" for name, count in sorted(report.kills.items())) or "none"
     console.print(f"kills by target: {kills}")
-    exits = ", ".join(f"{name} {count}" for name, count in sorted(report.unexpected_exits.items()) if count)
+    exits = ", ".join(f"{name} {len(found)}" for name, found in sorted(report.unexpected_exits.items()))
     console.print(f"unexpected exits: {exits or 'none'}; DLQ records: {report.dlq_records}; "
                   f"vendor POSTs {report.vendor_posts:,}, retried: "
                   f"{', '.join(f'{k} {v}' for k, v in sorted(report.vendor_retries.items())) or 'none'}")

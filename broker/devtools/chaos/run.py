@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from broker.devtools.chaos.cluster import SCHOOLS, VENDOR, Cluster
 from broker.devtools.chaos.faults import FaultPlan, FaultSchedule
-from broker.devtools.chaos.report import ChaosReport, Receipt, destination_figures
+from broker.devtools.chaos.report import ChaosReport, DestinationFigures, Receipt, destination_figures
 from broker.devtools.chaos.resources import Sample, sample
 from broker.devtools.chaos.vendor import Acknowledged, LoadPlan, Vendor
 from broker.domain.routing import RoutingTable
@@ -81,7 +81,7 @@ class Chaos:
         finally:
             self.report.samples = self._samples
             self.report.elapsed_s = round(time.monotonic() - self._started, 1)
-            keep = failed or self._options.keep_logs
+            keep = failed or bool(self.report.unexpected_exits) or self._options.keep_logs
             self.report.logs = str(self._root) if keep else None
             await asyncio.to_thread(self._cluster.stop, keep=keep)
         return self.report
@@ -146,16 +146,12 @@ class Chaos:
         settings = self._cluster.settings
         conn = await asyncpg.connect(settings.database_dsn)
         try:
-            receipts = [Receipt(**dict(row)) for row in await conn.fetch(
-                "SELECT receiver, event_id, message_id, copies FROM receiver_messages")]
-            rejects = dict(await conn.fetch("SELECT receiver, count(*) FROM receiver_rejects GROUP BY 1"))
-            dead = dict(await conn.fetch("SELECT destination, count(*) FROM outbox WHERE status = 'dead' GROUP BY 1"))
+            self.report.destinations = await count_deliveries(conn, acknowledged.expected(), drain_s=drain_s)
         finally:
             await conn.close()
-        self.report.destinations = destination_figures(acknowledged.expected(), receipts, bad_signatures=rejects,
-                                                       dead_rows=dead, drain_s=drain_s)
         self.report.dlq_records = await records_on(settings, settings.dlq_topic)
-        self.report.unexpected_exits = {name: p.unexpected_exits for name, p in self._cluster.processes.items()}
+        self.report.unexpected_exits = {name: p.unexpected_exits for name, p in self._cluster.processes.items()
+                                        if p.unexpected_exits}
 
     async def _sample(self) -> None:
         self._samples.append(await sample(self._cluster.settings.database_dsn, self._cluster.pids(),
@@ -171,6 +167,16 @@ class Chaos:
     def _progress(self) -> Progress:
         return Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=self._console)
+
+
+async def count_deliveries(conn: asyncpg.Connection, expected: dict[str, set[uuid.UUID]], *,
+                           drain_s: dict[str, float | None]) -> dict[str, DestinationFigures]:
+    """The report's figures from the receivers' records, their refusals and the outbox's dead rows."""
+    receipts = [Receipt(**dict(row)) for row in await conn.fetch(
+        "SELECT receiver, event_id, message_id, copies FROM receiver_messages")]
+    rejects = dict(await conn.fetch("SELECT receiver, count(*) FROM receiver_rejects GROUP BY 1"))
+    dead = dict(await conn.fetch("SELECT destination, count(*) FROM outbox WHERE status = 'dead' GROUP BY 1"))
+    return destination_figures(expected, receipts, bad_signatures=rejects, dead_rows=dead, drain_s=drain_s)
 
 
 async def _received_counts(pool: asyncpg.Pool) -> dict[str, int]:
