@@ -77,8 +77,9 @@ class Vendor:
     def event(self, n: int, plan: LoadPlan) -> dict:
         """The n-th event of the run: a GradePosted, or every ``term_grade_every``-th a TermGradeFinalized."""
         kind = "TermGradeFinalized" if n % plan.term_grade_every == plan.term_grade_every - 1 else "GradePosted"
-        return {**examples.EVENTS[kind], "source_system": self._source_system, "school_id": self._schools[n % len(
-            self._schools)], "source_record_id": f"{self._run_id}-{n}", "student_id": f"st-{n:07d}c"}
+        school = self._schools[n % len(self._schools)]
+        return {**examples.EVENTS[kind], "source_system": self._source_system, "school_id": school,
+                "source_record_id": f"{self._run_id}-{n}", "student_id": f"st-{n:07d}c"}
 
     def _destinations(self, event: dict) -> tuple[str, ...]:
         routes = self._routing.route(event_type=event["type"], school_id=event["school_id"], district="chaos")
