@@ -69,8 +69,11 @@ async def test_the_count_finds_a_record_deleted_before_the_report_and_an_event_u
         clean = await count_deliveries(conn, {"portal": set(events)}, drain_s={"portal": 1.0})
         await conn.execute("DELETE FROM receiver_messages WHERE message_id = $1", message_ids[1])
         await receipts.record(_header(uuid.uuid1()), _content(events[2]))  # the same event, a new MessageID
+        await conn.execute("INSERT INTO outbox (message_id, destination, partition_key, payload) "
+                           "VALUES ($1, 'portal', 'k', '\\x00'::bytea)", uuid.uuid1())  # one still undelivered
         broken = await count_deliveries(conn, {"portal": set(events)}, drain_s={"portal": None})
 
     assert (clean["portal"].received, clean["portal"].lost, clean["portal"].doubled) == (5, 0, 0)
     assert clean["portal"].repeats == 1
     assert (broken["portal"].received, broken["portal"].lost, broken["portal"].doubled) == (4, 1, 1)
+    assert (clean["portal"].pending_rows, broken["portal"].pending_rows) == (0, 1)

@@ -19,7 +19,7 @@ class _Target:
 
 def _figures(expected: dict[str, set[uuid.UUID]], receipts: list[Receipt]) -> ChaosReport:
     report = ChaosReport(options={})
-    report.destinations = destination_figures(expected, receipts, bad_signatures={}, dead_rows={},
+    report.destinations = destination_figures(expected, receipts, bad_signatures={}, dead_rows={}, pending_rows={},
                                               drain_s={name: 1.0 for name in expected})
     return report
 

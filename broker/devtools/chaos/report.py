@@ -40,12 +40,15 @@ class DestinationFigures:
     repeats: int
     bad_signatures: int
     dead_rows: int
+    pending_rows: int
+    """Outbox rows still undelivered at the count: a loss with pending rows is a drain cut short, not a row gone."""
     drain_s: float | None
     """Seconds from the end of the load until the last acknowledged event arrived; None if it never did."""
 
 
 def destination_figures(expected: Mapping[str, set[uuid.UUID]], receipts: Iterable[Receipt], *,
                         bad_signatures: Mapping[str, int], dead_rows: Mapping[str, int],
+                        pending_rows: Mapping[str, int],
                         drain_s: Mapping[str, float | None]) -> dict[str, DestinationFigures]:
     """Per destination, from what it had to receive and what its receiver recorded."""
     messages: dict[str, dict[uuid.UUID, set[uuid.UUID]]] = defaultdict(lambda: defaultdict(set))
@@ -62,7 +65,8 @@ def destination_figures(expected: Mapping[str, set[uuid.UUID]], receipts: Iterab
             acknowledged=len(wanted), received=received, lost=len(wanted) - received,
             doubled=sum(1 for event_id in wanted if len(seen.get(event_id, ())) > 1),
             repeats=repeats[destination], bad_signatures=bad_signatures.get(destination, 0),
-            dead_rows=dead_rows.get(destination, 0), drain_s=drain_s.get(destination))
+            dead_rows=dead_rows.get(destination, 0), pending_rows=pending_rows.get(destination, 0),
+            drain_s=drain_s.get(destination))
     return out
 
 
@@ -92,7 +96,8 @@ class ChaosReport:
         out = []
         for name, figures in self.destinations.items():
             if figures.lost:
-                out.append(f"{name}: {figures.lost} acknowledged event(s) never received")
+                out.append(f"{name}: {figures.lost} acknowledged event(s) never received"
+                           + (f" ({figures.pending_rows} outbox row(s) still pending)" if figures.pending_rows else ""))
             if figures.doubled:
                 out.append(f"{name}: {figures.doubled} event(s) received under two MessageIDs")
         if not self.destinations:
@@ -109,13 +114,13 @@ def render(report: ChaosReport, console: Console) -> None:
     table = Table(title=f"ejx chaos: {report.options.get('events')} events, seed {report.options.get('seed')}, "
                         f"load {report.load_s:.0f} s, total {report.elapsed_s:.0f} s")
     columns = ("destination", "acknowledged", "received", "lost", "doubled", "repeats", "bad signatures",
-               "dead rows", "time to drain")
+               "dead rows", "pending rows", "time to drain")
     for column in columns:
         table.add_column(column, justify="left" if column == "destination" else "right")
     for name, f in report.destinations.items():
         drain = f"{f.drain_s:.1f} s" if f.drain_s is not None else "never"
         table.add_row(name, f"{f.acknowledged:,}", f"{f.received:,}", _alarm(f.lost), _alarm(f.doubled),
-                      f"{f.repeats:,}", _alarm(f.bad_signatures), _alarm(f.dead_rows), drain)
+                      f"{f.repeats:,}", _alarm(f.bad_signatures), _alarm(f.dead_rows), f"{f.pending_rows:,}", drain)
     console.print(table)
     kills = ", ".join(f"{name} {count}" for name, count in sorted(report.kills.items())) or "none"
     console.print(f"kills by target: {kills}")

@@ -175,8 +175,12 @@ async def count_deliveries(conn: asyncpg.Connection, expected: dict[str, set[uui
     receipts = [Receipt(**dict(row)) for row in await conn.fetch(
         "SELECT receiver, event_id, message_id, copies FROM receiver_messages")]
     rejects = dict(await conn.fetch("SELECT receiver, count(*) FROM receiver_rejects GROUP BY 1"))
-    dead = dict(await conn.fetch("SELECT destination, count(*) FROM outbox WHERE status = 'dead' GROUP BY 1"))
-    return destination_figures(expected, receipts, bad_signatures=rejects, dead_rows=dead, drain_s=drain_s)
+    rows = await conn.fetch("SELECT destination, status, count(*) AS n FROM outbox WHERE status <> 'delivered' "
+                            "GROUP BY 1, 2")
+    dead = {row["destination"]: row["n"] for row in rows if row["status"] == "dead"}
+    pending = {row["destination"]: row["n"] for row in rows if row["status"] == "pending"}
+    return destination_figures(expected, receipts, bad_signatures=rejects, dead_rows=dead, pending_rows=pending,
+                               drain_s=drain_s)
 
 
 async def _received_counts(pool: asyncpg.Pool) -> dict[str, int]:
