@@ -10,7 +10,7 @@ EJX    := $(BIN)/ejx
 # PostgreSQL's server is installed by `ejx infra up` itself when missing.
 APT_TEST := xmlsec1 chromium chromium-driver libengine-gost-openssl openssl
 
-.PHONY: demo test setup infra down bench test-deps clean
+.PHONY: demo test setup infra down bench chaos test-deps clean
 
 demo: setup
 	$(EJX) demo
@@ -27,6 +27,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
+
+# A medium chaos run on a Kafka and a PostgreSQL of its own (never the shared ones): 12,000 events at 50/s,
+# a seeded SIGKILL every 10 s of ingest, router, relay, smev, Kafka or PostgreSQL; exit 1 on any loss or doubling.
+chaos: $(VENV)/.installed
+	$(EJX) chaos --rate 50 --seconds 240 --every 10 --seed 1 --json chaos.json
 
 test-deps:
 	@bash .ci/apt-install $(APT_TEST)

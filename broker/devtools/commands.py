@@ -1,4 +1,4 @@
-"""The dev tools' commands: ``ejx infra``, ``ejx demo``, ``ejx receiver``.
+"""The dev tools' commands: ``ejx infra``, ``ejx demo``, ``ejx chaos``, ``ejx receiver``.
 
 Registered with the ``ejx`` CLI through the ``ejx.commands`` entry point (see
 pyproject.toml), so production code never imports this package.
@@ -16,6 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from broker.app import bootstrap
+from broker.devtools.chaos.cluster import KILLABLE, TARGETS
+from broker.devtools.chaos.faults import FaultPlan
+from broker.devtools.chaos.report import render as render_chaos
+from broker.devtools.chaos.run import Chaos, ChaosOptions
+from broker.devtools.chaos.vendor import LoadPlan
 from broker.devtools.demo.report import render
 from broker.devtools.demo.run import Demo, DemoOptions
 from broker.devtools.demo.setup import INTERAGENCY_PARTICIPANT, agency_pair
@@ -56,6 +61,51 @@ def demo_command(settings: Settings, schools: int, students_per_school: int, day
     console = Console()
     report = asyncio.run(Demo(settings, options, console).run())
     render(report, console)
+    if json_file:
+        json_file.write_text(report.as_json(), encoding="utf-8")
+    sys.exit(1 if report.problems else 0)
+
+
+@click.command("chaos")
+@click.option("--events", default=2000, show_default=True, type=click.IntRange(1),
+              help="Events the vendor sends, as fast as ejx takes them (unless --rate and --seconds).")
+@click.option("--rate", type=click.FloatRange(min=0.1), help="Events per second offered (with --seconds).")
+@click.option("--seconds", type=click.FloatRange(min=1), help="How long the load lasts at --rate.")
+@click.option("--targets", default=",".join(KILLABLE), show_default=True,
+              help=f"What may be killed, of {', '.join(TARGETS)} (kafka-broker: one node of three, --brokers 3).")
+@click.option("--brokers", default=1, show_default=True, type=click.Choice(["1", "3"]),
+              help="Kafka nodes of the run's own cluster (3: replication factor 3, two in sync).")
+@click.option("--every", "every_s", default=20.0, show_default=True, type=click.FloatRange(min=0.5),
+              help="Seconds between kills.")
+@click.option("--seed", default=1, show_default=True, type=int, help="Seeds the order of the kills.")
+@click.option("--no-kills", is_flag=True, help="A soak: load only, resources sampled.")
+@click.option("--drain-timeout", "drain_timeout_s", default=600.0, show_default=True, type=click.FloatRange(min=1),
+              help="Longest wait after the load for every acknowledged event to arrive.")
+@click.option("--batch", default=LoadPlan.batch, show_default=True, type=click.IntRange(1, 1000),
+              help="Events per POST.")
+@click.option("--keep-logs", is_flag=True, help="Keep the run's logs and data even when it passes.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the report (with a resource sample a minute) as JSON to this file.")
+@click.pass_obj
+def chaos_command(settings: Settings, events: int, rate: float | None, seconds: float | None, targets: str,
+                  brokers: str, every_s: float, seed: int, no_kills: bool, drain_timeout_s: float, batch: int, keep_logs: bool,
+                  json_file: Path | None) -> None:
+    """Components, Kafka and PostgreSQL (its own) as separate processes under a vendor's REST load, killed
+    (SIGKILL) and restarted at random; then drain and count per destination. Exit 1 on any loss or doubling."""
+    if (rate is None) != (seconds is None):
+        raise click.UsageError("--rate and --seconds go together")
+    chosen = tuple(t.strip() for t in targets.split(",") if t.strip())
+    unknown = sorted(set(chosen) - set(TARGETS))
+    if unknown or not chosen:
+        raise click.BadParameter(f"choose from {', '.join(TARGETS)}", param_hint="--targets")
+    if "kafka-broker" in chosen and brokers != "3":
+        raise click.BadParameter("kafka-broker kills one node of three: add --brokers 3", param_hint="--targets")
+    load = LoadPlan(events=int(rate * seconds) if rate and seconds else events, rate=rate,
+                    batch=min(batch, max(1, int(rate))) if rate else batch)
+    faults = None if no_kills else FaultPlan(targets=chosen, every_s=every_s, seed=seed)
+    report = asyncio.run(Chaos(settings, ChaosOptions(load=load, faults=faults, drain_timeout_s=drain_timeout_s,
+                                                      keep_logs=keep_logs, brokers=int(brokers)), console).run())
+    render_chaos(report, Console(width=None if sys.stdout.isatty() else 140))
     if json_file:
         json_file.write_text(report.as_json(), encoding="utf-8")
     sys.exit(1 if report.problems else 0)
@@ -147,4 +197,4 @@ def _print_report(report) -> None:
     console.print(table)
 
 
-commands = [infra_group, demo_command, receiver_group]
+commands = [infra_group, demo_command, chaos_command, receiver_group]

@@ -1,0 +1,79 @@
+"""The chaos report fails a run on loss or doubling, and the fault schedule kills every target kind."""
+
+from __future__ import annotations
+
+import uuid
+
+from broker.devtools.chaos.faults import FaultPlan, FaultSchedule
+from broker.devtools.chaos.report import ChaosReport, Receipt, destination_figures
+
+
+class _Target:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def kill(self) -> None: ...
+
+    async def restart(self) -> None: ...
+
+
+def _figures(expected: dict[str, set[uuid.UUID]], receipts: list[Receipt]) -> ChaosReport:
+    report = ChaosReport(options={})
+    report.destinations = destination_figures(expected, receipts, bad_signatures={}, dead_rows={}, pending_rows={},
+                                              drain_s={name: 1.0 for name in expected})
+    return report
+
+
+def test_every_acknowledged_event_received_once_is_no_problem_even_with_repeated_message_ids() -> None:
+    events = [uuid.uuid4() for _ in range(3)]
+    receipts = [Receipt("portal", e, uuid.uuid4(), copies=2 if n == 0 else 1) for n, e in enumerate(events)]
+    report = _figures({"portal": set(events)}, receipts)
+
+    figures = report.destinations["portal"]
+    assert (figures.acknowledged, figures.received, figures.lost, figures.doubled, figures.repeats) == (3, 3, 0, 0, 1)
+    assert report.problems == []
+
+
+def test_an_acknowledged_event_never_received_is_a_loss_that_fails_the_run() -> None:
+    events = [uuid.uuid4() for _ in range(3)]
+    receipts = [Receipt("portal", e, uuid.uuid4(), 1) for e in events[:2]]
+    report = _figures({"portal": set(events)}, receipts)
+
+    assert report.destinations["portal"].lost == 1
+    assert report.destinations["portal"].received == 2
+    assert report.problems == ["portal: 1 acknowledged event(s) never received"]
+
+
+def test_one_event_under_two_message_ids_is_a_doubling_that_fails_the_run() -> None:
+    event = uuid.uuid4()
+    receipts = [Receipt("interagency", event, uuid.uuid4(), 1), Receipt("interagency", event, uuid.uuid4(), 1)]
+    report = _figures({"interagency": {event}}, receipts)
+
+    assert report.destinations["interagency"].doubled == 1
+    assert report.problems == ["interagency: 1 event(s) received under two MessageIDs"]
+
+
+def test_a_receipt_at_the_other_destination_does_not_count_as_received() -> None:
+    event = uuid.uuid4()
+    report = _figures({"portal": {event}, "interagency": {event}}, [Receipt("portal", event, uuid.uuid4(), 1)])
+
+    assert report.destinations["interagency"].lost == 1
+    assert report.destinations["portal"].lost == 0
+
+
+def test_a_run_that_acknowledged_nothing_fails() -> None:
+    assert _figures({}, []).problems == ["nothing was acknowledged"]
+
+
+def test_the_schedule_kills_every_target_once_per_round_in_a_seeded_order() -> None:
+    names = ("ingest", "router", "relay", "smev", "kafka", "postgres")
+    targets = {name: _Target(name) for name in names}
+
+    def order(seed: int) -> list[str]:
+        schedule = FaultSchedule(targets, FaultPlan(targets=names, seed=seed))
+        return [schedule.next_target() for _ in range(2 * len(names))]
+
+    first = order(7)
+    assert sorted(first[:6]) == sorted(names) and sorted(first[6:]) == sorted(names)
+    assert order(7) == first
+    assert order(8) != first
