@@ -46,6 +46,26 @@ def test_a_small_chaos_run_with_kills_of_every_target_loses_and_doubles_nothing(
     assert len(report["samples"]) >= 2
 
 
+@pytest.mark.own_kafka
+def test_killing_one_kafka_node_of_three_at_a_time_loses_nothing_and_restarts_no_component(tmp_path: Path) -> None:
+    report_file = tmp_path / "chaos.json"
+    ejx = str(Path(sys.executable).with_name("ejx"))
+    done = subprocess.run(
+        [ejx, "chaos", "--brokers", "3", "--targets", "kafka-broker", "--rate", "20", "--seconds", "60",
+         "--every", "5", "--seed", "3", "--drain-timeout", "240", "--json", str(report_file)],
+        check=False, capture_output=True, text=True, timeout=600, env={**os.environ, "EJX_LOG_LEVEL": "warning"})
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    report = json.loads(report_file.read_text())
+
+    assert report["problems"] == []
+    for name, figures in report["destinations"].items():
+        assert figures["lost"] == 0 and figures["doubled"] == 0, (name, figures)
+        assert figures["received"] == figures["acknowledged"] > 0, (name, figures)
+    roles = {victim["role"] for victim in report["kafka_nodes_killed"]}
+    assert {"leader", "controller"} <= roles, report["kafka_nodes_killed"]
+    assert report["unexpected_exits"] == {}, report["unexpected_exits"]
+
+
 def _header(message_id: uuid.UUID) -> EnvelopeHeader:
     return EnvelopeHeader(message_id=message_id, message_type=MessageType.REQUEST, sender="EJX", recipient="EPGU",
                           sending_timestamp=datetime.now(UTC))
