@@ -63,12 +63,14 @@ class IngestLedger:
             async with UnitOfWork(self._pool) as uow:
                 conn = uow.connection
                 ordered = sorted(entries, key=lambda e: e.idempotency_key)  # one lock order: no deadlocks
+                # No conflict target: event_id is unique too (derived from the key), and a racing insert
+                # may meet the other claim there first; either way it is the same key, a duplicate.
                 claimed = {row["idempotency_key"] for row in await conn.fetch(
                     """INSERT INTO ingest_keys (idempotency_key, event_id, source_system, source_record_id,
                                                 version, event_type, school_id)
                        SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[],
                                             $5::bigint[], $6::text[], $7::text[])
-                       ON CONFLICT (idempotency_key) DO NOTHING
+                       ON CONFLICT DO NOTHING
                        RETURNING idempotency_key""",
                     [e.idempotency_key for e in ordered], [e.event_id for e in ordered],
                     [e.source_system for e in ordered], [e.source_record_id for e in ordered],

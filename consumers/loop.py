@@ -3,7 +3,8 @@
 The loop is poll → process durably → commit offsets. A retriable fault rewinds
 to the batch's first offsets and retries it after a backoff (nothing skipped,
 nothing committed); a non-retriable one stops the consumer, since processors
-send bad records to the DLQ themselves and never raise for them. The inbox
+send bad records to the DLQ themselves and never raise for them. A poll or commit
+that meets a Kafka outage is retried with backoff; a permanent Kafka error stops. The inbox
 claims keys in one sorted statement, so two members claiming overlapping keys
 after a rebalance lock in one order and cannot deadlock.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
 import asyncpg
 import structlog
@@ -44,9 +47,12 @@ class LoopOptions:
     """How long one poll waits before checking whether to stop."""
     backoff: Backoff = field(default_factory=lambda: Backoff(base_s=0.5, cap_s=30.0))
     """Pause before retrying a batch after a retriable failure."""
+    commit_timeout_s: float = 30.0
+    """Longest wait for one offset commit; past it the commit is retried as a Kafka outage."""
 
 
 Process = Callable[[Sequence[ConsumerRecord]], Awaitable[object]]
+Result = TypeVar("Result")
 AfterPoll = Callable[[AIOKafkaConsumer], Awaitable[None]]
 
 
@@ -55,7 +61,11 @@ async def consume(consumer: AIOKafkaConsumer, process: Process, *, stop: asyncio
     """Run ``process`` on each polled batch until ``stop``; offsets only after it returned."""
     failures = 0
     while not stop.is_set():
-        batches = await consumer.getmany(timeout_ms=options.poll_timeout_ms, max_records=options.max_records)
+        batches = await _outlast(partial(consumer.getmany, timeout_ms=options.poll_timeout_ms,
+                                         max_records=options.max_records),
+                                 stop=stop, name=name, action="poll", backoff=options.backoff)
+        if batches is None:
+            return
         records = [record for partition in batches.values() for record in partition]
         if records:
             try:
@@ -71,9 +81,40 @@ async def consume(consumer: AIOKafkaConsumer, process: Process, *, stop: asyncio
                 await pause(stop, delay)
                 continue
             failures = 0
-            await kafka.commit_processed(consumer, batches)
+            await _outlast(partial(kafka.commit_processed, consumer, batches, timeout_s=options.commit_timeout_s),
+                           stop=stop, name=name, action="commit", backoff=options.backoff)
         if after_poll is not None:
             await after_poll(consumer)
+
+
+async def _outlast(call: Callable[[], Awaitable[Result]], *, stop: asyncio.Event, name: str, action: str,
+                   backoff: Backoff) -> Result | None:
+    """``call()``'s result, retried with backoff through a Kafka outage; None if ``stop`` is set during one.
+
+    Always tried once, so the batch in flight at stop is still committed; a commit given up on at stop
+    is safe: the next owner re-reads from the last commit and the inbox skips what was done. A permanent
+    Kafka error (not authorised, topic gone) stops the consumer.
+    """
+    attempt = 0
+    while True:
+        try:
+            with kafka.outage_as_failure(action):
+                result = await call()
+        except Failure as failure:
+            attempt += 1
+            delay = backoff.delay(attempt)
+            if stop.is_set():
+                return None
+            log.warning(f"{name}.kafka_outage", action=action, attempt=attempt, retry_in_s=round(delay, 2),
+                        error=failure.description)
+            await pause(stop, delay)
+            continue
+        except KafkaError as error:
+            raise RuntimeError(f"Kafka refused the {name} consumer's {action} permanently: {error!r}; "
+                               "fix the topic or the consumer's rights, then restart it") from error
+        if attempt:
+            log.info(f"{name}.kafka_back", action=action, attempts=attempt + 1)
+        return result
 
 
 def is_test_message(headers: Mapping[str, str]) -> bool:

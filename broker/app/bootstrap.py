@@ -8,7 +8,9 @@ wired differently. On stop (SIGTERM/SIGINT, installed by :func:`stop_on_signals`
 each loop finishes its batch in flight, commits and closes; the HTTP server stops
 taking requests first. A component that has not finished within
 ``shutdown_grace_s`` (PostgreSQL frozen under its last commit) is cancelled and
-its connections dropped: the outbox leases and the inbox make that safe.
+its connections dropped: the outbox leases and the inbox make that safe. Kafka or
+PostgreSQL gone while the clients start is waited out like a dependency down at
+start (unless ``--fail-fast``), not an exit.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -38,7 +41,7 @@ from broker.access.registry import Registry
 from broker.analytics.api import MonitoringOptions, monitoring_router
 from broker.analytics.dashboard import dashboard_router
 from broker.analytics.projections.school_activity import ActivityOptions
-from broker.app.startup import wait_for_dependencies
+from broker.app.startup import until_started, wait_for_dependencies
 from broker.delivery.destinations import (
     Destination,
     InteragencyDestination,
@@ -278,8 +281,15 @@ async def serve(settings: Settings, components: Iterable[str], *, stop: asyncio.
     if not await wait_for_dependencies(settings, stop=stop):
         log.info("serve.stopped", components=list(names), reason="stopped while waiting for dependencies")
         return
-    async with runtime(settings, names) as built:
-        tasks = [asyncio.create_task(component.run(stop), name=type(component).__name__)
+    async with AsyncExitStack() as stack:
+        built = await until_started(settings, lambda: stack.enter_async_context(runtime(settings, names)),
+                                    stop=stop, what="runtime")
+        if built is None:
+            log.info("serve.stopped", components=list(names), reason="stopped while starting")
+            return
+        # A loop's own Kafka clients start in its run(), which raises Failure only if they could not.
+        tasks = [asyncio.create_task(until_started(settings, partial(component.run, stop), stop=stop,
+                                                   what=type(component).__name__), name=type(component).__name__)
                  for component in built.loops]
         server = None
         if built.app is not None:

@@ -4,13 +4,16 @@ A component restarted by its supervisor during an outage would otherwise exit
 at once, again and again, until the dependency returned. Waiting here, with
 backoff and one log line per try, makes the restart quiet and the recovery
 immediate; ``--fail-fast`` (``EJX_STARTUP_FAIL_FAST``) keeps the old behaviour
-for supervisors that prefer to see the exit.
+for supervisors that prefer to see the exit. A dependency can also go away just
+after it answered, while the clients start: :func:`until_started` waits that
+out the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 
@@ -20,6 +23,8 @@ from broker.infra.backoff import Backoff, pause
 from broker.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+Started = TypeVar("Started")
 
 PROBE_TIMEOUT_S = 5.0
 """One Kafka probe's wait: short, so each try is logged and SIGTERM is never kept waiting long."""
@@ -57,3 +62,28 @@ async def wait_for_dependencies(settings: Settings, *, stop: asyncio.Event) -> b
                 log.info("startup.dependency_ready", dependency=dependency, attempts=attempt)
             break
     return not stop.is_set()
+
+
+async def until_started(settings: Settings, start: Callable[[], Awaitable[Started]], *, stop: asyncio.Event,
+                        what: str) -> Started | None:
+    """``start()``'s result, tried again with backoff while it fails with a Failure (Kafka or PostgreSQL
+    gone since they answered); None if ``stop`` came first.
+
+    With ``settings.startup_fail_fast`` the first Failure is raised.
+    """
+    backoff = Backoff(base_s=0.5, cap_s=settings.startup_retry_cap_s)
+    attempt = 0
+    while not stop.is_set():
+        attempt += 1
+        try:
+            started = await start()
+        except Failure as failure:
+            if settings.startup_fail_fast:
+                raise
+            delay = backoff.delay(attempt)
+            log.warning("startup.retrying", component=what, attempt=attempt, retry_in_s=round(delay, 2),
+                        error=failure.description)
+            await pause(stop, delay)
+            continue
+        return started
+    return None

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -130,6 +130,18 @@ async def _admin(bootstrap: str, *, request_timeout_ms: int = 30_000) -> AsyncIt
 def is_transient(error: Exception) -> bool:
     """Connection trouble and timeouts: worth another try later, unlike a refused request."""
     return isinstance(error, (KafkaTimeoutError, asyncio.TimeoutError)) or getattr(error, "retriable", False)
+
+
+@contextmanager
+def outage_as_failure(action: str) -> Iterator[None]:
+    """Turn a transient Kafka error (or timeout) inside the block into a retriable :class:`Failure`;
+    a refusal stays aiokafka's own error, for the caller to stop on."""
+    try:
+        yield
+    except (KafkaError, asyncio.TimeoutError) as error:
+        if not is_transient(error):
+            raise
+        raise Failure(f"Kafka {action} failed: {error!r}") from error
 
 
 async def ensure_topics(
@@ -282,15 +294,17 @@ def rewind(consumer: AIOKafkaConsumer, batches: Batches) -> None:
             consumer.seek(tp, records[0].offset)
 
 
-async def commit_processed(consumer: AIOKafkaConsumer, batches: Batches) -> bool:
+async def commit_processed(consumer: AIOKafkaConsumer, batches: Batches, *,
+                           timeout_s: float = CLIENT_TIMEOUT_S) -> bool:
     """Commit past the processed records of the partitions still ours; False if a rebalance took
     them first. Call only after the records are durable: the new owner re-reads from the last
-    commit and the inbox turns what was done into skips, so nothing is lost or doubled."""
+    commit and the inbox turns what was done into skips, so nothing is lost or doubled.
+    A commit unanswered within ``timeout_s`` raises TimeoutError (an outage, like a lost coordinator)."""
     assigned = consumer.assignment()
     offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records and tp in assigned}
     try:
         if offsets:
-            await consumer.commit(offsets)
+            await asyncio.wait_for(consumer.commit(offsets), timeout_s)
     except (CommitFailedError, IllegalStateError) as error:
         log.warning("kafka.commit_lost_to_rebalance", error=repr(error))
         return False

@@ -60,11 +60,20 @@ def masked_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+DEAD_CLIENT_SETTINGS = {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3",
+                        "tcp_user_timeout": "60000"}
+"""How the server finds a client gone without a close (host died, network cut) within about a minute:
+keepalive probes after 30 s of silence, 3 unanswered 10 s apart; or its own data unacknowledged for 60 s.
+A backend waiting on such a client mid-statement (active/ClientRead) escapes both timeouts below and
+would hold its locks until the kernel's two-hour default."""
+
+
 def _server_settings(settings: Settings, *, maintenance: bool) -> dict[str, str]:
-    """Limits the server enforces on each session: a statement, and a transaction left idle."""
+    """Limits the server enforces on each session: a statement, a transaction left idle, a dead client."""
     statement_s = settings.db_maintenance_timeout_s if maintenance else settings.db_statement_timeout_s
     return {"statement_timeout": str(int(statement_s * 1000)),
-            "idle_in_transaction_session_timeout": str(int(settings.db_idle_in_transaction_timeout_s * 1000))}
+            "idle_in_transaction_session_timeout": str(int(settings.db_idle_in_transaction_timeout_s * 1000)),
+            **DEAD_CLIENT_SETTINGS}
 
 
 def _command_timeout(settings: Settings, *, maintenance: bool) -> float:

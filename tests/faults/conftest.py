@@ -1,11 +1,13 @@
 """Fixtures of the fault tests: the fault proxy in front of the shared PostgreSQL, settings through it, and
-Kafka clusters of the tests' own (temporary state dirs, ports 32000-32999) that may be killed at will."""
+Kafka clusters of the tests' own (temporary state dirs, ports 32000-32999) that may be killed at will, and a
+broker of their own that advertises a fault proxy, so every connection to it can be cut."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -76,3 +78,29 @@ async def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
         yield cluster
     finally:
         await asyncio.to_thread(cluster.down)
+
+
+@pytest.fixture(scope="module")
+async def proxied_kafka(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FaultProxy]:
+    """A one-node Kafka of each module's own, reachable only through the returned proxy (the broker
+    advertises the proxy's address, so no connection of a client bypasses it)."""
+    settings = own_kafka_settings(tmp_path_factory.mktemp("kafka-proxied"), brokers=1)
+    async with FaultProxy("127.0.0.1", settings.kafka_port) as proxy:
+        broker = LocalKafka(settings, advertised=[proxy.address])
+        await asyncio.to_thread(broker.up)
+        try:
+            yield proxy
+        finally:
+            await asyncio.to_thread(broker.down)
+
+
+@pytest.fixture
+async def outage_settings(db_settings: Settings, proxied_kafka: FaultProxy, keyed_state: Path) -> Settings:
+    """Settings for an ``ejx serve`` subprocess on the proxied Kafka: fresh topics, keys, its own HTTP port."""
+    suffix = uuid.uuid4().hex[:12]
+    settings = db_settings.model_copy(update={
+        "kafka_bootstrap": proxied_kafka.address, "kafka_brokers": 1, "events_topic": f"ejx.outage.{suffix}",
+        "dlq_topic": f"ejx.outage.{suffix}.dlq", "interagency_topic": f"ejx.outage.{suffix}.interagency",
+        "http_port": free_port(), "state_dir": keyed_state})
+    await kafka.ensure_topics(settings, [settings.events_topic, settings.dlq_topic, settings.interagency_topic])
+    return settings

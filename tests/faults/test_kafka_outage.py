@@ -10,21 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from adapters import examples
 from adapters.publisher import PublisherOptions
-from broker.devtools.infra.cluster import LocalKafka
-from broker.infra import kafka
 from broker.settings import Settings
-from tests.delivery_support import eventually, free_port
+from tests.delivery_support import eventually
 from tests.faultproxy import FaultProxy
-from tests.faults.kafka_support import own_kafka_settings
 from tests.faults.serve_support import Served, environment
 from tests.integration.ingest_support import SCHOOL, bearer, register
 
@@ -33,30 +27,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.own_kafka]
 OUTAGE_S = 60.0
 """As the issue says: Kafka unreachable for a minute."""
 PUBLISH_TIMEOUT_S = PublisherOptions().timeout_s
-
-
-@pytest.fixture(scope="module")
-async def proxied_kafka(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FaultProxy]:
-    """A one-node Kafka of this module's own, reachable only through the returned proxy."""
-    settings = own_kafka_settings(tmp_path_factory.mktemp("kafka-proxied"), brokers=1)
-    async with FaultProxy("127.0.0.1", settings.kafka_port) as proxy:
-        broker = LocalKafka(settings, advertised=[proxy.address])
-        await asyncio.to_thread(broker.up)
-        try:
-            yield proxy
-        finally:
-            await asyncio.to_thread(broker.down)
-
-
-@pytest.fixture
-async def outage_settings(db_settings: Settings, proxied_kafka: FaultProxy, keyed_state: Path) -> Settings:
-    suffix = uuid.uuid4().hex[:12]
-    settings = db_settings.model_copy(update={
-        "kafka_bootstrap": proxied_kafka.address, "kafka_brokers": 1, "events_topic": f"ejx.outage.{suffix}",
-        "dlq_topic": f"ejx.outage.{suffix}.dlq", "interagency_topic": f"ejx.outage.{suffix}.interagency",
-        "http_port": free_port(), "state_dir": keyed_state})
-    await kafka.ensure_topics(settings, [settings.events_topic, settings.dlq_topic, settings.interagency_topic])
-    return settings
 
 
 def grades(prefix: str, count: int = 5) -> list[dict]:

@@ -1,0 +1,130 @@
+"""The consume loop through Kafka errors on poll and commit, with a fake consumer (aiokafka's own error classes)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import (
+    KafkaConnectionError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+    TopicAuthorizationFailedError,
+)
+from structlog.testing import capture_logs
+
+from broker.infra.backoff import Backoff
+from consumers.loop import LoopOptions, consume
+
+TP = TopicPartition("events", 0)
+OPTIONS = LoopOptions(group_id="test", backoff=Backoff(base_s=0.01, cap_s=0.02), commit_timeout_s=0.2)
+
+
+def record(offset: int) -> ConsumerRecord:
+    return ConsumerRecord("events", 0, offset, 0, 0, b"k", b"v", None, 1, 1, [])
+
+
+class FakeConsumer:
+    """Hands out one record per poll; ``poll_errors`` and ``commit_errors`` are raised first, in order
+    (``"hang"`` for a commit that never answers)."""
+
+    def __init__(self, *, poll_errors: list = (), commit_errors: list = (), records: int = 2) -> None:
+        self.poll_errors, self.commit_errors = list(poll_errors), list(commit_errors)
+        self.pending = [record(offset) for offset in range(records)]
+        self.committed: list[dict] = []
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict:
+        if self.poll_errors:
+            raise self.poll_errors.pop(0)
+        await asyncio.sleep(0)
+        return {TP: [self.pending.pop(0)]} if self.pending else {}
+
+    async def commit(self, offsets: dict) -> None:
+        if self.commit_errors:
+            error = self.commit_errors.pop(0)
+            if error == "hang":
+                await asyncio.Event().wait()
+            raise error
+        self.committed.append(dict(offsets))
+
+    def assignment(self) -> set:
+        return {TP}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        raise AssertionError("nothing failed in processing: no rewind")
+
+
+async def run_until_committed(consumer: FakeConsumer, offsets: int, *, timeout_s: float = 5.0) -> list:
+    processed: list[int] = []
+    stop = asyncio.Event()
+
+    async def process(records):
+        processed.extend(r.offset for r in records)
+
+    async def stop_when_done(_consumer):
+        if len(consumer.committed) >= offsets:
+            stop.set()
+
+    await asyncio.wait_for(consume(consumer, process, stop=stop, name="test", options=OPTIONS,
+                                   after_poll=stop_when_done), timeout_s)
+    return processed
+
+
+async def test_a_poll_during_a_kafka_outage_is_retried_with_backoff_and_logged():
+    consumer = FakeConsumer(poll_errors=[KafkaConnectionError("down"), NodeNotReadyError("not ready")])
+    with capture_logs() as logs:
+        processed = await run_until_committed(consumer, 2)
+    assert processed == [0, 1]
+    assert consumer.committed == [{TP: 1}, {TP: 2}]
+    outages = [entry for entry in logs if entry["event"] == "test.kafka_outage"]
+    assert [(entry["action"], entry["attempt"]) for entry in outages] == [("poll", 1), ("poll", 2)]
+    assert [entry["attempts"] for entry in logs if entry["event"] == "test.kafka_back"] == [3]
+
+
+async def test_a_commit_during_a_kafka_outage_is_retried_until_it_lands():
+    consumer = FakeConsumer(commit_errors=[RequestTimedOutError(), KafkaConnectionError("down")])
+    with capture_logs() as logs:
+        processed = await run_until_committed(consumer, 2)
+    assert processed == [0, 1]  # the batch is not processed again
+    assert consumer.committed == [{TP: 1}, {TP: 2}]
+    assert [entry["action"] for entry in logs if entry["event"] == "test.kafka_outage"] == ["commit", "commit"]
+
+
+async def test_a_commit_that_never_answers_is_given_up_after_its_deadline_and_retried():
+    consumer = FakeConsumer(commit_errors=["hang"])
+    with capture_logs() as logs:
+        await run_until_committed(consumer, 2, timeout_s=2.0)
+    assert consumer.committed == [{TP: 1}, {TP: 2}]
+    [outage] = [entry for entry in logs if entry["event"] == "test.kafka_outage"]
+    assert outage["action"] == "commit" and "TimeoutError" in outage["error"]
+
+
+@pytest.mark.parametrize("where", ["poll_errors", "commit_errors"])
+async def test_a_permanent_kafka_error_stops_the_consumer_with_a_clear_error(where):
+    consumer = FakeConsumer(**{where: [TopicAuthorizationFailedError()]})
+    with pytest.raises(RuntimeError, match="refused the test consumer's (poll|commit) permanently"):
+        await run_until_committed(consumer, 2)
+    assert consumer.committed == []
+
+
+async def test_stop_during_an_outage_ends_the_loop_at_once():
+    consumer = FakeConsumer(poll_errors=[KafkaConnectionError("down")] * 1000)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume(consumer, lambda records: asyncio.sleep(0), stop=stop, name="test",
+                                       options=LoopOptions(group_id="test", backoff=Backoff(base_s=60, cap_s=60))))
+    await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 1.0)
+    assert len(consumer.poll_errors) == 998  # the first try, and one more after the pause that stop cut short
+
+
+async def test_the_batch_in_flight_at_stop_is_still_committed():
+    consumer = FakeConsumer(records=1)
+    stop = asyncio.Event()
+
+    async def process(records):
+        stop.set()
+
+    await asyncio.wait_for(consume(consumer, process, stop=stop, name="test", options=OPTIONS), 1.0)
+    assert consumer.committed == [{TP: 1}]
