@@ -8,6 +8,13 @@ from typing import Any
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DAY_S = 86_400.0
+RETENTION_MINIMUMS_S = {"outbox_retention_s": 3600.0, "inbox_retention_s": 8 * DAY_S,
+                        "message_origin_retention_s": 8 * DAY_S, "ingest_key_retention_s": DAY_S,
+                        "ingest_record_retention_s": 30 * DAY_S}
+"""Shortest retentions production accepts: the inbox and the origins outlive a 7-day topic; a day of vendor retries;
+a month of grade corrections."""
+
 BROKERS_FILE = "brokers"
 """Under ``<state_dir>/kafka``: how many nodes the local Kafka was set up with."""
 
@@ -60,6 +67,22 @@ class Settings(BaseSettings):
         "How long a served relay reserves a claimed outbox row; above the portal's and the database's timeouts."))
     shutdown_grace_s: float = Field(default=15.0, gt=0, description=(
         "On SIGTERM, seconds the components get to finish their batch; then they are cancelled."))
+    outbox_retention_s: float = Field(default=7 * DAY_S, gt=0, description=(
+        "Delivered outbox rows and acknowledged SMEV queue envelopes are deleted after this."))
+    inbox_retention_s: float = Field(default=30 * DAY_S, gt=0, description=(
+        "Consumers' dedup keys are forgotten after this: keep it above the events topic's retention "
+        "(Kafka's default: 7 days) and the longest `ejx replay` window, or a re-read event is processed again."))
+    ingest_key_retention_s: float = Field(default=7 * DAY_S, gt=0, description=(
+        "The ingest dedup window: a vendor's retry later than this is a new event (a record's first version "
+        "stays for EJX_INGEST_RECORD_RETENTION_S)."))
+    ingest_record_retention_s: float = Field(default=400 * DAY_S, gt=0, description=(
+        "A source record's first version, which the OneRoster mapping looks up to tell a correction from a first "
+        "posting: as long as a grade may still be corrected; at least the ingest dedup window."))
+    message_origin_retention_s: float = Field(default=30 * DAY_S, gt=0, description=(
+        "First MessageIDs of routed events, named by `ejx replay --redeliver`; at least the inbox's retention."))
+    retention_sweep_every_s: float = Field(default=300.0, gt=0, description="Pause between retention sweeps.")
+    retention_minimums: bool = Field(default=True, description=(
+        "Refuse retentions below the safe minimums; only soaks (`ejx chaos`) turn this off."))
     routing_file: Path | None = Field(default=None, description="Routing rules (TOML); default: the packaged ones.")
     silent_after_days: int = Field(default=3, description="A school with no event for this long is silent.")
     timely_within_days: int = Field(default=1, description="A grade recorded this soon after its lesson is timely.")
@@ -108,6 +131,20 @@ class Settings(BaseSettings):
         if recorded.is_file():
             data = {**data, "kafka_brokers": recorded.read_text().strip()}
         return data
+
+    @model_validator(mode="after")
+    def _safe_retention(self) -> Settings:
+        """A dedup key forgotten while its duplicate can still arrive would let the duplicate through."""
+        for longer, shorter in (("message_origin_retention_s", "inbox_retention_s"),
+                                ("ingest_record_retention_s", "ingest_key_retention_s")):
+            if getattr(self, longer) < getattr(self, shorter):
+                raise ValueError(f"{longer} must be at least {shorter}")
+        if self.retention_minimums:
+            short = {name: floor for name, floor in RETENTION_MINIMUMS_S.items() if getattr(self, name) < floor}
+            if short:
+                raise ValueError(f"retention below the safe minimum (seconds): {short}; "
+                                 "EJX_RETENTION_MINIMUMS=false is for soaks only")
+        return self
 
     @property
     def kafka_address(self) -> str:

@@ -20,6 +20,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -48,6 +49,7 @@ from broker.delivery.destinations import (
     PortalDestination,
 )
 from broker.delivery.relay import Relay, RelayOptions
+from broker.delivery.retention import RetentionOptions
 from broker.domain.routing import RoutingTable
 from broker.infra import kafka
 from broker.infra.http_guard import (
@@ -214,12 +216,23 @@ async def runtime(settings: Settings, components: Iterable[str]) -> AsyncIterato
             built.loops.append(router(settings, pool=pool, producer=producer, schemas=built.schemas))
         if "relay" in wanted:
             found = await stack.enter_async_context(destinations(settings, pool=pool, producer=producer))
-            built.loops.append(Relay(pool, found, options=RelayOptions(lease_s=settings.relay_lease_s)))
+            built.loops.append(Relay(pool, found, options=RelayOptions(lease_s=settings.relay_lease_s,
+                                                                       retention=retention(settings))))
         if "analytics" in wanted:
             built.loops.append(AnalyticsConsumer(settings=settings, pool=pool, schemas=built.schemas))
         if wanted & HTTP_COMPONENTS:
             built.app = await http_app(settings, built, wanted, stack)
         yield built
+
+
+def retention(settings: Settings) -> RetentionOptions:
+    """What the relay's retention sweep keeps, from settings."""
+    return RetentionOptions(outbox=timedelta(seconds=settings.outbox_retention_s),
+                            inbox=timedelta(seconds=settings.inbox_retention_s),
+                            ingest_keys=timedelta(seconds=settings.ingest_key_retention_s),
+                            ingest_records=timedelta(seconds=settings.ingest_record_retention_s),
+                            message_origin=timedelta(seconds=settings.message_origin_retention_s),
+                            every_s=settings.retention_sweep_every_s)
 
 
 def relay(pool: asyncpg.Pool, found: dict[str, Destination], *, options: RelayOptions = RelayOptions()) -> Relay:

@@ -226,26 +226,6 @@ async def redrive(pool: asyncpg.Pool, *, destination: str | None = None, since: 
     return count
 
 
-async def sweep(pool: asyncpg.Pool, *, older_than: timedelta, chunk: int = 5000) -> int:
-    """Delete what was delivered before the retention: delivered outbox rows and acknowledged
-    pull-queue envelopes, in chunks so no statement holds a table long. Returns rows deleted."""
-    total = 0
-    for table, key, done in (("outbox", "id", "status = 'delivered' AND delivered_at"),
-                             ("smev_queue", "message_id", "acked_at IS NOT NULL AND acked_at")):
-        while True:
-            status = await pool.execute(
-                f"""DELETE FROM {table} WHERE {key} IN (
-                       SELECT {key} FROM {table} WHERE {done} < now() - $1::interval
-                       LIMIT $2 FOR UPDATE SKIP LOCKED)""", older_than, chunk)
-            deleted = int(status.split()[-1])
-            total += deleted
-            if deleted < chunk:
-                break
-    if total:
-        log.info("outbox.swept", rows=total, older_than_s=older_than.total_seconds())
-    return total
-
-
 async def summary(pool: asyncpg.Pool) -> list[DestinationSummary]:
     rows = await pool.fetch(
         """SELECT destination,

@@ -35,11 +35,12 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import structlog
 
-from broker.delivery import outbox, wakeup
+from broker.delivery import outbox, retention, wakeup
 from broker.delivery.chains import ChainOutcome, Delivery, batch_outcomes, chains, deliveries
 from broker.delivery.deadline import AttemptDeadline
 from broker.delivery.destinations import Destination
 from broker.delivery.outbox import OutboxMessage
+from broker.delivery.retention import RetentionOptions
 from broker.domain.faults import Failure, Fault
 from broker.infra.backoff import Backoff, pause
 from broker.infra.postgres import is_outage
@@ -71,10 +72,8 @@ class RelayOptions:
     """How often the listening connection is checked (a lost one is replaced; meanwhile the relay polls)."""
     record_every_s: float = 0.05
     """Finished deliveries are recorded together, at least this often (and at once when nothing is in flight)."""
-    retention: timedelta = timedelta(days=7)
-    """Delivered rows older than this are deleted (the table must not grow forever)."""
-    sweep_every_s: float = 300.0
-    """How often the retention sweep runs."""
+    retention: RetentionOptions = RetentionOptions()
+    """What the relay's retention sweep deletes, and how often (beside its loop, on its own connections)."""
     stall_after_s: float | None = None
     """The watchdog drops connections stuck this long; default: ``lease_s`` (longer than any call's timeout)."""
     attempt_deadline_s: float | None = None
@@ -128,6 +127,7 @@ class Relay:
         log.info("relay.started", destinations=sorted(self._destinations), batch_size=options.batch_size,
                  concurrency=options.concurrency)
         watchdog = asyncio.create_task(self._watchdog(), name="relay-watchdog")
+        sweeper = asyncio.create_task(retention.run(self._pool, options.retention, stop), name="relay-retention")
         listener = asyncio.create_task(wakeup.listen(
             self._pool, self._rows_committed, check_every_s=options.listen_check_s, acquire_timeout_s=options.lease_s,
             backoff=options.backoff, rng=self._rng), name="relay-listener")
@@ -136,11 +136,12 @@ class Relay:
         finally:
             watchdog.cancel()
             listener.cancel()
+            sweeper.cancel()
         log.info("relay.stopped")
 
     async def _loop(self, stop: asyncio.Event) -> None:
         options = self._options
-        next_sweep = next_claim = time.monotonic()
+        next_claim = time.monotonic()
         failures = 0
         in_flight: dict[asyncio.Task[list[ChainOutcome]], int] = {}
         """Deliveries under way, with how many keys each carries."""
@@ -177,10 +178,6 @@ class Relay:
                 if stop.is_set() and not in_flight:
                     break
                 now = time.monotonic()
-                if not stop.is_set() and now >= next_sweep:
-                    async with self._watched() as db:
-                        await outbox.sweep(db, older_than=options.retention)
-                    next_sweep = now + options.sweep_every_s
                 keys_in_flight = sum(in_flight.values())
                 if not stop.is_set() and now >= next_claim and keys_in_flight <= options.batch_size // 2:
                     want = options.batch_size - keys_in_flight

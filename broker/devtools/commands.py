@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from broker.app import bootstrap
-from broker.devtools.chaos.cluster import KILLABLE, TARGETS
+from broker.devtools.chaos.cluster import KILLABLE, SOAK_RETENTION_S, TARGETS
 from broker.devtools.chaos.faults import FaultPlan
 from broker.devtools.chaos.report import render as render_chaos
 from broker.devtools.chaos.run import Chaos, ChaosOptions
@@ -81,6 +81,9 @@ def demo_command(settings: Settings, schools: int, students_per_school: int, day
 @click.option("--no-kills", is_flag=True, help="A soak: load only, resources sampled.")
 @click.option("--drain-timeout", "drain_timeout_s", default=600.0, show_default=True, type=click.FloatRange(min=1),
               help="Longest wait after the load for every acknowledged event to arrive.")
+@click.option("--retention", "retention_s", type=click.FloatRange(min=1),
+              help="Seconds every retention of the run's processes lasts (below production's minimums); "
+                   "default with --no-kills: 300, else the settings'.")
 @click.option("--batch", default=LoadPlan.batch, show_default=True, type=click.IntRange(1, 1000),
               help="Events per POST.")
 @click.option("--keep-logs", is_flag=True, help="Keep the run's logs and data even when it passes.")
@@ -88,8 +91,8 @@ def demo_command(settings: Settings, schools: int, students_per_school: int, day
               help="Also write the report (with a resource sample a minute) as JSON to this file.")
 @click.pass_obj
 def chaos_command(settings: Settings, events: int, rate: float | None, seconds: float | None, targets: str,
-                  brokers: str, every_s: float, seed: int, no_kills: bool, drain_timeout_s: float, batch: int, keep_logs: bool,
-                  json_file: Path | None) -> None:
+                  brokers: str, every_s: float, seed: int, no_kills: bool, drain_timeout_s: float,
+                  retention_s: float | None, batch: int, keep_logs: bool, json_file: Path | None) -> None:
     """Components, Kafka and PostgreSQL (its own) as separate processes under a vendor's REST load, killed
     (SIGKILL) and restarted at random; then drain and count per destination. Exit 1 on any loss or doubling."""
     if (rate is None) != (seconds is None):
@@ -104,7 +107,9 @@ def chaos_command(settings: Settings, events: int, rate: float | None, seconds: 
                     batch=min(batch, max(1, int(rate))) if rate else batch)
     faults = None if no_kills else FaultPlan(targets=chosen, every_s=every_s, seed=seed)
     report = asyncio.run(Chaos(settings, ChaosOptions(load=load, faults=faults, drain_timeout_s=drain_timeout_s,
-                                                      keep_logs=keep_logs, brokers=int(brokers)), console).run())
+                                                      keep_logs=keep_logs, brokers=int(brokers),
+                                                      retention_s=retention_s or (SOAK_RETENTION_S if no_kills else None)
+                                                      ), console).run())
     render_chaos(report, Console(width=None if sys.stdout.isatty() else 140))
     if json_file:
         json_file.write_text(report.as_json(), encoding="utf-8")

@@ -55,6 +55,8 @@ RELAY_DELIVERY_LATENCY = Histogram(
 RELAY_STALLS = Counter(
     "ejx_relay_stalls", "Times the relay's watchdog found it stuck on the database longer than its lease "
     "and dropped its connections.", registry=REGISTRY)
+RETENTION_DELETED = Counter(
+    "ejx_retention_deleted_rows", "Rows the retention sweep deleted, by table.", ["table"], registry=REGISTRY)
 ANALYTICS_EVENTS = Counter(
     "ejx_analytics_events", "Events seen by the analytics consumer (applied, duplicate, test).",
     ["event_type", "outcome"], registry=REGISTRY)

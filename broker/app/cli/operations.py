@@ -47,7 +47,7 @@ console = Console(stderr=False)
 @click.pass_obj
 def relay_command(settings: Settings, batch_size: int, max_attempts: int) -> None:
     """Deliver outbox rows to the portal and the interagency exchange until stopped."""
-    options = RelayOptions(batch_size=batch_size, max_attempts=max_attempts)
+    options = RelayOptions(batch_size=batch_size, max_attempts=max_attempts, retention=bootstrap.retention(settings))
 
     async def main(stop: asyncio.Event) -> None:
         async with connected(settings) as pool, kafka.running(kafka.producer(settings)) as producer, \

@@ -196,10 +196,25 @@ class PostgresTarget:
         await asyncio.to_thread(self.local.up)
 
 
+SOAK_RETENTION_S = 300.0
+"""A soak's retention unless ``--retention``: a 30-minute soak sees six retentions go by."""
+
+
+def short_retention_env(retention_s: float | None) -> dict[str, str]:
+    """Every retention ``retention_s`` (a soak's minutes, below production's minimums), swept five times
+    per retention; nothing when None."""
+    if retention_s is None:
+        return {}
+    names = ("OUTBOX_RETENTION_S", "INBOX_RETENTION_S", "INGEST_KEY_RETENTION_S", "INGEST_RECORD_RETENTION_S",
+             "MESSAGE_ORIGIN_RETENTION_S")
+    return {**{f"EJX_{name}": str(retention_s) for name in names}, "EJX_RETENTION_MINIMUMS": "false",
+            "EJX_RETENTION_SWEEP_EVERY_S": str(max(1.0, retention_s / 5))}
+
+
 class Cluster:
     """Everything one chaos run starts, under ``root``; :meth:`stop` ends all of it."""
 
-    def __init__(self, base: Settings, root: Path, *, brokers: int = 1) -> None:
+    def __init__(self, base: Settings, root: Path, *, brokers: int = 1, retention_s: float | None = None) -> None:
         self.root = root
         kafka_port, controller_port, *_, postgres_port, ingest_port, smev_port, portal_port = free_ports(
             2 * brokers + 4)
@@ -216,7 +231,7 @@ class Cluster:
         self.kafka_broker = KafkaBrokerTarget(local_kafka, self.settings.events_topic) if brokers >= 3 else None
         self.postgres = PostgresTarget(self.settings)
         self.logs = root / "logs"
-        env = {**os.environ, **settings_env(self.settings), "EJX_LOG_LEVEL": "warning"}
+        env = {**os.environ, **settings_env(self.settings), **short_retention_env(retention_s), "EJX_LOG_LEVEL": "warning"}
         smev_url = f"http://127.0.0.1:{smev_port}/smev3/1.2"
         commands = {
             "ingest": ["serve", "--components", "ingest"],

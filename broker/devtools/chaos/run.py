@@ -46,6 +46,8 @@ class ChaosOptions:
     """Keep the run's directory (logs, data) even when it passed."""
     brokers: int = 1
     """Kafka nodes of the run's own cluster."""
+    retention_s: float | None = None
+    """Every retention of the run's processes, short enough for a soak to see sweeps; None: the settings'."""
 
 
 class Chaos:
@@ -53,7 +55,7 @@ class Chaos:
         self._options = options
         self._console = console
         self._root = Path(tempfile.mkdtemp(prefix="ejx-chaos-"))
-        self._cluster = Cluster(base, self._root, brokers=options.brokers)
+        self._cluster = Cluster(base, self._root, brokers=options.brokers, retention_s=options.retention_s)
         self._started = time.monotonic()
         self._samples: list[Sample] = []
         self.report = ChaosReport(options={"events": options.load.events, "rate": options.load.rate,
@@ -61,7 +63,8 @@ class Chaos:
                                            "brokers": options.brokers,
                                            "every_s": options.faults.every_s if options.faults else None,
                                            "seed": options.faults.seed if options.faults else None,
-                                           "drain_timeout_s": options.drain_timeout_s})
+                                           "drain_timeout_s": options.drain_timeout_s,
+                                           "retention_s": options.retention_s})
 
     async def run(self) -> ChaosReport:
         failed = True

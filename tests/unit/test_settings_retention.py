@@ -1,0 +1,33 @@
+"""Retention settings: production refuses a window in which a duplicate could still arrive after its key went."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from broker.app.bootstrap import retention
+from broker.settings import Settings
+
+
+def test_defaults_are_safe_and_reach_the_sweep() -> None:
+    options = retention(Settings())
+    assert options.inbox == timedelta(days=30) and options.ingest_keys == timedelta(days=7)
+    assert options.ingest_records == timedelta(days=400) and options.message_origin == timedelta(days=30)
+
+
+@pytest.mark.parametrize("name", ["outbox_retention_s", "inbox_retention_s", "ingest_key_retention_s"])
+def test_production_refuses_a_retention_below_its_minimum(name: str) -> None:
+    with pytest.raises(ValidationError, match="safe minimum"):
+        Settings(**{name: 60.0})
+
+
+def test_a_soak_may_go_below_the_minimums_but_never_forget_origins_before_inbox_keys() -> None:
+    short = Settings(retention_minimums=False, outbox_retention_s=60, inbox_retention_s=60,
+                     message_origin_retention_s=60, ingest_key_retention_s=60, ingest_record_retention_s=60)
+    assert retention(short).inbox == timedelta(seconds=60)
+    with pytest.raises(ValidationError, match="message_origin_retention_s must be at least inbox_retention_s"):
+        Settings(retention_minimums=False, inbox_retention_s=120, message_origin_retention_s=60)
+    with pytest.raises(ValidationError, match="ingest_record_retention_s must be at least ingest_key_retention_s"):
+        Settings(retention_minimums=False, ingest_key_retention_s=120, ingest_record_retention_s=60)
