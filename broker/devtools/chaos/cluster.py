@@ -224,6 +224,7 @@ class Cluster:
             "kafka_port": kafka_port, "kafka_controller_port": controller_port, "postgres_port": postgres_port,
             "http_host": "127.0.0.1", "http_port": ingest_port,
             "portal_url": f"http://127.0.0.1:{portal_port}/envelopes",
+            "portal_batch_url": f"http://127.0.0.1:{portal_port}/envelopes/batch",
             "key_file": None, "cert_file": None, "trust_file": None, "smev_key_file": None, "smev_cert_file": None})
         self.ingest_url = f"http://127.0.0.1:{ingest_port}"
         local_kafka = LocalKafka(self.settings)
