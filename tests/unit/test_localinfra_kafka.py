@@ -98,3 +98,33 @@ def test_jar_cache_is_per_version_outside_the_state_dir(tmp_path: Path) -> None:
     local = LocalKafka(Settings(kafka_version="4.3.1", state_dir=tmp_path))
     assert local.release.libs_dir == Path.home() / ".cache" / "ejx" / "kafka-4.3.1" / "libs"
     assert local.root == tmp_path.resolve() / "kafka"
+
+
+async def test_a_cluster_whose_nodes_are_still_registering_is_waited_for_not_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three JVMs on two cores register one by one: "only 2 brokers registered" means wait, not fail."""
+    from aiokafka.errors import InvalidReplicationFactorError
+
+    from broker.devtools.infra import cluster
+
+    local = LocalKafka(Settings(state_dir=tmp_path, kafka_brokers=3))
+    for node in local.nodes:
+        monkeypatch.setattr(node, "pid", lambda: 4242)
+    creations: list[int] = []
+
+    async def ensure_topics(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        creations.append(kwargs["replication_factor"])
+        if len(creations) < 3:
+            raise InvalidReplicationFactorError("only 2 broker(s) are registered")
+
+    async def nothing(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        return None
+
+    monkeypatch.setattr(cluster.kafka, "wait_ready", nothing)
+    monkeypatch.setattr(cluster.kafka, "ensure_topics", ensure_topics)
+    monkeypatch.setattr(cluster.kafka, "delete_topics", nothing)
+    monkeypatch.setattr(cluster.asyncio, "sleep", nothing)
+
+    await local._until_usable(deadline=cluster.time.monotonic() + 30)
+
+    assert creations == [3, 3, 3]

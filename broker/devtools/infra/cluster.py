@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
+from aiokafka.errors import InvalidReplicationFactorError
 
 from broker.devtools.infra.kafka import KafkaNode, KafkaRelease, new_cluster_id
 from broker.domain.faults import Failure
@@ -156,7 +157,7 @@ class LocalKafka:
         """Metadata answered, then a probe topic on every node created and deleted; fail fast if a JVM died."""
         probe = self._settings.model_copy(update={"kafka_bootstrap": self.address})
         name = f"ejx.probe.{uuid.uuid4().hex[:12]}"
-        last_error: Failure | None = None
+        last_error: Exception | None = None
         while time.monotonic() < deadline:
             if dead := [node.node_id for node in self.nodes if node.pid() is None]:
                 raise Failure(f"Kafka node(s) {dead} exited during start (see {self.root})")
@@ -165,7 +166,7 @@ class LocalKafka:
                 await kafka.ensure_topics(probe, [name], partitions=1, replication_factor=len(self.nodes))
                 await kafka.delete_topics(probe, [name])
                 return
-            except Failure as error:
+            except (Failure, InvalidReplicationFactorError) as error:  # the latter: not every node registered yet
                 last_error = error
                 await asyncio.sleep(0.5)
         raise Failure(f"Kafka at {self.address} was not usable within {READY_TIMEOUT:g} s: {last_error}")
