@@ -30,6 +30,9 @@ def test_pipeline_bench_delivers_a_backlog_once_and_counts_cpu_per_component(tmp
     assert figures["lost"] == 0 and figures["duplicates"] == 0
     assert figures["offered_rate"] is None
     assert {"router", "relay", "receiver"} <= figures["cpu_ms_per_event"].keys()
-    assert all(ms > 0 for ms in figures["cpu_ms_per_event"].values()), figures["cpu_ms_per_event"]
+    cpu = figures["cpu_ms_per_event"]
+    # /proc counts CPU in 10 ms ticks: the batching relay (~0.05 ms per event) may spend under one tick on
+    # a smoke run's events, so it may read 0; the router and the receiver always spend more.
+    assert cpu["router"] > 0 and cpu["receiver"] > 0 and all(ms >= 0 for ms in cpu.values()), cpu
     assert set(figures["latency_ms"]) == {"p50", "p99", "max"}
     assert 0 < figures["events_per_s"] and 0 < figures["ratio"] < 1
