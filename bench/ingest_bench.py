@@ -23,7 +23,7 @@ import json
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -35,6 +35,7 @@ from rich.table import Table
 from adapters.ingest import Canonicaliser
 from bench.pipeline_bench import SCHOOLS, VENDOR, Processes, Scratch, percentile, tree_cpu_s, vendor_batch
 from broker.access.registry import Registry, School
+from broker.app.cli.moments import MOSCOW
 from broker.infra import kafka
 from broker.infra.migrations import migrate
 from broker.ops import logs
@@ -189,7 +190,7 @@ async def bench(requests: int, concurrency: int, port: int, log_level: str) -> d
 def report(figures: dict) -> None:
     table = Table(title=f"ingest: {figures['requests']} requests × {figures['batch']} events, "
                         f"{figures['concurrency']} in flight, server logs at {figures['log_level']} "
-                        f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")
+                        f"({datetime.now(MOSCOW):%Y-%m-%d %H:%M} Moscow)")
     for column in ("path", "events/s", "CPU per event", "p50 / p99"):
         table.add_column(column, justify="left" if column == "path" else "right")
     latency = figures["latency_ms"]

@@ -134,13 +134,17 @@ async def _with_receiver_tables(pool) -> None:  # noqa: ANN001
 @receiver_group.command("portal")
 @click.option("--port", type=int, default=8090, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--verify-share", type=click.FloatRange(0.01, 1.0), default=1.0, show_default=True,
+              help="Share of signatures checked; below 1 only for benchmarks (every envelope still passes "
+                   "the shape rules and is recorded).")
 @click.pass_obj
-def receiver_portal_command(settings: Settings, port: int, host: str) -> None:
+def receiver_portal_command(settings: Settings, port: int, host: str, verify_share: float) -> None:
     """Serve POST /envelopes as the portal would; GET /report for the counts."""
     async def main(stop: asyncio.Event) -> None:
         async with connected(settings) as pool:
             await _with_receiver_tables(pool)
-            app = portal_receiver_app(verifier=_verifier(settings), receipts=ReceiverLog(pool, "portal"))
+            app = portal_receiver_app(verifier=_verifier(settings), receipts=ReceiverLog(pool, "portal"),
+                                      verified_share=verify_share)
             server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
             server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
             serving = asyncio.create_task(server.serve())
