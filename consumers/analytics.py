@@ -119,8 +119,8 @@ class AnalyticsConsumer:
         async with kafka.running(self._consumer_factory()) as consumer, \
                 kafka.running(self._producer_factory()) as dlq:
             log.info("analytics.started", group_id=self._options.group_id, topic=self._settings.events_topic)
-            await consume(consumer, lambda records: self.process(records, dlq), stop=stop, name=CONSUMER,
-                          options=self._options, after_poll=self._report_lag)
+            await consume(consumer, lambda read: self._process_read(read, dlq), stop=stop, name=CONSUMER,
+                          options=self._options, after_poll=self._report_lag, prepare=self._read_all)
             log.info("analytics.stopped", group_id=self._options.group_id)
 
     async def handle(self, record: ConsumerRecord, dlq: AIOKafkaProducer | None = None) -> Outcome:
@@ -137,8 +137,10 @@ class AnalyticsConsumer:
         and every reject is in the DLQ; a retriable problem raises Failure and the
         caller must offer the same records again.
         """
+        return await self._process_read(self._read_all(records), dlq)
+
+    async def _process_read(self, read: list[_Read], dlq: AIOKafkaProducer | None) -> list[Outcome]:
         started = time.perf_counter()
-        read = [self._read(record) for record in records]
         outcomes: list[Outcome] = []
         first: dict[str, int] = {}  # idempotency key → index of its first record in the batch
         for index, item in enumerate(read):
@@ -171,10 +173,15 @@ class AnalyticsConsumer:
         for (event_type, outcome), count in tally.items():
             metrics.ANALYTICS_EVENTS.labels(event_type, outcome).inc(count)
         by_outcome = Counter(outcomes)
-        log.info("analytics.batch_applied", records=len(records), applied=by_outcome[Outcome.APPLIED],
+        log.info("analytics.batch_applied", records=len(read), applied=by_outcome[Outcome.APPLIED],
                  duplicates=by_outcome[Outcome.DUPLICATE], tests=by_outcome[Outcome.TEST],
                  rejected=by_outcome[Outcome.REJECTED], elapsed_ms=round((time.perf_counter() - started) * 1000, 1))
         return outcomes
+
+    def _read_all(self, records: Sequence[ConsumerRecord]) -> list[_Read]:
+        """The CPU half of a batch (parse, validate), which the consume loop runs while the batch before
+        it waits on PostgreSQL."""
+        return [self._read(record) for record in records]
 
     def _read(self, record: ConsumerRecord) -> _Read:
         """Parse and validate one record; a TestMessage is not even parsed."""

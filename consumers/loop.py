@@ -1,6 +1,7 @@
 """What every consumer of the events topic shares: the consume loop, the inbox, the DLQ, the headers.
 
-The loop is poll → process durably → commit offsets. A retriable fault rewinds
+The loop is poll → process durably → commit offsets, the next batch polled
+(and prepared) while the current one is processed. A retriable fault rewinds
 to the batch's first offsets and retries it after a backoff (nothing skipped,
 nothing committed); a non-retriable one stops the consumer, since processors
 send bad records to the DLQ themselves and never raise for them. A poll or commit
@@ -56,35 +57,93 @@ Result = TypeVar("Result")
 AfterPoll = Callable[[AIOKafkaConsumer], Awaitable[None]]
 
 
+@dataclass
+class _Polled:
+    """One polled batch, and what ``prepare`` made of its records (or the fault it raised)."""
+
+    batches: kafka.Batches
+    records: list[ConsumerRecord]
+    prepared: object = None
+    fault: Fault | None = None
+
+
 async def consume(consumer: AIOKafkaConsumer, process: Process, *, stop: asyncio.Event, name: str,
-                  options: LoopOptions, after_poll: AfterPoll | None = None) -> None:
-    """Run ``process`` on each polled batch until ``stop``; offsets only after it returned."""
+                  options: LoopOptions, after_poll: AfterPoll | None = None,
+                  prepare: Callable[[Sequence[ConsumerRecord]], object] | None = None) -> None:
+    """Run ``process`` on each polled batch until ``stop``; offsets only after it returned.
+
+    While one batch is processed (mostly waiting on PostgreSQL), the next is polled and, with
+    ``prepare``, prepared: its CPU work (parsing, validating) fills that wait. ``process`` then gets
+    what ``prepare`` returned instead of the records. Batches are still processed, and their offsets
+    committed, strictly one after another; a failed batch rewinds both, and the one polled ahead is
+    dropped unprocessed (at stop too), so nothing changes for what is durable or committed.
+    """
     failures = 0
-    while not stop.is_set():
-        batches = await _outlast(partial(consumer.getmany, timeout_ms=options.poll_timeout_ms,
-                                         max_records=options.max_records),
-                                 stop=stop, name=name, action="poll", backoff=options.backoff)
-        if batches is None:
-            return
-        records = [record for partition in batches.values() for record in partition]
-        if records:
+    ahead: _Polled | None = None
+    working: asyncio.Task | None = None
+    try:
+        while not stop.is_set():
+            current = ahead or await _poll(consumer, stop=stop, name=name, options=options, prepare=prepare,
+                                           after_poll=after_poll)
+            ahead = None
+            if current is None:
+                return
+            if not current.records:
+                continue
+            if current.fault is not None:
+                working = asyncio.create_task(_raise(current.fault))
+            else:
+                working = asyncio.create_task(process(current.records if prepare is None else current.prepared))
+            ahead = await _poll(consumer, stop=stop, name=name, options=options, prepare=prepare,
+                                after_poll=after_poll)
             try:
-                await process(records)
+                await working
             except Fault as fault:
                 if not fault.retriable:
                     raise
                 failures += 1
                 delay = options.backoff.delay(failures)
                 log.warning(f"{name}.batch_retry", code=fault.code, reason=fault.description,
-                            records=len(records), retry_in_s=round(delay, 2))
-                kafka.rewind(consumer, batches)
+                            records=len(current.records), retry_in_s=round(delay, 2))
+                if ahead is not None:
+                    kafka.rewind(consumer, ahead.batches)
+                    ahead = None
+                kafka.rewind(consumer, current.batches)  # last: its offsets come first where both hold a partition
                 await pause(stop, delay)
                 continue
+            finally:
+                working = None
             failures = 0
-            await _outlast(partial(kafka.commit_processed, consumer, batches, timeout_s=options.commit_timeout_s),
+            await _outlast(partial(kafka.commit_processed, consumer, current.batches,
+                                   timeout_s=options.commit_timeout_s),
                            stop=stop, name=name, action="commit", backoff=options.backoff)
-        if after_poll is not None:
-            await after_poll(consumer)
+    finally:
+        if working is not None and not working.done():
+            working.cancel()
+
+
+async def _poll(consumer: AIOKafkaConsumer, *, stop: asyncio.Event, name: str, options: LoopOptions,
+                prepare: Callable[[Sequence[ConsumerRecord]], object] | None,
+                after_poll: AfterPoll | None) -> _Polled | None:
+    """The next batch, prepared; None if ``stop`` was set during a Kafka outage."""
+    batches = await _outlast(partial(consumer.getmany, timeout_ms=options.poll_timeout_ms,
+                                     max_records=options.max_records),
+                             stop=stop, name=name, action="poll", backoff=options.backoff)
+    if batches is None:
+        return None
+    polled = _Polled(batches, [record for partition in batches.values() for record in partition])
+    if polled.records and prepare is not None:
+        try:
+            polled.prepared = prepare(polled.records)
+        except Fault as fault:
+            polled.fault = fault
+    if after_poll is not None:
+        await after_poll(consumer)
+    return polled
+
+
+async def _raise(fault: Fault) -> None:
+    raise fault
 
 
 async def _outlast(call: Callable[[], Awaitable[Result]], *, stop: asyncio.Event, name: str, action: str,

@@ -127,7 +127,8 @@ class Router:
                                   max_poll_records=self._options.max_records)
         async with kafka.running(consumer):
             log.info("router.started", topic=self._settings.events_topic, group_id=self._options.group_id)
-            await consume(consumer, self.process, stop=stop, name=CONSUMER, options=self._options)
+            await consume(consumer, self._route_read, stop=stop, name=CONSUMER, options=self._options,
+                          prepare=self._read)
         log.info("router.stopped")
 
     async def process(self, records: Sequence[ConsumerRecord], *, redeliver: bool = False,
@@ -139,14 +140,20 @@ class Router:
         sending them to the DLQ again (replays of a topic the DLQ already saw). ``dry_run`` does
         all of it, signing included, then rolls back and sends nothing.
         """
+        return await self._route_read(self._read(records), redeliver=redeliver, dead_letters=dead_letters,
+                                      dry_run=dry_run)
+
+    async def _route_read(self, read: tuple[list[_Accepted], list[_Rejected]], *, redeliver: bool = False,
+                          dead_letters: bool = True, dry_run: bool = False) -> BatchOutcome:
+        """Route a batch :meth:`_read` parsed (the consume loop reads the next batch meanwhile)."""
         with outage_as_failure():
-            return await self._process(records, redeliver=redeliver, dead_letters=dead_letters and not dry_run,
+            return await self._process(read, redeliver=redeliver, dead_letters=dead_letters and not dry_run,
                                        dry_run=dry_run)
 
-    async def _process(self, records: Sequence[ConsumerRecord], *, redeliver: bool,
+    async def _process(self, read: tuple[list[_Accepted], list[_Rejected]], *, redeliver: bool,
                        dead_letters: bool, dry_run: bool) -> BatchOutcome:
         outcome = BatchOutcome()
-        accepted, rejected = self._read(records)
+        accepted, rejected = read
         outcome.rejected = len(rejected)
 
         # First occurrence of each key in the batch; later copies are skips.
@@ -235,6 +242,7 @@ class Router:
         return outcome
 
     def _read(self, records: Sequence[ConsumerRecord]) -> tuple[list[_Accepted], list[_Rejected]]:
+        """Parse and validate a batch: CPU only, no I/O."""
         accepted, rejected = [], []
         for record in records:
             try:

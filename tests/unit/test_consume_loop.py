@@ -14,6 +14,7 @@ from aiokafka.errors import (
 )
 from structlog.testing import capture_logs
 
+from broker.domain.faults import Failure
 from broker.infra.backoff import Backoff
 from consumers.loop import LoopOptions, consume
 
@@ -128,3 +129,94 @@ async def test_the_batch_in_flight_at_stop_is_still_committed():
 
     await asyncio.wait_for(consume(consumer, process, stop=stop, name="test", options=OPTIONS), 1.0)
     assert consumer.committed == [{TP: 1}]
+
+
+class SeekableConsumer(FakeConsumer):
+    """Hands out the record at its position; ``seek`` moves it back, as a rewind does."""
+
+    def __init__(self, *, records: int) -> None:
+        super().__init__(records=0)
+        self.log = [record(offset) for offset in range(records)]
+        self.position = 0
+        self.seeks: list[int] = []
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict:
+        await asyncio.sleep(0)
+        if self.position >= len(self.log):
+            return {}
+        self.position += 1
+        return {TP: [self.log[self.position - 1]]}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append(offset)
+        self.position = offset
+
+
+async def test_the_next_batch_is_prepared_while_the_current_one_is_processed():
+    consumer = SeekableConsumer(records=3)
+    stop = asyncio.Event()
+    prepared: list[int] = []
+    processed: list[int] = []
+    next_prepared = asyncio.Event()
+
+    def prepare(records):
+        prepared.extend(r.offset for r in records)
+        if records[0].offset == 1:
+            next_prepared.set()
+        return [r.offset for r in records]
+
+    async def process(offsets):
+        if offsets == [0]:
+            await asyncio.wait_for(next_prepared.wait(), 1.0)  # without the overlap this never happens
+        processed.extend(offsets)
+        if offsets == [2]:
+            stop.set()
+
+    await asyncio.wait_for(consume(consumer, process, stop=stop, name="test", options=OPTIONS, prepare=prepare), 2.0)
+    assert processed == [0, 1, 2] and prepared == [0, 1, 2]
+    assert consumer.committed == [{TP: 1}, {TP: 2}, {TP: 3}]
+
+
+async def test_a_failed_batch_rewinds_the_batch_polled_ahead_too_and_both_are_processed_again_in_order():
+    consumer = SeekableConsumer(records=3)
+    stop = asyncio.Event()
+    attempts: list[int] = []
+    failed = False
+
+    async def process(offsets):
+        nonlocal failed
+        attempts.extend(offsets)
+        if offsets == [0] and not failed:
+            failed = True
+            await asyncio.sleep(0.01)  # long enough for the batch after it to be polled ahead
+            raise Failure("PostgreSQL is down")
+        if offsets == [2]:
+            stop.set()
+
+    await asyncio.wait_for(consume(consumer, process, stop=stop, name="test", options=OPTIONS,
+                                   prepare=lambda records: [r.offset for r in records]), 2.0)
+    assert attempts == [0, 0, 1, 2]  # batch 1 was polled ahead, dropped, and read again after batch 0
+    assert consumer.seeks == [1, 0]  # the batch ahead rewound first, the failed one last
+    assert consumer.committed == [{TP: 1}, {TP: 2}, {TP: 3}]
+
+
+async def test_a_retriable_fault_in_prepare_retries_its_batch():
+    consumer = SeekableConsumer(records=2)
+    stop = asyncio.Event()
+    tries = {"prepare": 0}
+    processed: list[int] = []
+
+    def prepare(records):
+        tries["prepare"] += 1
+        if tries["prepare"] == 1:
+            raise Failure("schema store unreachable")
+        return [r.offset for r in records]
+
+    async def process(offsets):
+        processed.extend(offsets)
+        if offsets == [1]:
+            stop.set()
+
+    await asyncio.wait_for(consume(consumer, process, stop=stop, name="test", options=OPTIONS, prepare=prepare), 2.0)
+    assert processed == [0, 1]
+    assert consumer.committed == [{TP: 1}, {TP: 2}]
