@@ -43,25 +43,14 @@ async def wait_for_dependencies(settings: Settings, *, stop: asyncio.Event) -> b
 
     With ``settings.startup_fail_fast`` the first unanswered probe raises its Failure.
     """
-    backoff = Backoff(base_s=0.5, cap_s=settings.startup_retry_cap_s)
     for dependency, check in _checks(settings).items():
-        attempt = 0
-        while not stop.is_set():
-            attempt += 1
-            try:
-                await check()
-            except Failure as failure:
-                if settings.startup_fail_fast:
-                    raise
-                delay = backoff.delay(attempt)
-                log.warning("startup.waiting", dependency=dependency, attempt=attempt, retry_in_s=round(delay, 2),
-                            error=failure.description)
-                await pause(stop, delay)
-                continue
-            if attempt > 1:
-                log.info("startup.dependency_ready", dependency=dependency, attempts=attempt)
-            break
-    return not stop.is_set()
+        answered, _, attempts = await _retried(settings, check, stop=stop, event="startup.waiting",
+                                               dependency=dependency)
+        if not answered:
+            return False
+        if attempts > 1:
+            log.info("startup.dependency_ready", dependency=dependency, attempts=attempts)
+    return True
 
 
 async def until_started(settings: Settings, start: Callable[[], Awaitable[Started]], *, stop: asyncio.Event,
@@ -71,19 +60,24 @@ async def until_started(settings: Settings, start: Callable[[], Awaitable[Starte
 
     With ``settings.startup_fail_fast`` the first Failure is raised.
     """
+    _, started, _ = await _retried(settings, start, stop=stop, event="startup.retrying", component=what)
+    return started
+
+
+async def _retried(settings: Settings, call: Callable[[], Awaitable[Started]], *, stop: asyncio.Event,
+                   event: str, **context: str) -> tuple[bool, Started | None, int]:
+    """(True, ``call()``'s result, tries) once it succeeds; (False, None, tries) if ``stop`` came first.
+    Each Failure is logged as ``event`` and waited out with backoff, unless start-up fails fast."""
     backoff = Backoff(base_s=0.5, cap_s=settings.startup_retry_cap_s)
     attempt = 0
     while not stop.is_set():
         attempt += 1
         try:
-            started = await start()
+            return True, await call(), attempt
         except Failure as failure:
             if settings.startup_fail_fast:
                 raise
             delay = backoff.delay(attempt)
-            log.warning("startup.retrying", component=what, attempt=attempt, retry_in_s=round(delay, 2),
-                        error=failure.description)
+            log.warning(event, **context, attempt=attempt, retry_in_s=round(delay, 2), error=failure.description)
             await pause(stop, delay)
-            continue
-        return started
-    return None
+    return False, None, attempt
