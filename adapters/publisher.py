@@ -145,17 +145,18 @@ class KafkaPublisher:
 
 
 async def _abort_and_stop(producer: AIOKafkaProducer) -> None:
-    try:
-        async with asyncio.timeout(5):
-            await producer.abort_transaction()
-    except Exception as error:  # noqa: BLE001 - the producer is stopped below either way
-        log.debug("ingest.abort_failed", error=repr(error))
+    await _quietly(producer.abort_transaction(), "ingest.abort_failed")  # it is stopped below either way
     await _stop_quietly(producer)
 
 
 async def _stop_quietly(producer: AIOKafkaProducer) -> None:
+    await _quietly(producer.stop(), "ingest.producer_stop_failed")
+
+
+async def _quietly(step: Coroutine[object, object, object], failed: str) -> None:
+    """One step of throwing a broken producer away: at most 5 s, a failure only logged (debug)."""
     try:
         async with asyncio.timeout(5):
-            await producer.stop()
+            await step
     except Exception as error:  # noqa: BLE001 - a broken producer is being thrown away
-        log.debug("ingest.producer_stop_failed", error=repr(error))
+        log.debug(failed, error=repr(error))

@@ -44,6 +44,18 @@ async def _enqueue(pool, *messages):
         await uow.commit()
 
 
+async def _received_soon_after_commit(db_pool, pair, receipts) -> None:
+    """Commit one outbox row; the portal must have it within 2 s, long before a 60 s poll."""
+    message = signed_message(pair[0])
+    committed = time.monotonic()
+    await _enqueue(db_pool, message)
+
+    async def received() -> bool:
+        return message.message_id in await receipts.message_ids()
+    await eventually(received, timeout=10.0, every=0.02)
+    assert time.monotonic() - committed < 2.0
+
+
 def _batch(*messages) -> bytes:
     return json.dumps({"envelopes": [{"key": m.partition_key, "envelope": base64.b64encode(m.payload).decode()}
                                      for m in messages]}).encode()
@@ -153,14 +165,7 @@ async def test_a_committed_row_wakes_the_relay_long_before_its_poll(db_pool, pai
     task = asyncio.create_task(relay.run(stop))
     try:
         await asyncio.sleep(1.0)  # the relay found nothing and waits for its (long) poll
-        message = signed_message(pair[0])
-        committed = time.monotonic()
-        await _enqueue(db_pool, message)
-
-        async def received() -> bool:
-            return message.message_id in await receipts.message_ids()
-        await eventually(received, timeout=10.0, every=0.02)
-        assert time.monotonic() - committed < 2.0
+        await _received_soon_after_commit(db_pool, pair, receipts)
     finally:
         stop.set()
         await task
@@ -186,14 +191,7 @@ async def test_a_lost_listening_connection_is_replaced_and_wakes_the_relay_again
         async def replaced() -> bool:
             return any(pid != lost for pid in await listener_pids())
         await eventually(replaced, timeout=10.0)
-        message = signed_message(pair[0])
-        committed = time.monotonic()
-        await _enqueue(db_pool, message)
-
-        async def received() -> bool:
-            return message.message_id in await receipts.message_ids()
-        await eventually(received, timeout=10.0, every=0.02)
-        assert time.monotonic() - committed < 2.0
+        await _received_soon_after_commit(db_pool, pair, receipts)
     finally:
         stop.set()
         await task
