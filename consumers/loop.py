@@ -69,12 +69,12 @@ class _Polled:
 
 async def consume(consumer: AIOKafkaConsumer, process: Process, *, stop: asyncio.Event, name: str,
                   options: LoopOptions, after_poll: AfterPoll | None = None,
-                  prepare: Callable[[Sequence[ConsumerRecord]], object] | None = None) -> None:
+                  prepare: Callable[[Sequence[ConsumerRecord]], object] = list) -> None:
     """Run ``process`` on each polled batch until ``stop``; offsets only after it returned.
 
-    While one batch is processed (mostly waiting on PostgreSQL), the next is polled and, with
-    ``prepare``, prepared: its CPU work (parsing, validating) fills that wait. ``process`` then gets
-    what ``prepare`` returned instead of the records. Batches are still processed, and their offsets
+    While one batch is processed (mostly waiting on PostgreSQL), the next is polled and
+    prepared: ``prepare``'s CPU work (parsing, validating) fills that wait, and ``process`` gets what it
+    returned (by default the records). Batches are still processed, and their offsets
     committed, strictly one after another; a failed batch rewinds both, and the one polled ahead is
     dropped unprocessed (at stop too), so nothing changes for what is durable or committed.
     """
@@ -93,7 +93,7 @@ async def consume(consumer: AIOKafkaConsumer, process: Process, *, stop: asyncio
             if current.fault is not None:
                 working = asyncio.create_task(_raise(current.fault))
             else:
-                working = asyncio.create_task(process(current.records if prepare is None else current.prepared))
+                working = asyncio.create_task(process(current.prepared))
             ahead = await _poll(consumer, stop=stop, name=name, options=options, prepare=prepare,
                                 after_poll=after_poll)
             try:
@@ -123,7 +123,7 @@ async def consume(consumer: AIOKafkaConsumer, process: Process, *, stop: asyncio
 
 
 async def _poll(consumer: AIOKafkaConsumer, *, stop: asyncio.Event, name: str, options: LoopOptions,
-                prepare: Callable[[Sequence[ConsumerRecord]], object] | None,
+                prepare: Callable[[Sequence[ConsumerRecord]], object],
                 after_poll: AfterPoll | None) -> _Polled | None:
     """The next batch, prepared; None if ``stop`` was set during a Kafka outage."""
     batches = await _outlast(partial(consumer.getmany, timeout_ms=options.poll_timeout_ms,
@@ -132,7 +132,7 @@ async def _poll(consumer: AIOKafkaConsumer, *, stop: asyncio.Event, name: str, o
     if batches is None:
         return None
     polled = _Polled(batches, [record for partition in batches.values() for record in partition])
-    if polled.records and prepare is not None:
+    if polled.records:
         try:
             polled.prepared = prepare(polled.records)
         except Fault as fault:
