@@ -36,6 +36,7 @@ from broker.infra.postgres import UnitOfWork, outage_as_failure
 from broker.ops import metrics
 from broker.settings import Settings
 from broker.xml.schemas import Schemas
+from consumers import loop
 from consumers.loop import (
     LoopOptions,
     claim_inbox,
@@ -68,9 +69,7 @@ class AnalyticsOptions(LoopOptions):
 
 def events_consumer(settings: Settings, options: AnalyticsOptions) -> AIOKafkaConsumer:
     """The consumer the analytics consumer reads the events topic with (not started)."""
-    return kafka.consumer(settings, settings.events_topic, group_id=options.group_id,
-                          max_poll_records=options.max_records,
-                          max_partition_fetch_bytes=options.fetch_bytes_per_partition)
+    return loop.events_consumer(settings, options, max_partition_fetch_bytes=options.fetch_bytes_per_partition)
 
 
 class Outcome(StrEnum):

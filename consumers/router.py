@@ -49,6 +49,7 @@ from consumers.loop import (
     claim_inbox,
     consume,
     dead_letter,
+    events_consumer,
     is_test_message,
 )
 
@@ -123,8 +124,7 @@ class Router:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Route until ``stop``; the batch in flight is finished and its offsets committed first."""
-        consumer = kafka.consumer(self._settings, self._settings.events_topic, group_id=self._options.group_id,
-                                  max_poll_records=self._options.max_records)
+        consumer = events_consumer(self._settings, self._options)
         async with kafka.running(consumer):
             log.info("router.started", topic=self._settings.events_topic, group_id=self._options.group_id)
             await consume(consumer, self._route_read, stop=stop, name=CONSUMER, options=self._options,
