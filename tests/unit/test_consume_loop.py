@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from dataclasses import replace
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
@@ -220,3 +223,27 @@ async def test_a_retriable_fault_in_prepare_retries_its_batch():
     await asyncio.wait_for(consume(consumer, process, stop=stop, name="test", options=OPTIONS, prepare=prepare), 2.0)
     assert processed == [0, 1]
     assert consumer.committed == [{TP: 1}, {TP: 2}]
+
+
+async def test_prepare_in_thread_keeps_the_batch_in_flight_moving_while_the_next_is_prepared():
+    consumer = FakeConsumer(records=2)
+    moments: list[str] = []
+    stop = asyncio.Event()
+
+    def prepare(records):
+        if records[0].offset == 1:  # the batch polled ahead: slow CPU work, off the loop
+            assert threading.current_thread() is not threading.main_thread()
+            time.sleep(0.3)
+            moments.append("prepared 1")
+        return records
+
+    async def process(records):
+        for _ in range(3):  # round trips to PostgreSQL, as it were
+            await asyncio.sleep(0.02)
+        moments.append(f"processed {records[0].offset}")
+        if records[0].offset == 1:
+            stop.set()
+
+    await asyncio.wait_for(consume(consumer, process, stop=stop, name="test", prepare=prepare,
+                                   options=replace(OPTIONS, prepare_in_thread=True)), 5)
+    assert moments == ["processed 0", "prepared 1", "processed 1"]
