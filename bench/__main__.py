@@ -19,8 +19,10 @@ BENCHES = (
     ("e-diary over SMEV 3, 100,000 pupils (vs the bare projection read)", ["bench.diary_bench"]),
     ("ingest (REST API vs raw aiokafka produce)", ["bench.ingest_bench", "--requests", "100"]),
     ("analytics (projections vs raw consume)", ["bench.analytics_bench", "--events", "3000"]),
-    ("pipeline, separate processes (produce → portal receiver vs raw produce→consume)",
-     ["bench.pipeline_bench", "--max", "--events", "2000"]),
+    ("pipeline, separate processes, a backlog (produce → portal receiver vs raw produce→consume)",
+     ["bench.pipeline_bench", "--max", "--events", "10000"]),
+    ("pipeline, separate processes, a steady 1,000 events/s (latency)",
+     ["bench.pipeline_bench", "--rate", "1000", "--seconds", "20"]),
     ("message log (chained appends vs raw batched INSERT)", ["bench.message_log_bench"]),
 )
 

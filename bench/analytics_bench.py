@@ -44,6 +44,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.table import Table
 
+from bench import targets
 from bench.pipeline_bench import postgres_cpu, postgres_delta
 from broker.devtools.simulation import simulate
 from broker.domain.model import Event
@@ -218,7 +219,8 @@ async def bench(count: int, log_level: str) -> dict:
             "postgres_cpu_ms_per_event": 1000 * applied["postgres_cpu_s"] / n,
             "raw_consume_events_per_s": n / raw_s, "raw_consume_cpu_ms_per_event": 1000 * raw_cpu_s / n,
             "raw_insert_events_per_s": n / insert_s, "raw_insert_cpu_ms_per_event": 1000 * insert_cpu_s / n,
-            "ratio_consume": rate * raw_s / n, "ratio_insert": rate * insert_s / n}
+            "ratio_consume": rate * raw_s / n, "ratio_insert": rate * insert_s / n,
+            "targets": targets.as_json(targets.analytics(rate))}
 
 
 def report(figures: dict) -> None:
@@ -235,6 +237,7 @@ def report(figures: dict) -> None:
                   f"{figures['raw_insert_events_per_s']:,.0f}", f"{figures['raw_insert_cpu_ms_per_event']:.3f} ms",
                   f"{figures['ratio_insert']:.3f}")
     console.print(table)
+    console.print(targets.table(targets.Target(**target) for target in figures["targets"]))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters.ingest import Canonicaliser
+from bench import targets
 from bench.pipeline_bench import SCHOOLS, VENDOR, Processes, Scratch, percentile, tree_cpu_s, vendor_batch
 from broker.access.registry import Registry, School
 from broker.app.cli.moments import MOSCOW
@@ -184,6 +185,7 @@ async def bench(requests: int, concurrency: int, port: int, log_level: str) -> d
                        "p99": 1000 * percentile(api["latencies"], 0.99)},
         "failures": len(api["failures"]), "first_failure": api["failures"][0] if api["failures"] else None,
         "on_topic": on_topic, "distinct_on_topic": distinct, "expected_on_topic": expected,
+        "targets": targets.as_json(targets.ingest(rate, rate / raw["events_per_s"])),
     }
 
 
@@ -201,6 +203,7 @@ def report(figures: dict) -> None:
     console.print(table)
     console.print(f"API / raw = {figures['ratio']:.2f}; on the topic {figures['on_topic']} records, "
                   f"{figures['distinct_on_topic']} distinct keys, expected {figures['expected_on_topic']}")
+    console.print(targets.table(targets.Target(**target) for target in figures["targets"]))
     if figures["failures"]:
         console.print(f"[red]{figures['failures']} request(s) failed[/], first: {figures['first_failure']}")
 

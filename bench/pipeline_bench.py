@@ -65,6 +65,7 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters import examples
+from bench import targets
 from broker.access.registry import Registry, School
 from broker.app.cli.moments import MOSCOW
 from broker.devtools.migrations import RECEIVER_TABLES
@@ -580,7 +581,7 @@ async def bench(plan: Plan) -> dict:
     finally:
         await scratch.remove()
     own = sum(v for k, v in e2e["cpu_ms_per_event"].items() if k in ("router", "relay"))
-    return {
+    figures = {
         "events_per_s": e2e["events_per_s"], "raw_events_per_s": raw["events_per_s"],
         "ratio": e2e["events_per_s"] / raw["events_per_s"], "cpu_ms_per_event": e2e["cpu_ms_per_event"],
         "latency_ms": e2e["latency_ms"], "offered_rate": plan.rate, "lost": e2e["lost"],
@@ -594,6 +595,7 @@ async def bench(plan: Plan) -> dict:
                                   + insert["client_cpu_ms_per_row"],
         **{k: e2e[k] for k in ("offered", "offered_s", "elapsed_s", "bad_signatures", "dead_rows", "rest_failures")},
     }
+    return {**figures, "targets": targets.as_json(targets.pipeline(figures))}
 
 
 def report(figures: dict) -> None:
@@ -624,6 +626,7 @@ def report(figures: dict) -> None:
                   f"{figures['lost']} / {figures['duplicates']} / {figures['bad_signatures']} / {figures['dead_rows']}",
                   "", "")
     console.print(table)
+    console.print(targets.table(targets.Target(**target) for target in figures["targets"]))
 
 
 def main() -> int:

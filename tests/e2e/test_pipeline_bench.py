@@ -36,3 +36,8 @@ def test_pipeline_bench_delivers_a_backlog_once_and_counts_cpu_per_component(tmp
     assert cpu["router"] > 0 and cpu["receiver"] > 0 and all(ms >= 0 for ms in cpu.values()), cpu
     assert set(figures["latency_ms"]) == {"p50", "p99", "max"}
     assert 0 < figures["events_per_s"] and 0 < figures["ratio"] < 1
+    # The run states the targets it measures (a backlog: throughput and ejx's own CPU), met or not.
+    assert [(t["name"], t["met"]) for t in figures["targets"]] == [
+        ("produce → portal recorded", figures["events_per_s"] >= 3000 and figures["ratio"] >= 0.2),
+        ("router + relay CPU per event", figures["router_relay_cpu_ms_per_event"] <= 0.5)]
+    assert "targets on this machine" in done.stdout
