@@ -132,8 +132,9 @@ async def enqueue(conn: asyncpg.Connection, messages: Sequence[NewMessage]) -> i
     return len(rows)
 
 
-async def claim(pool: asyncpg.Pool, *, keys: int, per_key: int = 1, lease: timedelta) -> list[OutboxMessage]:
-    """Lease the next rows of up to ``keys`` (destination, partition_key) pairs whose earliest row is due.
+async def claim(pool: asyncpg.Pool, destination: str, *, keys: int, per_key: int = 1,
+                lease: timedelta) -> list[OutboxMessage]:
+    """Lease the next rows of up to ``keys`` of ``destination``'s partition keys whose earliest row is due.
 
     Per key, the earliest pending row (the head) is locked first and only then up
     to ``per_key`` rows from it in order, so two relays never split one key's rows.
@@ -145,7 +146,7 @@ async def claim(pool: asyncpg.Pool, *, keys: int, per_key: int = 1, lease: timed
     rows = await pool.fetch(
         """WITH heads AS MATERIALIZED (
                SELECT o.id, o.destination, o.partition_key FROM outbox o
-               WHERE o.status = 'pending' AND o.next_attempt_at <= now()
+               WHERE o.status = 'pending' AND o.destination = $5 AND o.next_attempt_at <= now()
                  AND NOT EXISTS (
                      SELECT 1 FROM outbox e
                      WHERE e.status = 'pending' AND e.destination = o.destination
@@ -165,7 +166,7 @@ async def claim(pool: asyncpg.Pool, *, keys: int, per_key: int = 1, lease: timed
            RETURNING outbox.id, outbox.message_id, outbox.destination, outbox.partition_key, outbox.payload,
                      outbox.recipient, outbox.message_type, outbox.attempts, outbox.reference_message_id,
                      outbox.created_at""",
-        keys, per_key, lease, lease_id)
+        keys, per_key, lease, lease_id, destination)
     ordered = sorted(rows, key=lambda r: (r["destination"], r["partition_key"], r["id"]))
     return [OutboxMessage(lease_id=lease_id, **dict(row)) for row in ordered]
 

@@ -7,8 +7,11 @@ receiver de-duplicates the repeat by MessageID). A claim takes a run of rows
 per (destination, partition_key); each key's run is delivered in order, the keys
 concurrently (a destination that takes batches gets several keys' runs in one
 call: :mod:`broker.delivery.chains`), and the next claim overlaps the deliveries
-still in flight. Committed rows wake the relay (:mod:`broker.delivery.wakeup`);
-a slow poll finds due retries and whatever a lost notification missed.
+still in flight. Each destination is claimed for on its own, with its own budget
+of keys and deliveries in flight, so a slow or unreachable destination never
+holds back another; a relay claims only for the destinations it has. Committed
+rows wake the relay (:mod:`broker.delivery.wakeup`); a slow poll finds due
+retries and whatever a lost notification missed.
 
 A watchdog guards the loop's database work: every connection the loop uses is
 taken through :meth:`Relay._watched`, and a round of database work (or one
@@ -54,11 +57,11 @@ class RelayOptions:
     """How the relay claims, retries and cleans up."""
 
     batch_size: int = 200
-    """Keys (destination, partition_key) claimed per round."""
+    """Keys (destination, partition_key) claimed per round, per destination."""
     per_key: int = 20
     """Rows of one key claimed per round; delivered one after another, in order."""
     concurrency: int = 16
-    """Deliveries in flight at once within a round."""
+    """Deliveries in flight at once, per destination."""
     max_attempts: int = 12
     """After this many failed attempts a row is dead."""
     backoff: Backoff = field(default_factory=Backoff)
@@ -103,7 +106,8 @@ class Relay:
         self._destinations = dict(destinations)
         self._options = options
         self._rng = rng or random.Random()
-        self._slots = asyncio.Semaphore(options.concurrency)
+        self._slots = {name: asyncio.Semaphore(options.concurrency) for name in self._destinations}
+        """Per destination: at most ``concurrency`` deliveries in flight."""
         self._deadline = AttemptDeadline(pool, seconds=options.attempt_deadline_s or options.lease_s / 3)
         self._busy: dict[asyncpg.Connection, float] = {}
         """Connections in use by the loop, with the moment each was taken (the watchdog reads it)."""
@@ -141,10 +145,11 @@ class Relay:
 
     async def _loop(self, stop: asyncio.Event) -> None:
         options = self._options
-        next_claim = time.monotonic()
+        next_claim = dict.fromkeys(self._destinations, time.monotonic())
+        """Per destination, when to claim for it next."""
         failures = 0
-        in_flight: dict[asyncio.Task[list[ChainOutcome]], int] = {}
-        """Deliveries under way, with how many keys each carries."""
+        in_flight: dict[asyncio.Task[list[ChainOutcome]], tuple[str, int]] = {}
+        """Deliveries under way, with their destination and how many keys each carries."""
         finished: list[asyncio.Task[list[ChainOutcome]]] = []
         record_by = math.inf
         woken = self._woken
@@ -162,7 +167,7 @@ class Relay:
             woken.clear()
             if self._committed:
                 self._committed = False
-                next_claim = min(next_claim, time.monotonic())
+                next_claim = dict.fromkeys(next_claim, time.monotonic())
             self._round_since = self._round_since or time.monotonic()
             try:
                 if finished and (not in_flight or stop.is_set() or time.monotonic() >= record_by
@@ -177,20 +182,22 @@ class Relay:
                         raise
                 if stop.is_set() and not in_flight:
                     break
-                now = time.monotonic()
-                keys_in_flight = sum(in_flight.values())
-                if not stop.is_set() and now >= next_claim and keys_in_flight <= options.batch_size // 2:
+                for destination in () if stop.is_set() else self._destinations:
+                    now = time.monotonic()
+                    keys_in_flight = _keys_to(destination, in_flight)
+                    if now < next_claim[destination] or keys_in_flight > options.batch_size // 2:
+                        continue
                     want = options.batch_size - keys_in_flight
                     async with self._watched() as db:
-                        claimed = await outbox.claim(db, keys=want, per_key=options.per_key,
+                        claimed = await outbox.claim(db, destination, keys=want, per_key=options.per_key,
                                                      lease=timedelta(seconds=options.lease_s))
                     claimed_chains = chains(claimed)
                     for delivery in deliveries(claimed_chains, self._max_batch):
                         task = asyncio.create_task(self._deliver(delivery))
-                        in_flight[task] = len(delivery)
+                        in_flight[task] = (destination, len(delivery))
                         task.add_done_callback(delivery_done)
                     # Fewer keys than asked for: the backlog is drained, so poll again only after a pause.
-                    next_claim = now if len(claimed_chains) >= want else now + options.idle_poll_s
+                    next_claim[destination] = now if len(claimed_chains) >= want else now + options.idle_poll_s
                 failures = 0
                 self._round_since = None
             except Exception as error:
@@ -207,8 +214,9 @@ class Relay:
                 continue
             if self._committed:
                 continue
-            may_claim = not stop.is_set() and sum(in_flight.values()) <= options.batch_size // 2
-            wake = min(record_by, next_claim if may_claim else math.inf)
+            claims = [] if stop.is_set() else [at for destination, at in next_claim.items()
+                                               if _keys_to(destination, in_flight) <= options.batch_size // 2]
+            wake = min([record_by, *claims])
             timeout = None if wake == math.inf else max(0.0, wake - time.monotonic())
             # A finished delivery or a notification wakes the loop; with nothing in flight, so does stop.
             waits = [asyncio.ensure_future(woken.wait())] + ([] if in_flight else [asyncio.ensure_future(stop.wait())])
@@ -253,9 +261,11 @@ class Relay:
             self._round_since = time.monotonic()
 
     async def run_once(self) -> RoundResult:
-        """Claim one batch, deliver each key's rows in order (keys in parallel), record every outcome."""
-        claimed = await outbox.claim(self._pool, keys=self._options.batch_size, per_key=self._options.per_key,
-                                     lease=timedelta(seconds=self._options.lease_s))
+        """Claim one batch per destination, deliver each key's rows in order (keys in parallel), record every
+        outcome."""
+        claimed = [message for destination in self._destinations for message in await outbox.claim(
+            self._pool, destination, keys=self._options.batch_size, per_key=self._options.per_key,
+            lease=timedelta(seconds=self._options.lease_s))]
         if not claimed:
             return RoundResult()
         outcomes = await asyncio.gather(*(self._deliver(d) for d in deliveries(chains(claimed), self._max_batch)))
@@ -302,8 +312,8 @@ class Relay:
 
     async def _deliver(self, delivery: Delivery) -> list[ChainOutcome]:
         """One chain in order, or several in one batch: per chain, what happened to it."""
-        destination = self._destinations.get(delivery[0][0].destination)
-        if destination is None or destination.max_batch <= 1:
+        destination = self._destinations[delivery[0][0].destination]
+        if destination.max_batch <= 1:
             return [await self._deliver_in_order(chain) for chain in delivery]
         return await self._deliver_batch(destination, delivery)
 
@@ -313,7 +323,7 @@ class Relay:
         One call takes far less than the lease, so the rows need no renewal meanwhile.
         """
         messages = [message for chain in delivery for message in chain]
-        async with self._slots:
+        async with self._slots[messages[0].destination]:
             try:
                 faults: list[Fault | None] = await self._deadline.within(
                     destination.deliver_batch(messages), destination=messages[0].destination,
@@ -359,10 +369,8 @@ class Relay:
 
     async def _attempt(self, message: OutboxMessage) -> Fault | None:
         """None when delivered, else the fault that says what to do next."""
-        destination = self._destinations.get(message.destination)
-        if destination is None:
-            return Failure(f"no destination {message.destination!r} is configured in this relay")
-        async with self._slots:
+        destination = self._destinations[message.destination]  # only ours are claimed
+        async with self._slots[message.destination]:
             try:
                 await self._deadline.within(destination.deliver(message), destination=message.destination,
                                             message_id=str(message.message_id))
@@ -370,3 +378,7 @@ class Relay:
                 return fault
         return None
 
+
+def _keys_to(destination: str, in_flight: Mapping[object, tuple[str, int]]) -> int:
+    """Keys of ``destination`` in deliveries still under way."""
+    return sum(keys for to, keys in in_flight.values() if to == destination)

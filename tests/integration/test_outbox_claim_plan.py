@@ -18,13 +18,13 @@ async def test_a_claim_first_run_on_an_empty_outbox_stays_fast_once_a_backlog_bu
     relay_pool = await create_pool(db_settings, min_size=1, max_size=1)  # one session: the relay's
     try:
         for _ in range(8):  # past PostgreSQL's five custom plans: a generic one may now be kept
-            assert await outbox.claim(relay_pool, keys=200, per_key=100, lease=LEASE) == []
+            assert await outbox.claim(relay_pool, "portal", keys=200, per_key=100, lease=LEASE) == []
         await db_pool.execute(
             """INSERT INTO outbox (message_id, destination, partition_key, payload, recipient, message_type)
                SELECT gen_random_uuid(), 'portal', 'key-' || n, '\\x00'::bytea, 'EPGU', 'GradePosted'
                FROM generate_series(1, $1) AS n""", BACKLOG)
         started = time.perf_counter()
-        claimed = await outbox.claim(relay_pool, keys=200, per_key=100, lease=LEASE)
+        claimed = await outbox.claim(relay_pool, "portal", keys=200, per_key=100, lease=LEASE)
         took = time.perf_counter() - started
     finally:
         await relay_pool.close()

@@ -42,7 +42,7 @@ async def test_a_long_transaction_elsewhere_does_not_delay_new_rows(db_pool) -> 
     try:
         message = _message("grade-1")
         await _enqueue(db_pool, message)
-        claimed = await outbox.claim(db_pool, keys=10, lease=LEASE)
+        claimed = await outbox.claim(db_pool, "portal", keys=10, lease=LEASE)
         assert [m.message_id for m in claimed] == [message.message_id]
     finally:
         await transaction.rollback()
@@ -60,7 +60,7 @@ async def test_writers_of_one_key_commit_in_id_order_and_other_keys_do_not_wait(
         await uow.commit()
     await asyncio.wait_for(same_key, timeout=10)
 
-    claimed = await outbox.claim(db_pool, keys=10, per_key=5, lease=LEASE)
+    claimed = await outbox.claim(db_pool, "portal", keys=10, per_key=5, lease=LEASE)
     by_key = {}
     for message in claimed:
         by_key.setdefault(message.partition_key, []).append(message.message_id)
