@@ -7,8 +7,11 @@ pyproject.toml), so production code never imports this package.
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 import uvicorn
@@ -39,6 +42,7 @@ from broker.smev3.client import Smev3Client, pinned_certificates
 from broker.xml.signing import SigningKey, Verifier
 
 console = Console(stderr=False)
+Result = TypeVar("Result")
 
 
 @click.command("demo")
@@ -59,11 +63,22 @@ def demo_command(settings: Settings, schools: int, students_per_school: int, day
     options = DemoOptions(schools=schools, students_per_school=students_per_school, days=days, seed=seed,
                           keep=keep)
     console = Console()
-    report = asyncio.run(Demo(settings, options, console).run())
+    try:
+        report = asyncio.run(_until_terminated(Demo(settings, options, console).run()))
+    except asyncio.CancelledError:
+        console.print("ejx demo: stopped by SIGTERM; its ejx and receivers were stopped first")
+        sys.exit(128 + signal.SIGTERM)
     render(report, console)
     if json_file:
         json_file.write_text(report.as_json(), encoding="utf-8")
     sys.exit(1 if report.problems else 0)
+
+
+async def _until_terminated(run: Awaitable[Result]) -> Result:
+    """``run``, cancelled by SIGTERM like Ctrl-C cancels it, so its clean-up stops the processes it started
+    (killed at once, the demo would leave ejx and the receivers running)."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
+    return await run
 
 
 @click.command("chaos")

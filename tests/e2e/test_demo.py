@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -53,3 +54,47 @@ def test_demo_delivers_every_accepted_event_once_and_refuses_the_bad_ones(tmp_pa
     assert report["message_log_broken"] is None
     assert report["message_log_checked"] >= len(valid) + term_grades + 4 * 3
     assert report["problems"] == []
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_kept_demo_stopped_by_sigterm_stops_ejx_and_its_receivers_first(kafka_bootstrap: str) -> None:
+    demo = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ejx")), "demo", "--keep", "--schools", "1", "--students-per-school", "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "EJX_LOG_LEVEL": "warning"})
+    started: list[int] = []
+    try:
+        for line in demo.stdout:
+            if line.startswith("Running:"):
+                break
+        else:
+            pytest.fail(f"the demo ended before it kept running (exit {demo.wait()})")
+        started = _children(demo.pid)
+        assert len(started) == 3, started  # ejx serve, the portal receiver, the interagency client
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=60) == 128 + signal.SIGTERM
+        assert not [pid for pid in started if _alive(pid)]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        for pid in started:  # orphans of a demo that died without stopping them
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
