@@ -8,7 +8,6 @@ A throwaway cluster of our own (temp state dir, a port in 35000-35999); the suit
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
@@ -45,9 +44,9 @@ def _free_port_in_range() -> int:
 def own_postgres(tmp_path) -> LocalPostgres:
     cluster = LocalPostgres(Settings(state_dir=tmp_path, postgres_port=_free_port_in_range()))
     yield cluster
-    for pid in cluster.orphaned_backends():  # a failed test must not leave a frozen backend behind
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    # A failed test must not leave a frozen backend behind; waiting for the kills to land matters: a
+    # postmaster still dying looked alive to down(), whose fast stop then waited 60 s for it in vain.
+    cluster.end_processes()
     cluster.down()
 
 

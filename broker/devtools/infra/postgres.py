@@ -168,6 +168,12 @@ class LocalPostgres:
             log_file.seek(offset)
             return log_file.read().decode(errors="replace")
 
+    def end_processes(self) -> None:
+        """SIGKILL every PostgreSQL process of our data directory, the postmaster included, and wait until
+        they are gone: the last resort after a test froze some of them (a fast shutdown would wait on a
+        stopped backend for ever)."""
+        _end(self.orphaned_backends())
+
     def orphaned_backends(self) -> list[int]:
         """Pids of PostgreSQL processes working in our data directory (none while ours is stopped cleanly)."""
         ours = self.data_dir.resolve()
