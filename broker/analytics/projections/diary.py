@@ -158,13 +158,27 @@ async def apply_events(conn: asyncpg.Connection, events: Sequence[model.Event]) 
     Rows of different tables are independent; within a table ``executemany``
     applies them one after another, so the result is that of applying the
     events one by one (a lower version after a higher one changes nothing).
+    Rows are locked in one order whatever the batch: tables in :data:`_TABLE_ORDER`, and
+    within a table by record key (a stable sort, so one record's changes keep their order).
+    Two analytics processes applying overlapping records after a rebalance then wait for
+    each other instead of deadlocking.
     """
     rows: dict[str, list[tuple[object, ...]]] = {}
     for event in events:
         statement, row = _STATEMENTS[type(event)]
         rows.setdefault(statement, []).append(row(event))
-    for statement, args in rows.items():
-        await conn.executemany(statement, args)
+    for statement in _TABLE_ORDER:
+        if statement in rows:
+            await conn.executemany(statement, sorted(rows[statement], key=_record_key))
+
+
+_TABLE_ORDER = tuple(dict.fromkeys(statement for statement, _ in _STATEMENTS.values()))
+"""Each table's statement once, in one fixed order: the order its rows are locked in."""
+
+
+def _record_key(row: tuple[object, ...]) -> tuple[object, ...]:
+    """(source_system, record id): every row builder puts the table's conflict key first."""
+    return row[:2]
 
 
 @dataclass(frozen=True)

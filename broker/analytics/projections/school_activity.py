@@ -80,6 +80,9 @@ async def record_events(conn: asyncpg.Connection, events: Sequence[model.Event])
         tally.first_event_at = min(tally.first_event_at, event.recorded_at)
         if event.recorded_at >= tally.last_event_at:
             tally.last_event_at, tally.vendor_id = event.recorded_at, event.source_system
+    # Rows are locked in school order (and then by day) whatever the batch, so two analytics
+    # processes counting the same schools after a rebalance wait for each other, never deadlock.
+    tallies = dict(sorted(tallies.items()))
     await conn.execute(
         """INSERT INTO school_activity AS a (school_id, vendor_id, first_event_at, last_event_at, events)
            SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[])
@@ -96,6 +99,7 @@ async def record_events(conn: asyncpg.Connection, events: Sequence[model.Event])
            SELECT school_id, (recorded_at AT TIME ZONE 'UTC')::date, count(*)
              FROM unnest($1::text[], $2::timestamptz[]) AS e(school_id, recorded_at)
             GROUP BY 1, 2
+            ORDER BY 1, 2
            ON CONFLICT (school_id, day) DO UPDATE SET events = d.events + EXCLUDED.events""",
         [event.school_id for event in events], [event.recorded_at for event in events])
 
