@@ -18,7 +18,7 @@ BENCHES = (
     ("SMEV 3 GetRequest → Ack (vs the queue's bare take → ack)", ["bench.smev3_bench"]),
     ("e-diary over SMEV 3, 100,000 pupils (vs the bare projection read)", ["bench.diary_bench"]),
     ("ingest (REST API vs raw aiokafka produce)", ["bench.ingest_bench", "--requests", "100"]),
-    ("analytics (projections vs raw consume)", ["bench.analytics_bench", "--events", "3000"]),
+    ("analytics, 3 processes (projections vs raw consume)", ["bench.analytics_bench", "--events", "20000"]),
     ("pipeline, separate processes, a backlog (produce → portal receiver vs raw produce→consume)",
      ["bench.pipeline_bench", "--max", "--events", "10000"]),
     ("pipeline, separate processes, a steady 1,000 events/s (latency)",

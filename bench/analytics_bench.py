@@ -1,39 +1,35 @@
 """The analytics consumer against raw aiokafka, on the same bytes: ``python -m bench.analytics_bench``.
 
-    .venv/bin/python -m bench.analytics_bench [--events 3000] [--log-level info] [--json FILE]
+    .venv/bin/python -m bench.analytics_bench [--events 20000] [--processes 3] [--log-level info] [--json FILE]
 
-Produces ``--events`` canonical events of a simulated school week
-(:func:`broker.devtools.simulation.simulate`, ``event.to_xml()``, the headers ingest
-puts on them, key = school) to a scratch topic, then in the same run:
+Analytics runs as deployed: ``--processes`` processes of ``ejx serve --components
+analytics`` in one consumer group on a scratch events topic with the configured
+number of partitions (the default, 3, lets each of 3 processes own one). Once the
+group is stable, this process produces a backlog of ``--events`` canonical events of a
+simulated school week of a region's schools (:func:`broker.devtools.simulation.simulate`,
+``event.to_xml()``, the headers ingest puts on them, key = school) in one Kafka
+transaction, so the group (reading committed records only) sees all of them at its
+commit; the clock runs from that commit until the inbox holds every distinct key. Then,
+in the same run:
 
 * raw: a plain aiokafka consumer in a new group reads every record and
   commits the offsets of each poll, applying nothing;
 * raw insert: the same records (key, event id, bytes) COPied into a scratch
-  table, one transaction per batch of ``max_records`` — the least durable write
-  a batch needs;
-* analytics: :class:`consumers.analytics.AnalyticsConsumer` in a new group
-  applies every record into a scratch database.
+  table, one transaction per batch of ``max_records``: the least durable write
+  a batch needs.
 
-Each figure comes with CPU milliseconds per event: this process's (the consumer
-runs in it) and, for the analytics run, the PostgreSQL backends' serving the
-scratch database (``/proc``, the server is local).
-
-Each clock starts once the group has assigned the partitions (the join is
-not part of either figure) and stops when the last record was read (raw) or
-when the inbox holds every distinct key (analytics); the analytics run is then
-checked: committed offsets at the end of every partition, one count per event
-in school_activity. Logs go to /dev/null at ``--log-level`` as JSON, so their
-formatting is paid for as in production. Uses the configured Kafka and
-PostgreSQL; the scratch database and topic are removed afterwards.
+Each figure comes with CPU milliseconds per event (``/proc``): the analytics
+processes' together, and the PostgreSQL backends' serving the scratch database; this
+process's for the raw paths. The analytics run is then checked: committed offsets past
+every partition's last record, one count per event in school_activity. Uses the
+configured Kafka and PostgreSQL; the scratch database and topics are removed afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import time
 import uuid
 from pathlib import Path
@@ -45,27 +41,25 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import targets
-from bench.pipeline_bench import postgres_cpu, postgres_delta
+from bench.pipeline_bench import Processes, Scratch, group_members_on, postgres_cpu, postgres_delta
 from broker.devtools.simulation import simulate
 from broker.domain.model import Event
 from broker.infra import kafka
-from broker.infra.migrations import migrate
 from broker.infra.postgres import create_pool
-from broker.ops import logs
 from broker.settings import Settings
-from broker.xml.schemas import Schemas
-from consumers.analytics import AnalyticsConsumer, AnalyticsOptions, events_consumer
+from consumers.analytics import AnalyticsOptions, events_consumer
 
 console = Console(width=120)
-PARTITIONS = 3
 WAIT_LIMIT_S = 600.0
+SCHOOLS = 300
+"""Schools of the simulated region: enough that keys spread evenly over the partitions."""
 
 
 def journal(count: int) -> list[Event]:
     """The first ``count`` events of enough simulated school days, each vendor's journal in order."""
     days = 1
     while True:
-        day = simulate(days=days)
+        day = simulate(days=days, schools=SCHOOLS, students_per_school=10)
         found = [event for events in day.events.values() for event in events]
         if len(found) >= count:
             return found[:count]
@@ -79,10 +73,20 @@ def record_of(event: Event) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
              ("event_id", str(event.event_id).encode()), ("source_system", event.source_system.encode())])
 
 
-async def produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> None:
-    async with kafka.running(kafka.producer(settings)) as producer:
-        futures = [await producer.send(topic, value, key=key, headers=headers) for key, value, headers in records]
-        await asyncio.gather(*futures)
+async def produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
+                  ) -> dict[TopicPartition, int]:
+    """Produce ``records`` in one Kafka transaction: read-committed consumers (ejx's) see none of them until
+    it commits, then the whole backlog at once. Returns the offset after each partition's last record
+    (its commit marker takes an offset of its own beyond that)."""
+    async with kafka.running(kafka.producer(settings, transactional_id=f"bench-{uuid.uuid4().hex}")) as producer:
+        async with producer.transaction():
+            futures = [await producer.send(topic, value, key=key, headers=headers) for key, value, headers in records]
+            written = await asyncio.gather(*futures)
+    after: dict[TopicPartition, int] = {}
+    for metadata in written:
+        tp = TopicPartition(topic, metadata.partition)
+        after[tp] = max(after.get(tp, 0), metadata.offset + 1)
+    return after
 
 
 async def until_assigned(consumer: AIOKafkaConsumer) -> None:
@@ -125,96 +129,74 @@ async def raw_insert(pool: asyncpg.Pool, records: list[tuple[bytes, bytes, list[
         return time.perf_counter() - start, time.process_time() - cpu
 
 
-async def committed_to_end(settings: Settings, topic: str, group_id: str) -> bool:
-    """Has ``group_id`` committed the end offset of every partition (asked without joining the group)?"""
-    partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+async def committed_past(settings: Settings, group_id: str, offsets: dict[TopicPartition, int]) -> bool:
+    """Has ``group_id`` committed at least ``offsets`` (asked without joining the group)?"""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_address)
     await admin.start()
     try:
-        async with kafka.running(kafka.consumer(settings, group_id=None)) as reader:
-            ends = await reader.end_offsets(partitions)
         committed = await admin.list_consumer_group_offsets(group_id)
     finally:
         await admin.close()
-    return all(ends[tp] == 0 or (tp in committed and committed[tp].offset >= ends[tp]) for tp in partitions)
+    return all(tp in committed and committed[tp].offset >= offset for tp, offset in offsets.items())
 
 
-async def analytics_run(settings: Settings, pool: asyncpg.Pool, database: str, distinct: int) -> dict[str, float]:
-    """Seconds, CPU seconds (this process, PostgreSQL) for the consumer to apply ``distinct`` events (the inbox
-    holds them all)."""
-    group_id = f"bench-analytics-{uuid.uuid4().hex[:8]}"
-    options = AnalyticsOptions(group_id=group_id, poll_timeout_ms=200)
-    made: list[AIOKafkaConsumer] = []
-
-    def consumer_factory() -> AIOKafkaConsumer:
-        made.append(events_consumer(settings, options))
-        return made[-1]
-
-    stop = asyncio.Event()
-    analytics = AnalyticsConsumer(settings=settings, pool=pool, schemas=Schemas.load(),
-                                  consumer_factory=consumer_factory, options=options)
-    task = asyncio.create_task(analytics.run(stop))
+async def analytics_run(scratch: Scratch, records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]],
+                        distinct: int, processes: int, log_level: str) -> dict[str, float]:
+    """Seconds and CPU seconds (the analytics processes, PostgreSQL) from the commit of the backlog until the
+    inbox holds ``distinct`` keys, with ``processes`` analytics processes in one group."""
+    settings = scratch.settings
+    group_id = AnalyticsOptions().group_id
+    running = Processes(scratch)
     watch = await asyncpg.connect(settings.database_dsn)
     try:
+        for n in range(processes):
+            running.start(f"analytics-{n + 1}", "analytics", ["serve", "--components", "analytics"],
+                          EJX_LOG_LEVEL=log_level)
         async with asyncio.timeout(WAIT_LIMIT_S):
-            while not made:
-                await asyncio.sleep(0.01)
-            await until_assigned(made[0])
-            postgres = await postgres_cpu(watch, database)
-            cpu, start = time.process_time(), time.perf_counter()
+            while await group_members_on(settings, group_id, settings.events_topic) < processes:
+                running.check()
+                await asyncio.sleep(0.2)
+            produced = await produce(settings, settings.events_topic, records)
+            cpu, postgres, start = running.cpu(), await postgres_cpu(watch, scratch.database), time.perf_counter()
             while await watch.fetchval("SELECT count(*) FROM inbox WHERE consumer = 'analytics'") < distinct:
-                if task.done():
-                    task.result()  # the consumer died: show why
+                running.check()
                 await asyncio.sleep(0.02)
-            figures = {"elapsed_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu,
-                       "postgres_cpu_s": postgres_delta(postgres, await postgres_cpu(watch, database))}
-            while not await committed_to_end(settings, settings.events_topic, group_id):
+            figures = {"elapsed_s": time.perf_counter() - start,
+                       "cpu_s": running.cpu()["analytics"] - cpu["analytics"],
+                       "postgres_cpu_s": postgres_delta(postgres, await postgres_cpu(watch, scratch.database))}
+            while not await committed_past(settings, group_id, produced):
                 await asyncio.sleep(0.1)
     finally:
-        stop.set()
-        await task
+        running.stop()
         await watch.close()
     return figures
 
 
-async def bench(count: int, log_level: str) -> dict:
+async def bench(count: int, processes: int, log_level: str) -> dict:
     events = journal(count)
     distinct = len({event.idempotency_key for event in events})
     records = [record_of(event) for event in events]
-    base = Settings()
-    suffix = uuid.uuid4().hex[:10]
-    database = f"ejx_bench_{suffix}"
-    topic = f"ejx.bench.analytics.{suffix}"
-    dsn = base.database_dsn.rpartition("/")[0] + f"/{database}"
-    settings = base.model_copy(update={"database_url": dsn, "events_topic": topic,
-                                       "dlq_topic": f"ejx.bench.analytics-dlq.{suffix}"})
-    admin = await asyncpg.connect(base.database_dsn)
-    await admin.execute(f'CREATE DATABASE "{database}"')
+    scratch = Scratch(Settings())
+    await scratch.create()
     try:
-        conn = await asyncpg.connect(dsn)
-        await migrate(conn)
-        await conn.close()
-        await kafka.ensure_topics(settings, [topic, settings.dlq_topic], partitions=PARTITIONS)
-        await produce(settings, topic, records)
+        settings = scratch.settings
+        applied = await analytics_run(scratch, records, distinct, processes, log_level)
         raw_s, raw_cpu_s = await raw_baseline(settings, len(records))
         pool = await create_pool(settings, max_size=4)
         try:
-            applied = await analytics_run(settings, pool, database, distinct)
             counted = await pool.fetchval("SELECT coalesce(sum(events), 0) FROM school_activity")
             insert_s, insert_cpu_s = await raw_insert(pool, records)
         finally:
             await pool.close()
     finally:
-        with contextlib.suppress(Exception):
-            await kafka.delete_topics(settings, [topic, settings.dlq_topic])
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
+        await scratch.remove()
     if counted != distinct:
         raise SystemExit(f"school_activity counted {counted} events, expected {distinct}")
 
     n = len(records)
     rate = n / applied["elapsed_s"]
-    return {"events": n, "distinct": distinct, "log_level": log_level, "events_per_s": rate,
+    return {"events": n, "distinct": distinct, "processes": processes, "partitions": settings.topic_partitions,
+            "log_level": log_level, "events_per_s": rate,
             "cpu_ms_per_event": 1000 * applied["cpu_s"] / n,
             "postgres_cpu_ms_per_event": 1000 * applied["postgres_cpu_s"] / n,
             "raw_consume_events_per_s": n / raw_s, "raw_consume_cpu_ms_per_event": 1000 * raw_cpu_s / n,
@@ -224,11 +206,12 @@ async def bench(count: int, log_level: str) -> dict:
 
 
 def report(figures: dict) -> None:
-    table = Table(title=f"analytics, {figures['events']} simulated events ({figures['distinct']} distinct), "
+    table = Table(title=f"analytics, {figures['processes']} process(es) on {figures['partitions']} partitions, "
+                        f"{figures['events']} simulated events ({figures['distinct']} distinct), "
                         f"log level {figures['log_level']}")
     for column in ("path", "events/s", "CPU per event", "analytics / this"):
         table.add_column(column, justify="left" if column == "path" else "right")
-    table.add_row("analytics consumer, applied", f"{figures['events_per_s']:,.0f}",
+    table.add_row("analytics, backlog applied", f"{figures['events_per_s']:,.0f}",
                   f"{figures['cpu_ms_per_event']:.3f} ms + PostgreSQL {figures['postgres_cpu_ms_per_event']:.3f} ms",
                   "")
     table.add_row("raw aiokafka consume + commit", f"{figures['raw_consume_events_per_s']:,.0f}",
@@ -242,14 +225,12 @@ def report(figures: dict) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=3000)
-    parser.add_argument("--log-level", default="info", help="Level of the consumer's logs (written to /dev/null).")
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--processes", type=int, default=3, help="Analytics processes in the one consumer group.")
+    parser.add_argument("--log-level", default="info", help="Level of the analytics processes' logs.")
     parser.add_argument("--json", type=Path, help="Write the figures to this file.")
     arguments = parser.parse_args()
-    sink = open(os.devnull, "w")  # noqa: SIM115 - open for the whole run: the loggers write to it
-    with contextlib.redirect_stderr(sink):
-        logs.configure(arguments.log_level, json=True)
-    figures = asyncio.run(bench(arguments.events, arguments.log_level))
+    figures = asyncio.run(bench(arguments.events, arguments.processes, arguments.log_level))
     report(figures)
     if arguments.json:
         arguments.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
