@@ -229,8 +229,7 @@ class Relay:
         self._woken.set()
 
     def _max_batch(self, destination: str) -> int:
-        found = self._destinations.get(destination)
-        return found.max_batch if found is not None else 1
+        return self._destinations[destination].max_batch  # only configured destinations are claimed
 
     @asynccontextmanager
     async def _watched(self) -> AsyncIterator[asyncpg.Connection]:
