@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -10,18 +11,21 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import asyncpg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from broker.devtools.simulation import simulate
 from broker.domain.model import TermGradeFinalized
+from broker.settings import Settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
 SIZE = {"schools": 3, "students_per_school": 6, "days": 1, "seed": 11}
 
 
-def test_demo_delivers_every_accepted_event_once_and_refuses_the_bad_ones(tmp_path: Path,
-                                                                         kafka_bootstrap: str) -> None:
+def test_demo_delivers_every_accepted_event_once_and_refuses_the_bad_ones(tmp_path: Path, kafka_bootstrap: str,
+                                                                         settings: Settings) -> None:
     report_file = tmp_path / "report.json"
     done = subprocess.run(
         [str(Path(sys.executable).with_name("ejx")), "demo", "--schools", str(SIZE["schools"]),
@@ -54,6 +58,25 @@ def test_demo_delivers_every_accepted_event_once_and_refuses_the_bad_ones(tmp_pa
     assert report["message_log_broken"] is None
     assert report["message_log_checked"] >= len(valid) + term_grades + 4 * 3
     assert report["problems"] == []
+    # A passing run leaves no database and no topics behind.
+    assert asyncio.run(_left_behind(settings, report["run_id"])) == ([], [])
+
+
+async def _left_behind(settings: Settings, run_id: str) -> tuple[list[str], list[str]]:
+    """The databases and topics named after the run that still exist."""
+    admin = await asyncpg.connect(settings.database_dsn)
+    try:
+        databases = [row[0] for row in await admin.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE '%' || $1 || '%'", run_id)]
+    finally:
+        await admin.close()
+    kafka_admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_address)
+    await kafka_admin.start()
+    try:
+        topics = [name for name in await kafka_admin.list_topics() if run_id in name]
+    finally:
+        await kafka_admin.close()
+    return databases, topics
 
 
 def _children(pid: int) -> list[int]:

@@ -40,6 +40,7 @@ from broker.devtools.demo.setup import (
     demo_settings,
     ensure_keys,
     register_agency,
+    remove_run_data,
     start_processes,
     stop_processes,
 )
@@ -100,6 +101,7 @@ class Demo:
         database = f"ejx_demo_{self.run_id}"
         self.settings = demo_settings(self.base_settings, self.run_id,
                                       await create_database(self.base_settings, database))
+        self.logs = self.settings.state_dir / "demo" / self.run_id
         await kafka.ensure_topics(self.settings, [self.settings.events_topic, self.settings.dlq_topic,
                                                   self.settings.interagency_topic])
         self.console.print(f"[bold]ejx demo[/] run {self.run_id}: database {database}, "
@@ -111,6 +113,7 @@ class Demo:
         self.report.generated_valid = day.valid_count
         pool = await asyncpg.create_pool(self.settings.database_dsn, min_size=1, max_size=6)
         processes: list[subprocess.Popen] = []
+        passed = False
         try:
             tokens = await self._register(pool, day)
             await register_agency(self.settings, pool)
@@ -126,6 +129,7 @@ class Demo:
                 await self._collect(pool, client)
                 await diary_round(self.settings, pool, day, self.report)  # the portal asks over SMEV 3
             self.report.elapsed_s = round(time.monotonic() - started, 1)
+            passed = not self.report.problems
             if self.options.keep:
                 self.console.print(f"Running: dashboard at {self.report.dashboard_url} (sign in with the authority "
                                    f"token {self.authority_token}), logs in {self.logs} (Ctrl-C to stop)")
@@ -133,6 +137,12 @@ class Demo:
         finally:
             stop_processes(processes)
             await pool.close()
+            # A passing run leaves nothing behind; a failing, stopped or kept one keeps its data to look at.
+            if passed and not self.options.keep:
+                await remove_run_data(self.base_settings, self.settings, database)
+            else:
+                self.console.print(f"Kept for inspection: database {database}, topics *.demo-{self.run_id}, "
+                                   f"logs in {self.logs}")
         return self.report
 
     async def _register(self, pool: asyncpg.Pool, day: SchoolDay) -> dict[str, str]:
@@ -147,7 +157,6 @@ class Demo:
 
     def _start(self) -> list[subprocess.Popen]:
         """ejx, the reference portal receiver and the interagency SMEV 3 client, each a process of its own."""
-        self.logs = self.settings.state_dir / "demo" / self.run_id
         return start_processes(self.settings, self.logs)
 
     async def _wait_ready(self, client: httpx.AsyncClient, processes: list[subprocess.Popen]) -> None:

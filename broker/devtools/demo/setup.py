@@ -14,6 +14,7 @@ import asyncpg
 
 from broker.access.participants import CertificateFacts, Participants
 from broker.devtools.migrations import RECEIVER_TABLES
+from broker.infra import kafka
 from broker.infra.migrations import PRODUCTION, migrate
 from broker.settings import Settings
 from broker.xml.signing.keys import CERT_FILE, KEY_FILE, KeyAlgorithm, write_dev_pair
@@ -59,6 +60,16 @@ async def create_database(settings: Settings, name: str) -> str:
     finally:
         await conn.close()
     return dsn
+
+
+async def remove_run_data(base: Settings, run: Settings, database: str) -> None:
+    """Drop a run's database (``run``'s, named ``database``, from ``base``'s) and delete its topics."""
+    await kafka.delete_topics(run, [run.events_topic, run.dlq_topic, run.interagency_topic])
+    admin = await asyncpg.connect(base.database_dsn, timeout=30)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 def ensure_keys(settings: Settings) -> None:
