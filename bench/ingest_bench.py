@@ -1,13 +1,14 @@
 """Ingest throughput: POST /v1/events (batches of 100) to ``ejx serve --components ingest`` beside raw produce.
 
-    .venv/bin/python -m bench.ingest_bench [--requests 300] [--concurrency 8] [--json FILE]
+    .venv/bin/python -m bench.ingest_bench [--requests 300] [--concurrency 8] [--processes 1] [--json FILE]
 
-Starts ``ejx serve --components ingest`` as a process of its own (as deployed,
-with its HTTP guard, gate and logs at ``--log-level``) against a scratch
+Starts ``--processes`` processes of ``ejx serve --components ingest`` on one port
+(``EJX_HTTP_REUSE_PORT``: the kernel spreads the connections over them), each as
+deployed with its HTTP guard, gate and logs at ``--log-level``, against a scratch
 database and scratch topics, registers a vendor and its schools, and POSTs
 ``--requests`` bodies of 100 distinct events from this process, ``--concurrency``
-in flight (the bodies are encoded before the clock starts). The server's CPU per
-event is utime + stime of its process over the measured window, after a
+in flight (the bodies are encoded before the clock starts). The servers' CPU per
+event is utime + stime of their processes over the measured window, after a
 warm-up. In the same run, the raw baseline: the canonical XML of the same number
 of events through transactional idempotent (acks=all) aiokafka producers, one
 transaction per 100, the same concurrency — what the API must do at least,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -133,7 +135,29 @@ async def drop_database(settings: Settings, name: str) -> None:
         await admin.close()
 
 
-async def bench(requests: int, concurrency: int, port: int, log_level: str) -> dict:
+def listeners(port: int) -> int:
+    """Sockets listening on ``port`` (each of several SO_REUSEPORT servers has its own)."""
+    found = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table, encoding="ascii") as lines:
+            next(lines)
+            for line in lines:
+                local, state = line.split()[1], line.split()[3]
+                found += state == "0A" and int(local.rsplit(":", 1)[1], 16) == port
+    return found
+
+
+async def until_listening(processes: Processes, port: int, count: int, deadline_s: float = 60.0) -> None:
+    """Wait until ``count`` servers listen on ``port``."""
+    until = time.monotonic() + deadline_s
+    while listeners(port) < count:
+        processes.check()
+        if time.monotonic() > until:
+            raise TimeoutError(f"{count} server(s) did not listen on {port} within {deadline_s:.0f} s")
+        await asyncio.sleep(0.1)
+
+
+async def bench(requests: int, concurrency: int, port: int, log_level: str, count: int = 1) -> dict:
     scratch = Scratch(Settings())
     await scratch.create()
     settings = scratch.settings
@@ -148,18 +172,19 @@ async def bench(requests: int, concurrency: int, port: int, log_level: str) -> d
             vendor = await registry.vendor(VENDOR)
         finally:
             await pool.close()
-        server = processes.start("ingest", "ingest", ["serve", "--components", "ingest"], port=port,
-                                 EJX_HTTP_PORT=str(port), EJX_LOG_LEVEL=log_level)
-        await processes.wait_listening(server)
+        servers = [processes.start(f"ingest-{n + 1}", "ingest", ["serve", "--components", "ingest"], port=port,
+                                   EJX_HTTP_PORT=str(port), EJX_HTTP_REUSE_PORT="true", EJX_LOG_LEVEL=log_level)
+                   for n in range(count)]
+        await until_listening(processes, port, count)
         url = f"http://127.0.0.1:{port}"
         warm = await post_all(url, token, [vendor_batch(f"warm-{run}", n * BATCH, BATCH)
                                            for n in range(WARMUP_REQUESTS)], concurrency)
         if warm["failures"]:
             raise RuntimeError(f"warm-up POST failed: {warm['failures'][0]}")
         bodies = [vendor_batch(run, n * BATCH, BATCH) for n in range(requests)]
-        cpu = tree_cpu_s(server.process.pid)
+        cpu = sum(tree_cpu_s(server.process.pid) for server in servers)
         api = await post_all(url, token, bodies, concurrency)
-        server_cpu_s = tree_cpu_s(server.process.pid) - cpu
+        server_cpu_s = sum(tree_cpu_s(server.process.pid) for server in servers) - cpu
         processes.check()
         processes.stop()
         on_topic, distinct = await events_on(settings, settings.events_topic)
@@ -178,7 +203,7 @@ async def bench(requests: int, concurrency: int, port: int, log_level: str) -> d
     expected = events + WARMUP_REQUESTS * BATCH
     rate = events / api["elapsed_s"]
     return {
-        "requests": requests, "batch": BATCH, "concurrency": concurrency, "log_level": log_level,
+        "requests": requests, "batch": BATCH, "concurrency": concurrency, "processes": count, "log_level": log_level,
         "events_per_s": rate, "raw_events_per_s": raw["events_per_s"], "ratio": rate / raw["events_per_s"],
         "cpu_ms_per_event": 1000 * server_cpu_s / events, "raw_cpu_ms_per_event": raw["cpu_ms_per_event"],
         "latency_ms": {"p50": 1000 * percentile(api["latencies"], 0.5),
@@ -190,8 +215,9 @@ async def bench(requests: int, concurrency: int, port: int, log_level: str) -> d
 
 
 def report(figures: dict) -> None:
-    table = Table(title=f"ingest: {figures['requests']} requests × {figures['batch']} events, "
-                        f"{figures['concurrency']} in flight, server logs at {figures['log_level']} "
+    table = Table(title=f"ingest: {figures['processes']} server process(es), {figures['requests']} requests × "
+                        f"{figures['batch']} events, {figures['concurrency']} in flight, "
+                        f"server logs at {figures['log_level']} "
                         f"({datetime.now(MOSCOW):%Y-%m-%d %H:%M} Moscow)")
     for column in ("path", "events/s", "CPU per event", "p50 / p99"):
         table.add_column(column, justify="left" if column == "path" else "right")
@@ -212,12 +238,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300, help="Batches of 100 to POST.")
     parser.add_argument("--concurrency", type=int, default=8, help="Requests in flight.")
-    parser.add_argument("--port", type=int, default=34081, help="Port the server listens on.")
+    parser.add_argument("--port", type=int, default=34081, help="Port the servers listen on.")
+    parser.add_argument("--processes", type=int, default=1, help="Ingest servers sharing the port (SO_REUSEPORT).")
     parser.add_argument("--log-level", default="info", help="The server's log level (info logs every request).")
     parser.add_argument("--json", type=Path, help="Write the figures to this file.")
     arguments = parser.parse_args()
     logs.configure("warning")
-    figures = asyncio.run(bench(arguments.requests, arguments.concurrency, arguments.port, arguments.log_level))
+    figures = asyncio.run(bench(arguments.requests, arguments.concurrency, arguments.port, arguments.log_level,
+                                arguments.processes))
     report(figures)
     if arguments.json:
         arguments.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")

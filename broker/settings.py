@@ -89,6 +89,9 @@ class Settings(BaseSettings):
 
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
     http_port: int = Field(default=8080, description="Port the HTTP server binds.")
+    http_reuse_port: bool = Field(default=False, description=(
+        "Let several `ejx serve` processes listen on one port (SO_REUSEPORT: the kernel spreads new "
+        "connections over them), e.g. ingest on every core; off, a second server on the port fails to start."))
     portal_url: str | None = Field(default=None, description="Where the relay POSTs envelopes for the portal.")
     portal_batch_url: str | None = Field(default=None, description=(
         "The portal's batch endpoint (reference receiver: /envelopes/batch): the relay POSTs several envelopes "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -277,6 +278,22 @@ async def http_app(settings: Settings, built: Runtime, wanted: set[str], stack: 
     return app
 
 
+def shared_listener(settings: Settings) -> socket.socket:
+    """A listening socket on the configured address that other processes may listen on too (SO_REUSEPORT)."""
+    family, kind, protocol, _, address = socket.getaddrinfo(settings.http_host, settings.http_port,
+                                                            type=socket.SOCK_STREAM)[0]
+    listener = socket.socket(family, kind, protocol)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind(address)
+        listener.listen(2048)
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
 def http_server(settings: Settings, app: FastAPI) -> uvicorn.Server:
     """uvicorn with ejx's connection guard (caps, header deadline) and a bounded graceful stop."""
     return uvicorn.Server(uvicorn.Config(
@@ -308,7 +325,8 @@ async def serve(settings: Settings, components: Iterable[str], *, stop: asyncio.
         if built.app is not None:
             asyncio.get_running_loop().set_exception_handler(accept_error_handler())
             server = http_server(settings, built.app)
-            tasks.append(asyncio.create_task(server.serve(), name="http"))
+            sockets = [shared_listener(settings)] if settings.http_reuse_port else None
+            tasks.append(asyncio.create_task(server.serve(sockets=sockets), name="http"))
         log.info("serve.started", components=list(names), http=f"{settings.http_host}:{settings.http_port}"
                  if server else None)
         if ready is not None:

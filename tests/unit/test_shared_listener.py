@@ -1,0 +1,29 @@
+"""``EJX_HTTP_REUSE_PORT``: several servers listen on one port; a server that did not ask for it cannot."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import pytest
+
+from broker.app.bootstrap import shared_listener
+from broker.devtools.demo.setup import free_port
+from broker.settings import Settings
+
+
+def test_two_shared_listeners_take_one_port_and_a_plain_bind_is_refused() -> None:
+    settings = Settings(http_host="127.0.0.1", http_port=free_port(), http_reuse_port=True)
+    first = shared_listener(settings)
+    second = shared_listener(settings)
+    try:
+        assert first.getsockname() == second.getsockname() == ("127.0.0.1", settings.http_port)
+        with socket.socket() as plain, pytest.raises(OSError) as refused:
+            plain.bind(("127.0.0.1", settings.http_port))
+        assert refused.value.errno == errno.EADDRINUSE
+        # Both accept: a connection is queued on one of them.
+        with socket.create_connection(("127.0.0.1", settings.http_port), timeout=5):
+            pass
+    finally:
+        first.close()
+        second.close()
