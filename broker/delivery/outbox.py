@@ -132,6 +132,37 @@ async def enqueue(conn: asyncpg.Connection, messages: Sequence[NewMessage]) -> i
     return len(rows)
 
 
+CLAIM = """
+    WITH heads AS MATERIALIZED (
+        SELECT o.id, o.destination, o.partition_key FROM outbox o
+        WHERE o.status = 'pending' AND o.destination = $5 AND o.next_attempt_at <= now()
+          AND o.id = (
+              SELECT min(e.id) FROM outbox e
+              WHERE e.status = 'pending' AND e.destination = o.destination
+                AND e.partition_key = o.partition_key)
+        ORDER BY o.next_attempt_at, o.id
+        LIMIT $1
+        FOR UPDATE OF o SKIP LOCKED),
+    window_rows AS (
+        SELECT w.id FROM heads k, LATERAL (
+            SELECT r.id FROM outbox r
+            WHERE r.status = 'pending' AND r.destination = k.destination
+              AND r.partition_key = k.partition_key
+            ORDER BY r.id LIMIT $2) w)
+    UPDATE outbox SET attempts = outbox.attempts + 1, next_attempt_at = now() + $3::interval,
+                      lease_id = $4
+    WHERE outbox.id = ANY (ARRAY(SELECT id FROM window_rows)) AND outbox.status = 'pending'
+    RETURNING outbox.id, outbox.message_id, outbox.destination, outbox.partition_key, outbox.payload,
+              outbox.recipient, outbox.message_type, outbox.attempts, outbox.reference_message_id,
+              outbox.created_at"""
+"""The claim ($1 keys, $2 rows per key, $3 lease, $4 lease id, $5 destination). Both lookups are written so
+that no plan can turn them into a scan per row: "is this row its key's head" is a correlated min() (one
+probe of the key-order index each), and the update finds its rows through the primary key. As a NOT
+EXISTS anti-join and an IN join, statistics that call pending rows rare (taken while the table was empty,
+or all delivered) had PostgreSQL compare every due row with every other: 19–30 s per claim over 10,000
+rows instead of 0.08 s, and a pipeline run at a tenth of its speed."""
+
+
 async def claim(pool: asyncpg.Pool, destination: str, *, keys: int, per_key: int = 1,
                 lease: timedelta) -> list[OutboxMessage]:
     """Lease the next rows of up to ``keys`` of ``destination``'s partition keys whose earliest row is due.
@@ -143,30 +174,7 @@ async def claim(pool: asyncpg.Pool, destination: str, *, keys: int, per_key: int
     Returned in delivery order: by key, then id.
     """
     lease_id = uuid.uuid4()
-    rows = await pool.fetch(
-        """WITH heads AS MATERIALIZED (
-               SELECT o.id, o.destination, o.partition_key FROM outbox o
-               WHERE o.status = 'pending' AND o.destination = $5 AND o.next_attempt_at <= now()
-                 AND NOT EXISTS (
-                     SELECT 1 FROM outbox e
-                     WHERE e.status = 'pending' AND e.destination = o.destination
-                       AND e.partition_key = o.partition_key AND e.id < o.id)
-               ORDER BY o.next_attempt_at, o.id
-               LIMIT $1
-               FOR UPDATE OF o SKIP LOCKED),
-           window_rows AS (
-               SELECT w.id FROM heads k, LATERAL (
-                   SELECT r.id FROM outbox r
-                   WHERE r.status = 'pending' AND r.destination = k.destination
-                     AND r.partition_key = k.partition_key
-                   ORDER BY r.id LIMIT $2) w)
-           UPDATE outbox SET attempts = outbox.attempts + 1, next_attempt_at = now() + $3::interval,
-                             lease_id = $4
-           WHERE outbox.id IN (SELECT id FROM window_rows) AND outbox.status = 'pending'
-           RETURNING outbox.id, outbox.message_id, outbox.destination, outbox.partition_key, outbox.payload,
-                     outbox.recipient, outbox.message_type, outbox.attempts, outbox.reference_message_id,
-                     outbox.created_at""",
-        keys, per_key, lease, lease_id, destination)
+    rows = await pool.fetch(CLAIM, keys, per_key, lease, lease_id, destination)
     ordered = sorted(rows, key=lambda r: (r["destination"], r["partition_key"], r["id"]))
     return [OutboxMessage(lease_id=lease_id, **dict(row)) for row in ordered]
 
