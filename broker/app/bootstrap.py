@@ -51,6 +51,7 @@ from broker.delivery.destinations import (
 )
 from broker.delivery.relay import Relay, RelayOptions
 from broker.delivery.retention import RetentionOptions
+from broker.domain.faults import Failure
 from broker.domain.routing import RoutingTable
 from broker.infra import kafka
 from broker.infra.http_guard import (
@@ -288,9 +289,10 @@ def shared_listener(settings: Settings) -> socket.socket:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listener.bind(address)
         listener.listen(2048)
-    except OSError:
+    except OSError as error:
         listener.close()
-        raise
+        raise Failure(f"cannot listen on {settings.http_host}:{settings.http_port} ({error.strerror}); is a "
+                      "server without EJX_HTTP_REUSE_PORT on that port?") from error
     return listener
 
 

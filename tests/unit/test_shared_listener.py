@@ -9,6 +9,7 @@ import pytest
 
 from broker.app.bootstrap import shared_listener
 from broker.devtools.demo.setup import free_port
+from broker.domain.faults import Failure
 from broker.settings import Settings
 
 
@@ -27,3 +28,12 @@ def test_two_shared_listeners_take_one_port_and_a_plain_bind_is_refused() -> Non
     finally:
         first.close()
         second.close()
+
+
+def test_a_port_held_by_a_server_without_it_is_a_one_line_failure() -> None:
+    settings = Settings(http_host="127.0.0.1", http_port=free_port(), http_reuse_port=True)
+    with socket.socket() as plain:
+        plain.bind(("127.0.0.1", settings.http_port))
+        plain.listen()
+        with pytest.raises(Failure, match="cannot listen on 127.0.0.1:.*EJX_HTTP_REUSE_PORT"):
+            shared_listener(settings)
