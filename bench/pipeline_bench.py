@@ -57,6 +57,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
 from aiokafka.protocol.group import MemberAssignment
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -299,11 +300,16 @@ class Processes:
 
 
 async def group_members_on(settings: Settings, group: str, topic: str) -> int:
-    """Members of ``group`` with partitions of ``topic`` assigned, once the group is stable (else 0)."""
+    """Members of ``group`` with partitions of ``topic`` assigned, once the group is stable (else 0).
+
+    On a new broker the group's coordinator is not there until the offsets topic is made, at the first
+    member's join: no coordinator yet is no member yet."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_address)
     await admin.start()
     try:
         described = await admin.describe_consumer_groups([group])
+    except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+        return 0
     finally:
         await admin.close()
     members = 0
