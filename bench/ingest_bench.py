@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 import time
@@ -135,28 +134,6 @@ async def drop_database(settings: Settings, name: str) -> None:
         await admin.close()
 
 
-def listeners(port: int) -> int:
-    """Sockets listening on ``port`` (each of several SO_REUSEPORT servers has its own)."""
-    found = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(table, encoding="ascii") as lines:
-            next(lines)
-            for line in lines:
-                local, state = line.split()[1], line.split()[3]
-                found += state == "0A" and int(local.rsplit(":", 1)[1], 16) == port
-    return found
-
-
-async def until_listening(processes: Processes, port: int, count: int, deadline_s: float = 60.0) -> None:
-    """Wait until ``count`` servers listen on ``port``."""
-    until = time.monotonic() + deadline_s
-    while listeners(port) < count:
-        processes.check()
-        if time.monotonic() > until:
-            raise TimeoutError(f"{count} server(s) did not listen on {port} within {deadline_s:.0f} s")
-        await asyncio.sleep(0.1)
-
-
 async def bench(requests: int, concurrency: int, port: int, log_level: str, count: int = 1) -> dict:
     scratch = Scratch(Settings())
     await scratch.create()
@@ -175,7 +152,7 @@ async def bench(requests: int, concurrency: int, port: int, log_level: str, coun
         servers = [processes.start(f"ingest-{n + 1}", "ingest", ["serve", "--components", "ingest"], port=port,
                                    EJX_HTTP_PORT=str(port), EJX_HTTP_REUSE_PORT="true", EJX_LOG_LEVEL=log_level)
                    for n in range(count)]
-        await until_listening(processes, port, count)
+        await processes.wait_listening(servers[0], count=count)
         url = f"http://127.0.0.1:{port}"
         warm = await post_all(url, token, [vendor_batch(f"warm-{run}", n * BATCH, BATCH)
                                            for n in range(WARMUP_REQUESTS)], concurrency)

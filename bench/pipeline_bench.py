@@ -265,19 +265,15 @@ class Processes:
                 tail = c.log.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"{c.name} exited with {c.process.returncode}:\n{tail}")
 
-    async def wait_listening(self, component: Component, deadline_s: float = 60) -> None:
+    async def wait_listening(self, component: Component, deadline_s: float = 60, *, count: int = 1) -> None:
+        """Wait until ``count`` sockets listen on the component's port (several servers sharing it with
+        SO_REUSEPORT have one each)."""
         until = time.monotonic() + deadline_s
-        while True:
+        while listeners(component.port) < count:
             self.check()
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", component.port)
-            except OSError:
-                if time.monotonic() > until:
-                    raise TimeoutError(f"{component.name} did not listen on {component.port}") from None
-                await asyncio.sleep(0.1)
-                continue
-            writer.close()
-            return
+            if time.monotonic() > until:
+                raise TimeoutError(f"{count} server(s) did not listen on {component.port} within {deadline_s:.0f} s")
+            await asyncio.sleep(0.1)
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds so far, by component kind."""
@@ -297,6 +293,18 @@ class Processes:
             except subprocess.TimeoutExpired:
                 c.process.kill()
                 c.process.wait()
+
+
+def listeners(port: int) -> int:
+    """Sockets listening on ``port`` on this machine (``/proc/net/tcp*``)."""
+    found = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table, encoding="ascii") as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                found += fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port  # 0A: LISTEN
+    return found
 
 
 async def group_members_on(settings: Settings, group: str, topic: str) -> int:

@@ -5,7 +5,6 @@ broker of their own that advertises a fault proxy, so every connection to it can
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +14,6 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from broker.devtools.infra.cluster import LocalKafka
-from broker.domain.faults import Failure
 from broker.infra import kafka
 from broker.settings import Settings
 from tests.delivery_support import free_port
@@ -61,9 +59,7 @@ async def serve_settings(proxied_settings: Settings, fresh_topic: str, keyed_sta
         "events_topic": fresh_topic, "dlq_topic": f"{fresh_topic}.dlq",
         "interagency_topic": f"{fresh_topic}.interagency", "http_port": free_port(), "state_dir": keyed_state})
     await kafka.ensure_topics(settings, [settings.dlq_topic, settings.interagency_topic], partitions=1)
-    yield settings
-    with contextlib.suppress(Failure):
-        await kafka.delete_topics(settings, [settings.dlq_topic, settings.interagency_topic])
+    yield settings  # fresh_topic deletes the DLQ and interagency topics named after it
 
 
 @pytest.fixture(scope="module")
