@@ -31,7 +31,7 @@ from rich.table import Table
 
 from broker.ops import logs
 from broker.xml import hardened
-from broker.xml.envelope import build_envelope
+from broker.xml.envelope import build_envelope, envelope_document, signed_block
 from broker.xml.schemas import Schemas
 from broker.xml.signing import Verifier, XmlDsigSigner, keys
 
@@ -77,6 +77,10 @@ def operations(algorithm: keys.KeyAlgorithm, event: etree._Element, schemas: Sch
         schemas.validate_envelope(envelope)
         return signer.sign(envelope)
 
+    def write_sign(_: object) -> bytes:
+        block = signed_block(event, recipient="EPGU")
+        return envelope_document(block, signer.signature(block))
+
     def parse_validate(_: object) -> None:
         schemas.validate_envelope(hardened.parse(signed_bytes))
 
@@ -90,6 +94,7 @@ def operations(algorithm: keys.KeyAlgorithm, event: etree._Element, schemas: Sch
     return [
         Operation("parse+validate", lambda: None, parse_validate),
         Operation("build+validate+sign", lambda: None, build_validate_sign),
+        Operation("write+sign as bytes (router)", lambda: None, write_sign),
         Operation("sign", lambda: copy.deepcopy(unsigned), signer.sign),
         Operation("verify", lambda: signed, verifier.verify),
         Operation("raw sign", lambda: None, raw_sign),

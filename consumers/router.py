@@ -1,8 +1,8 @@
 """The router: canonical events → signed envelopes in the outbox, one PostgreSQL transaction per batch.
 
 For each batch from ``ejx.events.v1`` the router parses and validates every
-event, routes it (:mod:`broker.domain.routing`), builds, validates and signs one
-envelope per recipient, and commits the outbox rows together with the events'
+event, routes it (:mod:`broker.domain.routing`), writes and signs one envelope
+per recipient (as bytes, valid by construction), and commits the outbox rows together with the events'
 inbox keys (consumer "router") and the envelopes' message-log records, so an
 envelope is in the log exactly when it is in the outbox. Kafka offsets are
 committed only after that commit, so a crash in between re-reads the batch and
@@ -41,7 +41,7 @@ from broker.infra.postgres import UnitOfWork, outage_as_failure
 from broker.ops import metrics
 from broker.settings import Settings
 from broker.xml import hardened
-from broker.xml.envelope import build_envelope, new_message_id
+from broker.xml.envelope import envelope_document, new_message_id, signed_block
 from broker.xml.schemas import Schemas, read_events
 from broker.xml.signing import Signer
 from consumers.loop import (
@@ -274,14 +274,13 @@ class Router:
         return results
 
     def _envelope(self, item: _Accepted, route: Route, reference: uuid.UUID | None) -> NewMessage:
+        """The signed envelope as bytes, valid by construction: :meth:`_read` validated the event against
+        the schema, and ``signed_block`` checks every header value (one schema check per hop, not two)."""
         message_id = new_message_id()
-        envelope = build_envelope(item.root, recipient=route.recipient, sender=self._settings.sender,
-                                  test=item.test or route.test, message_id=message_id,
-                                  reference_message_id=reference)
-        self._signer.sign(envelope)
-        self._schemas.validate_envelope(envelope)
+        block = signed_block(item.root, recipient=route.recipient, sender=self._settings.sender,
+                             test=item.test or route.test, message_id=message_id, reference_message_id=reference)
         return NewMessage(message_id=message_id, destination=route.channel, partition_key=ordering_key(item.event),
-                          payload=hardened.to_bytes(envelope), recipient=route.recipient,
+                          payload=envelope_document(block, self._signer.signature(block)), recipient=route.recipient,
                           message_type=item.event.type.value, idempotency_key=item.inbox_key,
                           reference_message_id=reference)
 

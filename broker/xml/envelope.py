@@ -4,14 +4,19 @@ The header sits inside ``SenderProvidedData`` so the sender's signature covers
 MessageID, Recipient and TestMessage too (see ``schemas/envelope.xsd``).
 Building and reading check structure only; schema validation is
 :class:`broker.xml.schemas.Schemas`' job and signatures are :mod:`broker.xml.signing`'s.
+
+:func:`signed_block` writes SenderProvidedData directly in its exclusive c14n,
+the octets the signature digests, so the router signs and stores an envelope
+without building, canonicalising or serialising a tree (a third of its time
+per event before). Every envelope, unsigned ones included, is made from it.
 """
 
 from __future__ import annotations
 
-import copy
+import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from lxml import etree
@@ -39,6 +44,8 @@ _SENDER = f"{{{ENVELOPE_NS}}}Sender"
 _RECIPIENT = f"{{{ENVELOPE_NS}}}Recipient"
 _SENDING_TIMESTAMP = f"{{{ENVELOPE_NS}}}SendingTimestamp"
 _TEST_MESSAGE = f"{{{ENVELOPE_NS}}}TestMessage"
+_MNEMONIC = re.compile(r"[A-Z0-9][A-Z0-9_\-]{1,63}", re.ASCII)
+_DECLARATION = b"<?xml version='1.0' encoding='UTF-8'?>\n"
 
 
 class MessageType(StrEnum):
@@ -67,8 +74,8 @@ def new_message_id() -> uuid.UUID:
     return uuid.uuid1()
 
 
-def build_envelope(
-    event: etree._Element | bytes,
+def signed_block(
+    event: etree._Element,
     *,
     recipient: str,
     sender: str = "EJX",
@@ -77,35 +84,50 @@ def build_envelope(
     reference_message_id: uuid.UUID | str | None = None,
     message_id: uuid.UUID | str | None = None,
     sending_timestamp: datetime | None = None,
-) -> etree._Element:
-    """An unsigned envelope around a copy of ``event``.
+) -> bytes:
+    """SenderProvidedData around ``event``, as the exclusive c14n of itself: the octets a signature digests.
+
+    ``event`` must be valid against ``events.xsd`` (the router has just checked
+    it); every header value is checked here against the envelope schema's types,
+    so the block is valid by construction. Exclusive c14n of a subtree does not
+    depend on its context, so the event's own c14n is the content's, and the
+    block stays canonical inside :func:`envelope_document`.
 
     Pass ``message_id`` when re-building a message that already has one: the
     MessageID is fixed once per message, so a retry must not mint a new one.
     """
-    event_root = hardened.parse(event) if isinstance(event, bytes) else event
-    if etree.QName(event_root).namespace != EVENTS_NS:
-        raise UnknownMessageType(f"primary content {event_root.tag} is not in the events namespace {EVENTS_NS}")
+    if etree.QName(event).namespace != EVENTS_NS:
+        raise UnknownMessageType(f"primary content {event.tag} is not in the events namespace {EVENTS_NS}")
     mid = _message_id(message_id, "MessageID") if message_id is not None else new_message_id()
     sent = sending_timestamp or datetime.now(UTC)
     if sent.tzinfo is None:
         raise InvalidContent("SendingTimestamp needs an explicit time zone")
+    if sent.utcoffset() % timedelta(minutes=1):
+        raise InvalidContent("SendingTimestamp's offset must be whole minutes (xs:dateTime)")
+    reference = ("" if reference_message_id is None else
+                 f"<ReferenceMessageID>{_message_id(reference_message_id, 'ReferenceMessageID')}</ReferenceMessageID>")
+    return b"".join((
+        f'<SenderProvidedData xmlns="{ENVELOPE_NS}" Id="{SIGNED_DATA_ID}"><Header><MessageID>{mid}</MessageID>'
+        f"{reference}<MessageType>{MessageType(message_type).value}</MessageType>"
+        f"<Sender>{_mnemonic(sender, 'Sender')}</Sender><Recipient>{_mnemonic(recipient, 'Recipient')}</Recipient>"
+        f"<SendingTimestamp>{sent.isoformat(timespec='milliseconds')}</SendingTimestamp>"
+        f"{'<TestMessage></TestMessage>' if test else ''}</Header><MessagePrimaryContent>".encode(),
+        etree.tostring(event, method="c14n", exclusive=True, with_comments=False),
+        b"</MessagePrimaryContent></SenderProvidedData>"))
 
-    envelope = etree.Element(ENVELOPE, nsmap={None: ENVELOPE_NS})
-    data = etree.SubElement(envelope, SENDER_PROVIDED_DATA, Id=SIGNED_DATA_ID)
-    header = etree.SubElement(data, HEADER)
-    etree.SubElement(header, _MESSAGE_ID).text = str(mid)
-    if reference_message_id is not None:
-        etree.SubElement(header, _REFERENCE_MESSAGE_ID).text = str(
-            _message_id(reference_message_id, "ReferenceMessageID"))
-    etree.SubElement(header, _MESSAGE_TYPE).text = MessageType(message_type).value
-    etree.SubElement(header, _SENDER).text = sender
-    etree.SubElement(header, _RECIPIENT).text = recipient
-    etree.SubElement(header, _SENDING_TIMESTAMP).text = sent.isoformat(timespec="milliseconds")
-    if test:
-        etree.SubElement(header, _TEST_MESSAGE)
-    etree.SubElement(data, MESSAGE_PRIMARY_CONTENT).append(copy.deepcopy(event_root))
-    return envelope
+
+def envelope_document(block: bytes, signature: bytes | None = None) -> bytes:
+    """The envelope as a UTF-8 document: :func:`signed_block`'s octets verbatim, then the ds:Signature."""
+    container = b"" if signature is None else b"<CallerInformationSystemSignature>%s</CallerInformationSystemSignature>" \
+        % signature
+    return b"%s<Envelope xmlns=\"%s\">%s%s</Envelope>" % (_DECLARATION, ENVELOPE_NS.encode(), block, container)
+
+
+def build_envelope(event: etree._Element | bytes, **header: object) -> etree._Element:
+    """An unsigned envelope around ``event`` as a tree (to print or to sign in place); the arguments
+    are :func:`signed_block`'s."""
+    event_root = hardened.parse(event) if isinstance(event, bytes) else event
+    return hardened.parse_trusted(envelope_document(signed_block(event_root, **header)))  # type: ignore[arg-type]
 
 
 def read_envelope(envelope: etree._Element) -> tuple[EnvelopeHeader, etree._Element]:
@@ -165,6 +187,13 @@ def _only_child(parent: etree._Element, tag: str) -> etree._Element:
 
 def _text(parent: etree._Element, tag: str) -> str:
     return (_only_child(parent, tag).text or "").strip()
+
+
+def _mnemonic(value: str, field: str) -> str:
+    """An information system's mnemonic (the schema's MnemonicType), or InvalidContent."""
+    if not _MNEMONIC.fullmatch(value):
+        raise InvalidContent(f"{field} {value!r} is not a mnemonic ([A-Z0-9][A-Z0-9_-]{{1,63}})")
+    return value
 
 
 def _message_id(value: uuid.UUID | str, field: str) -> uuid.UUID:

@@ -20,11 +20,15 @@ from broker.xml.envelope import (
     MessageType,
     SIGNED_DATA_ID,
     build_envelope,
+    envelope_document,
+    new_message_id,
     read_envelope,
     sender_provided_data,
+    signed_block,
 )
 from broker.xml.schemas import Schemas
 from broker.xml.signing import Verifier, XmlDsigSigner, keys
+from broker.xml.signing.algorithms import exclusive_c14n
 
 ENV = f"{{{ENVELOPE_NS}}}"
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
@@ -176,15 +180,66 @@ def test_sending_timestamp_is_utc_by_default(event):
     assert abs(header.sending_timestamp - datetime.now(UTC)) < timedelta(minutes=1)
 
 
-def test_every_example_event_survives_sign_serialise_verify(events):
-    """The router's path: build and sign in memory, send bytes; the receiver parses and verifies."""
-    key = keys.generate_key(keys.KeyAlgorithm.ECDSA)
+@pytest.fixture(scope="module", params=[keys.KeyAlgorithm.ECDSA, keys.KeyAlgorithm.RSA])
+def signer_and_verifier(request) -> tuple[XmlDsigSigner, Verifier]:
+    key = keys.generate_key(request.param)
     certificate = keys.self_signed_certificate(key)
-    signer, verifier = XmlDsigSigner(key, certificate), Verifier([certificate])
+    return XmlDsigSigner(key, certificate), Verifier([certificate])
+
+
+HEADERS = {
+    "plain": {},
+    "test": {"test": True},
+    "reference": {"reference_message_id": uuid.UUID("6f1c9a2e-5b7d-11ef-8000-0242ac120002")},
+    "moscow time": {"sending_timestamp": datetime(2026, 12, 1, 9, 30, tzinfo=timezone(timedelta(hours=3)))},
+    "response": {"message_type": MessageType.RESPONSE, "sender": "RSMEV", "recipient": "EJX_2"},
+}
+
+
+@pytest.mark.parametrize("header", HEADERS.values(), ids=list(HEADERS))
+def test_the_router_path_writes_the_canonical_form_it_signs(events, schemas, signer_and_verifier, header):
+    """The router signs signed_block's octets without a tree: they must be exactly the exclusive c14n a
+    verifier computes from the document, the document must be schema-valid, and the signature must hold."""
+    signer, verifier = signer_and_verifier
+    for name, event in events.items():
+        block = signed_block(event, **{"recipient": "EPGU", **header})
+        sent = envelope_document(block, signer.signature(block))
+        received = hardened.parse(sent)
+        assert exclusive_c14n(sender_provided_data(received)) == block, name
+        schemas.validate_envelope(received)
+        verified = verifier.verify(received)
+        assert exclusive_c14n(verified.content) == exclusive_c14n(event), name
+        assert read_envelope(received)[0] == verified.header
+
+
+def test_a_tree_signed_in_place_verifies_too(events, signer_and_verifier):
+    """``ejx envelope sign``'s path: an envelope tree signed in place, serialised, parsed, verified."""
+    signer, verifier = signer_and_verifier
     for name, event in events.items():
         sent = hardened.to_bytes(signer.sign(build_envelope(event, recipient="EPGU")))
         verified = verifier.verify(hardened.parse(sent))
         assert etree.QName(verified.content).localname == etree.QName(event).localname, name
+
+
+@pytest.mark.parametrize("header, message", [
+    ({"recipient": "epgu"}, "Recipient 'epgu' is not a mnemonic"),
+    ({"recipient": "E"}, "Recipient 'E' is not a mnemonic"),
+    ({"recipient": "EPGU", "sender": "EJX<x/>"}, "Sender 'EJX<x/>' is not a mnemonic"),
+    ({"recipient": "EPGU", "sending_timestamp": datetime(2026, 12, 1, tzinfo=timezone(timedelta(seconds=10)))},
+     "whole minutes"),
+], ids=["lower case", "too short", "markup", "offset in seconds"])
+def test_signed_block_refuses_what_the_schema_would(event, schemas, header, message):
+    """Each value signed_block refuses is one the envelope schema refuses: nothing invalid is built."""
+    with pytest.raises(InvalidContent, match=message):
+        signed_block(event, **header)
+    envelope = build_envelope(event, recipient="EPGU", message_id=new_message_id())
+    field, value = next((k, v) for k, v in header.items() if k in ("recipient", "sender", "sending_timestamp")
+                        and not (k == "recipient" and v == "EPGU"))
+    tag = {"recipient": "Recipient", "sender": "Sender", "sending_timestamp": "SendingTimestamp"}[field]
+    node = envelope.find(f"{ENV}SenderProvidedData/{ENV}Header/{ENV}{tag}")
+    node.text = value.isoformat() if isinstance(value, datetime) else value
+    with pytest.raises(InvalidContent):
+        schemas.validate_envelope(envelope)
 
 
 def _rss_anon_kib() -> int:

@@ -15,7 +15,7 @@ from lxml import etree
 
 from broker.domain.faults import SignatureVerificationFault
 from broker.xml import hardened
-from broker.xml.envelope import EVENTS_NS, SIGNATURE_CONTAINER, build_envelope
+from broker.xml.envelope import EVENTS_NS, SIGNATURE_CONTAINER, build_envelope, envelope_document, signed_block
 from broker.xml.signing import DS_NS, Verifier, XmlDsigSigner, keys
 
 ID_ATTR = ["--id-attr:Id", "urn://ejx/envelope/1:SenderProvidedData"]
@@ -44,11 +44,23 @@ def run(xmlsec1: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([xmlsec1, *args], capture_output=True, text=True, timeout=30)
 
 
-def test_xmlsec1_verifies_our_signatures(xmlsec1, dev_pair, tmp_path):
+def signed_in_place(signer: XmlDsigSigner) -> bytes:
+    """``ejx envelope sign``'s way: a tree signed in place, then serialised."""
+    return etree.tostring(signer.sign(build_envelope(event(), recipient="EPGU")), xml_declaration=True,
+                          encoding="UTF-8")
+
+
+def signed_as_bytes(signer: XmlDsigSigner) -> bytes:
+    """The router's way: the canonical block and its signature written as octets, no tree."""
+    block = signed_block(event(), recipient="EPGU")
+    return envelope_document(block, signer.signature(block))
+
+
+@pytest.mark.parametrize("make", [signed_in_place, signed_as_bytes])
+def test_xmlsec1_verifies_our_signatures(xmlsec1, dev_pair, tmp_path, make):
     key_path, cert_path = dev_pair
     signed = tmp_path / "signed.xml"
-    envelope = XmlDsigSigner.from_pem_files(key_path, cert_path).sign(build_envelope(event(), recipient="EPGU"))
-    signed.write_bytes(etree.tostring(envelope, xml_declaration=True, encoding="UTF-8"))
+    signed.write_bytes(make(XmlDsigSigner.from_pem_files(key_path, cert_path)))
 
     result = run(xmlsec1, "--verify", *ID_ATTR, "--trusted-pem", str(cert_path), str(signed))
     assert result.returncode == 0 and result.stderr.startswith("OK"), result.stderr

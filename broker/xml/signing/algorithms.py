@@ -99,6 +99,15 @@ def reference_octets(element: etree._Element, transforms: Sequence[str]) -> byte
     return node
 
 
+def canonical_reference_octets(octets: bytes, transforms: Sequence[str]) -> bytes:
+    """What :func:`reference_octets` makes of the element whose exclusive c14n ``octets`` are, when the
+    signature is not inside it: the enveloped transform and exc-c14n leave such octets as they are."""
+    for uri in transforms:
+        if uri not in (ENVELOPED_SIGNATURE, EXC_C14N):
+            octets = TRANSFORM_METHODS[uri](octets)  # type: ignore[assignment]
+    return octets
+
+
 class SignatureMethod(Protocol):
     """One XML-DSig SignatureMethod: its URI, the keys it fits, its Reference profile, raw sign/verify."""
 

@@ -23,13 +23,14 @@ from lxml import etree
 
 from broker.domain.faults import Failure, InvalidContent
 from broker.xml import hardened
-from broker.xml.envelope import SIGNATURE_CONTAINER
+from broker.xml.envelope import SIGNATURE_CONTAINER, SIGNED_DATA_ID
 from broker.xml.signing import keys
 from broker.xml.signing.algorithms import (
     DIGEST_METHODS,
     DS_NS,
     EXC_C14N,
     SIGNATURE_METHODS,
+    canonical_reference_octets,
     exclusive_c14n,
     reference_octets,
 )
@@ -41,9 +42,12 @@ _ID_SLOT, _DIGEST_SLOT = "ejx-id-slot", "ejx-digest-slot"
 
 
 class Signer(Protocol):
-    """Signs an envelope's SenderProvidedData in place and returns the envelope."""
+    """Signs an envelope's SenderProvidedData: a tree in place, or :func:`~broker.xml.envelope.signed_block`'s
+    octets."""
 
     def sign(self, envelope: etree._Element) -> etree._Element: ...
+
+    def signature(self, block: bytes) -> bytes: ...
 
 
 class XmlDsigSigner:
@@ -52,6 +56,8 @@ class XmlDsigSigner:
     The ds:Signature is a deep copy of a template parsed once, and its canonical
     SignedInfo is assembled from pieces cut out of the template's own c14n: per
     signature the only XML work is the Reference's transforms over SenderProvidedData.
+    :meth:`signature` does no XML work at all: the block is canonical already, and
+    the ds:Signature is written from pieces of the template's c14n too.
     """
 
     def __init__(self, private_key: PrivateKeyTypes, certificate: x509.Certificate) -> None:
@@ -80,6 +86,9 @@ class XmlDsigSigner:
         # itself, cut at the slots, so signing needs no canonicalisation of its own markup.
         head, rest = exclusive_c14n(self._template[0]).split(_ID_SLOT.encode())
         self._canonical_parts = (head, *rest.split(_DIGEST_SLOT.encode()))
+        head, rest = exclusive_c14n(self._template).split(_ID_SLOT.encode())
+        middle, rest = rest.split(_DIGEST_SLOT.encode())
+        self._signature_parts = (head, middle, *rest.split(b"<ds:SignatureValue></ds:SignatureValue>"))
         log.debug("signing.signer_ready", method=method.uri, subject=certificate.subject.rfc4514_string(),
                   sha256=certificate.fingerprint(hashes.SHA256()).hex())
 
@@ -102,16 +111,28 @@ class XmlDsigSigner:
         elif len(container):
             raise InvalidContent("envelope is already signed")
         ref_id = data.get("Id")
-        digest = base64.b64encode(self._digest(reference_octets(data, self._method.transforms)))
-        head, middle, tail = self._canonical_parts
-        value = self._method.sign(self._key, b"".join((head, ref_id.encode(), middle, digest, tail)))
+        digest, value = self._signed(ref_id, reference_octets(data, self._method.transforms))
         signature = self._template.__deepcopy__(None)  # lxml's own subtree copy, without copy's memo
         reference = signature[0][2]
         reference.set("URI", f"#{ref_id}")
         reference[2].text = digest.decode()
-        signature[1].text = base64.b64encode(value).decode()
+        signature[1].text = value.decode()
         container.append(signature)
         return envelope
+
+    def signature(self, block: bytes) -> bytes:
+        """The ds:Signature, in exclusive c14n, over the octets of a :func:`~broker.xml.envelope.signed_block`."""
+        digest, value = self._signed(SIGNED_DATA_ID, canonical_reference_octets(block, self._method.transforms))
+        head, middle, before_value, tail = self._signature_parts
+        return b"".join((head, SIGNED_DATA_ID.encode(), middle, digest, before_value,
+                         b"<ds:SignatureValue>", value, b"</ds:SignatureValue>", tail))
+
+    def _signed(self, ref_id: str, octets: bytes) -> tuple[bytes, bytes]:
+        """DigestValue and SignatureValue (both base64) of a Reference to ``#ref_id`` over ``octets``."""
+        digest = base64.b64encode(self._digest(octets))
+        head, middle, tail = self._canonical_parts
+        return digest, base64.b64encode(self._method.sign(self._key, b"".join((head, ref_id.encode(), middle,
+                                                                                 digest, tail))))
 
 
 def _spki(key: PublicKeyTypes) -> bytes:
