@@ -166,7 +166,7 @@ def _check_tree(root: etree._Element, data: bytes, limits: XmlLimits) -> None:
     text can be longer than the document, and no nesting be deeper than its
     number of tags.
     """
-    if data.count(b"<") > limits.max_depth:
+    if data.count(b"<") - data.count(b"</") > limits.max_depth:  # no deeper than it has elements
         too_deep = root.xpath("/*" + "/*" * limits.max_depth)
         if too_deep:
             raise _refused(too_deep[0], f"nesting deeper than {limits.max_depth} elements")

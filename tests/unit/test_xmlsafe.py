@@ -69,6 +69,9 @@ def test_deep_nesting_is_refused():
     with pytest.raises(InvalidContent, match="nesting deeper than 64"):
         hardened.parse(b"<a>" * 65 + b"</a>" * 65)
     assert hardened.parse(b"<a>" * 64 + b"</a>" * 64) is not None
+    # The depth check is skipped only when the start tags cannot reach it; "</" in a comment cannot hide one.
+    with pytest.raises(InvalidContent, match="nesting deeper than 64"):
+        hardened.parse(b"<a>" * 65 + b"<!--" + b"</" * 200 + b"-->" + b"</a>" * 65)
 
 
 def test_element_count_is_bounded_before_the_tree_is_built():
