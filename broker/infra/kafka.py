@@ -207,19 +207,20 @@ async def describe_topic(settings: Settings, topic: str) -> dict[int, PartitionS
     """Each partition of ``topic`` with its leader and replicas; Failure if the topic is unknown.
 
     Metadata names a crashed broker until the controller fences it, and the admin client asks a random
-    one: a few tries, so one dead node of three is no outage of this question."""
+    one: a few tries, so one dead node of three is no outage of this question. A retriable answer is
+    tried again too: a topic created a moment ago is unknown to a broker its metadata has not reached."""
     for attempt in range(1, DESCRIBE_TRIES + 1):
         try:
             async with _admin(settings.kafka_address,
                               request_timeout_ms=int(settings.kafka_timeout_s * 1000)) as admin:
                 (described,) = await admin.describe_topics([topic])
+            if described["error_code"] != 0:
+                _raise_for(described["error_code"], f"describing topic {topic}", None)
             break
         except Failure:
             if attempt == DESCRIBE_TRIES:
                 raise
             await asyncio.sleep(min(0.1 * attempt, 0.5))
-    if described["error_code"] != 0:
-        _raise_for(described["error_code"], f"describing topic {topic}", None)
     return {found["partition"]: PartitionState(found["leader"], tuple(found["replicas"]), tuple(found["isr"]))
             for found in described["partitions"]}
 

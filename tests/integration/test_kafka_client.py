@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
 
@@ -78,3 +79,25 @@ async def test_a_topic_the_cluster_cannot_hold_is_refused_not_retried(
         kafka_settings: Settings, kafka_bootstrap: str) -> None:
     with pytest.raises(InvalidReplicationFactorError):
         await kafka.ensure_topics(kafka_settings, [f"ejx.test.{uuid.uuid4().hex[:12]}"], replication_factor=99)
+
+
+@pytest.mark.kafka
+async def test_describe_topic_waits_for_a_topic_the_broker_does_not_know_yet(kafka_settings: Settings) -> None:
+    """A broker that metadata of a new topic has not reached yet answers UnknownTopicOrPartition, a
+    retriable error: describe_topic asks again (a 3-node test failed on its first answer) and only then
+    gives up, with a Failure."""
+    name = f"ejx.test.{uuid.uuid4().hex[:12]}"
+
+    async def create_soon() -> None:
+        await asyncio.sleep(0.5)
+        await kafka.ensure_topics(kafka_settings, [name], partitions=2)
+
+    creating = asyncio.create_task(create_soon())
+    try:
+        partitions = await kafka.describe_topic(kafka_settings, name)
+        assert sorted(partitions) == [0, 1]
+    finally:
+        await creating
+        await kafka.delete_topics(kafka_settings, [name])
+    with pytest.raises(Failure, match="UnknownTopicOrPartition"):
+        await kafka.describe_topic(kafka_settings, f"ejx.test.{uuid.uuid4().hex[:12]}")
