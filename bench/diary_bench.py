@@ -31,9 +31,9 @@ from fastapi import FastAPI
 from rich.console import Console
 from rich.table import Table
 
-from bench.ingest_bench import drop_database, scratch_database
 from broker.access.participants import CertificateFacts, Participants
 from broker.analytics.projections.diary import DiaryPeriod, DiaryReader
+from broker.devtools.scratch import create_database, drop_database, scratch_name
 from broker.infra.postgres import create_pool
 from broker.ops import logs
 from broker.settings import Settings
@@ -134,7 +134,8 @@ async def main(pupils: int, requests: int, concurrency: int, port: int) -> None:
     settings = Settings()
     logs.configure("warning")
     console = Console()
-    name, dsn = await scratch_database(settings)
+    name = scratch_name()
+    dsn = await create_database(settings, name)
     pool = await create_pool(settings.model_copy(update={"database_url": dsn}), max_size=concurrency + 4)
     try:
         started = time.perf_counter()

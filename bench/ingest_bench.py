@@ -39,7 +39,6 @@ from bench.pipeline_bench import SCHOOLS, VENDOR, Processes, Scratch, percentile
 from broker.access.registry import Registry, School
 from broker.app.cli.moments import MOSCOW
 from broker.infra import kafka
-from broker.infra.migrations import migrate
 from broker.ops import logs
 from broker.settings import Settings
 from broker.xml.schemas import Schemas
@@ -108,30 +107,6 @@ async def events_on(settings: Settings, topic: str) -> tuple[int, int]:
                 records += len(batch)
                 keys.update(dict(r.headers)["idempotency_key"] for r in batch)
     return records, len(keys)
-
-
-async def scratch_database(settings: Settings) -> tuple[str, str]:
-    admin = await asyncpg.connect(settings.database_dsn)
-    name = f"ejx_bench_{uuid.uuid4().hex[:10]}"
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = settings.database_dsn.rpartition("/")[0] + "/" + name
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    return name, dsn
-
-
-async def drop_database(settings: Settings, name: str) -> None:
-    admin = await asyncpg.connect(settings.database_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def bench(requests: int, concurrency: int, port: int, log_level: str, count: int = 1) -> dict:

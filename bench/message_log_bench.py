@@ -38,7 +38,7 @@ from rich.table import Table
 from broker.audit import message_log
 from broker.audit.chain import Direction, Entry, Kind
 from broker.audit.manifest import ManifestSigner
-from broker.infra.migrations import migrate
+from broker.devtools.scratch import create_database, drop_database, scratch_name
 from broker.infra.postgres import UnitOfWork, create_pool
 from broker.ops import logs
 from broker.settings import Settings
@@ -102,13 +102,10 @@ async def main(writers: int, count: int, size: int, payload: int) -> None:
     with contextlib.redirect_stderr(sink):
         logs.configure("info", json=True)
     base = Settings()
-    database = f"ejx_bench_{uuid.uuid4().hex[:10]}"
-    dsn = base.database_dsn.rpartition("/")[0] + f"/{database}"
-    admin = await asyncpg.connect(base.database_dsn)
-    await admin.execute(f'CREATE DATABASE "{database}"')
+    database = scratch_name()
+    dsn = await create_database(base, database)
     try:
         conn = await asyncpg.connect(dsn)
-        await migrate(conn)
         await conn.execute("CREATE TABLE message_log_raw (LIKE message_log INCLUDING ALL)")
         await conn.close()
         pool = await create_pool(base.model_copy(update={"database_url": dsn}), max_size=writers + 2)
@@ -130,8 +127,7 @@ async def main(writers: int, count: int, size: int, payload: int) -> None:
         finally:
             await pool.close()
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(base, database)
     total = writers * count * size
     if verdict.broken is not None or verdict.checked != total:
         raise SystemExit(f"chain broken after the bench: {verdict.broken} ({verdict.checked} of {total} checked)")

@@ -69,10 +69,9 @@ from adapters import examples
 from bench import targets
 from broker.access.registry import Registry, School
 from broker.app.cli.moments import MOSCOW
-from broker.devtools.migrations import RECEIVER_TABLES
+from broker.devtools.scratch import create_database, drop_database, dsn_of
 from broker.domain.model import GradePosted, Mark, MarkScale
 from broker.infra import kafka
-from broker.infra.migrations import PRODUCTION, migrate
 from broker.ops import logs
 from broker.settings import Settings
 from broker.xml.signing.keys import KeyAlgorithm, write_dev_pair
@@ -176,7 +175,7 @@ class Scratch:
     @property
     def settings(self) -> Settings:
         return self.base.model_copy(update={
-            "database_url": self.base.database_dsn.rpartition("/")[0] + f"/{self.database}",
+            "database_url": dsn_of(self.base, self.database),
             "events_topic": f"ejx.bench.events.{self.suffix}", "dlq_topic": f"ejx.bench.dlq.{self.suffix}",
             "interagency_topic": f"ejx.bench.interagency.{self.suffix}",
             "key_file": self.keys / "ejx.key", "cert_file": self.keys / "ejx.crt",
@@ -195,26 +194,13 @@ class Scratch:
     async def create(self) -> None:
         write_dev_pair(self.keys)
         write_dev_pair(self.keys / "smev", algorithm=KeyAlgorithm.GOST2012_256)
-        admin = await asyncpg.connect(self.base.database_dsn)
-        try:
-            await admin.execute(f'CREATE DATABASE "{self.database}"')
-        finally:
-            await admin.close()
-        conn = await asyncpg.connect(self.settings.database_dsn)
-        try:
-            await migrate(conn, PRODUCTION, RECEIVER_TABLES)
-        finally:
-            await conn.close()
+        await create_database(self.base, self.database)
         await kafka.ensure_topics(self.settings, self.topics)
 
     async def remove(self) -> None:
         with contextlib.suppress(Exception):
             await kafka.delete_topics(self.settings, self.topics)
-        admin = await asyncpg.connect(self.base.database_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await drop_database(self.base, self.database)
         for path in sorted(self.keys.rglob("*"), reverse=True):
             path.rmdir() if path.is_dir() else path.unlink()
         self.keys.rmdir()

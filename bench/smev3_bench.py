@@ -24,9 +24,9 @@ from fastapi import FastAPI
 from rich.console import Console
 from rich.table import Table
 
-from bench.ingest_bench import drop_database, scratch_database
 from broker.access.participants import CertificateFacts, Participants
 from broker.delivery.outbox import OutboxMessage
+from broker.devtools.scratch import create_database, drop_database, scratch_name
 from broker.infra.postgres import create_pool
 from broker.ops import logs
 from broker.settings import Settings
@@ -97,7 +97,8 @@ async def raw_round_trips(queue: SmevQueue, recipient: str, count: int, concurre
 async def main(messages: int, concurrency: int, port: int) -> None:
     settings = Settings()
     logs.configure("warning")
-    name, dsn = await scratch_database(settings)
+    name = scratch_name()
+    dsn = await create_database(settings, name)
     pool = await create_pool(settings.model_copy(update={"database_url": dsn}), max_size=concurrency + 4)
     try:
         ejx_key = SigningKey.from_pem(*gost.generate_key_and_certificate("ejx SMEV (bench)"))

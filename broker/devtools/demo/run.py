@@ -36,7 +36,6 @@ from broker.devtools.demo.diary import diary_round
 from broker.devtools.demo.payloads import csv_row, fault_code, oneroster_bundle
 from broker.devtools.demo.report import DemoReport, percentile
 from broker.devtools.demo.setup import (
-    create_database,
     demo_settings,
     ensure_keys,
     register_agency,
@@ -44,6 +43,7 @@ from broker.devtools.demo.setup import (
     start_processes,
     stop_processes,
 )
+from broker.devtools.scratch import create_database
 from broker.devtools.simulation import SchoolDay, simulate
 from broker.domain.faults import Failure
 from broker.domain.model import (

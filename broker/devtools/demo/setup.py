@@ -13,9 +13,8 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from broker.access.participants import CertificateFacts, Participants
-from broker.devtools.migrations import RECEIVER_TABLES
+from broker.devtools.scratch import drop_database
 from broker.infra import kafka
-from broker.infra.migrations import PRODUCTION, migrate
 from broker.settings import Settings
 from broker.xml.signing.keys import CERT_FILE, KEY_FILE, KeyAlgorithm, write_dev_pair
 
@@ -46,30 +45,10 @@ def demo_settings(settings: Settings, run_id: str, database_url: str) -> Setting
     })
 
 
-async def create_database(settings: Settings, name: str) -> str:
-    """A new, migrated database next to the configured one; returns its DSN."""
-    admin = await asyncpg.connect(settings.database_dsn, timeout=30)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = settings.database_dsn.rsplit("/", 1)[0] + f"/{name}"
-    conn = await asyncpg.connect(dsn, timeout=30)
-    try:
-        await migrate(conn, PRODUCTION, RECEIVER_TABLES)
-    finally:
-        await conn.close()
-    return dsn
-
-
 async def remove_run_data(base: Settings, run: Settings, database: str) -> None:
     """Drop a run's database (``run``'s, named ``database``, from ``base``'s) and delete its topics."""
     await kafka.delete_topics(run, [run.events_topic, run.dlq_topic, run.interagency_topic])
-    admin = await asyncpg.connect(base.database_dsn, timeout=30)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await drop_database(base, database)
 
 
 def ensure_keys(settings: Settings) -> None:
