@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import h11
+import orjson
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -102,13 +102,13 @@ class PortalDestination:
     async def deliver_batch(self, messages: Sequence[OutboxMessage]) -> list[Fault | None]:
         if self._batch_client is None:
             raise Failure("the portal's batch endpoint is not configured")
-        body = json.dumps({"envelopes": [{"key": m.partition_key, "envelope": base64.b64encode(m.payload).decode()}
-                                         for m in messages]}).encode()
+        body = orjson.dumps({"envelopes": [{"key": m.partition_key, "envelope": base64.b64encode(m.payload).decode()}
+                                           for m in messages]})
         answer = await _posted(self._batch_client, body, headers=(("Content-Type", "application/json"),))
         if not answer.is_success:
             raise answer_fault(answer.status, answer.header("content-type"), answer.body)
         try:
-            receipts = json.loads(answer.body)["receipts"]
+            receipts = orjson.loads(answer.body)["receipts"]
             if len(receipts) != len(messages):
                 raise ValueError(f"{len(receipts)} receipts for {len(messages)} envelopes")
             return [_receipt_fault(receipt, message) for receipt, message in zip(receipts, messages, strict=True)]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import random
 import uuid
 from collections import Counter
@@ -21,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
+import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -201,7 +201,7 @@ async def receive_batch(body: bytes, *, verifier: SampledVerifier, receipts: Rec
     """
     try:
         items = [(str(item["key"]), base64.b64decode(item["envelope"], validate=True))
-                 for item in json.loads(body)["envelopes"]]
+                 for item in orjson.loads(body)["envelopes"]]
     except (ValueError, KeyError, TypeError, binascii.Error) as error:
         raise InvalidContent(f"not a batch of envelopes: {error}") from error
     receipts_out: list[dict | None] = []
@@ -259,7 +259,7 @@ def portal_receiver_app(*, verifier: Verifier, receipts: ReceiverLog, verified_s
             receipts_out = await receive_batch(await request.body(), verifier=sampled, receipts=receipts)
         except Fault as fault:
             return Response(fault_xml(fault), status_code=fault.http_status, media_type="application/xml")
-        return JSONResponse({"receipts": receipts_out})
+        return Response(orjson.dumps({"receipts": receipts_out}), media_type="application/json")
 
     @app.get("/report")
     async def report() -> JSONResponse:
