@@ -118,9 +118,9 @@ def signed_block(
 
 def envelope_document(block: bytes, signature: bytes | None = None) -> bytes:
     """The envelope as a UTF-8 document: :func:`signed_block`'s octets verbatim, then the ds:Signature."""
-    container = b"" if signature is None else b"<CallerInformationSystemSignature>%s</CallerInformationSystemSignature>" \
-        % signature
-    return b"%s<Envelope xmlns=\"%s\">%s%s</Envelope>" % (_DECLARATION, ENVELOPE_NS.encode(), block, container)
+    signed = () if signature is None else (b"<CallerInformationSystemSignature>", signature,
+                                           b"</CallerInformationSystemSignature>")
+    return b"".join((_DECLARATION, f'<Envelope xmlns="{ENVELOPE_NS}">'.encode(), block, *signed, b"</Envelope>"))
 
 
 def build_envelope(event: etree._Element | bytes, **header: object) -> etree._Element:

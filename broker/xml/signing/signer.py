@@ -38,7 +38,7 @@ from broker.xml.signing.verifier import signed_block
 
 log = structlog.get_logger(__name__)
 
-_ID_SLOT, _DIGEST_SLOT = "ejx-id-slot", "ejx-digest-slot"
+_ID_SLOT, _DIGEST_SLOT, _VALUE_SLOT = "ejx-id-slot", "ejx-digest-slot", "ejx-value-slot"
 
 
 class Signer(Protocol):
@@ -80,15 +80,13 @@ class XmlDsigSigner:
             + "".join(f'<ds:Transform Algorithm="{t}"/>' for t in method.transforms)
             + f'</ds:Transforms><ds:DigestMethod Algorithm="{method.digest_method}"/>'
             f'<ds:DigestValue>{_DIGEST_SLOT}</ds:DigestValue></ds:Reference></ds:SignedInfo>'
-            f'<ds:SignatureValue/><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert_b64}'
+            f'<ds:SignatureValue>{_VALUE_SLOT}</ds:SignatureValue><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert_b64}'
             f'</ds:X509Certificate></ds:X509Data></ds:KeyInfo></ds:Signature>').encode())
-        # Canonical SignedInfo = head + Id + middle + digest + tail: exclusive c14n of the template
-        # itself, cut at the slots, so signing needs no canonicalisation of its own markup.
-        head, rest = exclusive_c14n(self._template[0]).split(_ID_SLOT.encode())
-        self._canonical_parts = (head, *rest.split(_DIGEST_SLOT.encode()))
-        head, rest = exclusive_c14n(self._template).split(_ID_SLOT.encode())
-        middle, rest = rest.split(_DIGEST_SLOT.encode())
-        self._signature_parts = (head, middle, *rest.split(b"<ds:SignatureValue></ds:SignatureValue>"))
+        # Canonical SignedInfo = head + Id + middle + digest + tail, and the canonical ds:Signature likewise
+        # with the value: exclusive c14n of the template itself, cut at the slots, so signing needs no
+        # canonicalisation of its own markup.
+        self._canonical_parts = _cut(exclusive_c14n(self._template[0]), _ID_SLOT, _DIGEST_SLOT)
+        self._signature_parts = _cut(exclusive_c14n(self._template), _ID_SLOT, _DIGEST_SLOT, _VALUE_SLOT)
         log.debug("signing.signer_ready", method=method.uri, subject=certificate.subject.rfc4514_string(),
                   sha256=certificate.fingerprint(hashes.SHA256()).hex())
 
@@ -124,8 +122,7 @@ class XmlDsigSigner:
         """The ds:Signature, in exclusive c14n, over the octets of a :func:`~broker.xml.envelope.signed_block`."""
         digest, value = self._signed(SIGNED_DATA_ID, canonical_reference_octets(block, self._method.transforms))
         head, middle, before_value, tail = self._signature_parts
-        return b"".join((head, SIGNED_DATA_ID.encode(), middle, digest, before_value,
-                         b"<ds:SignatureValue>", value, b"</ds:SignatureValue>", tail))
+        return b"".join((head, SIGNED_DATA_ID.encode(), middle, digest, before_value, value, tail))
 
     def _signed(self, ref_id: str, octets: bytes) -> tuple[bytes, bytes]:
         """DigestValue and SignatureValue (both base64) of a Reference to ``#ref_id`` over ``octets``."""
@@ -133,6 +130,15 @@ class XmlDsigSigner:
         head, middle, tail = self._canonical_parts
         return digest, base64.b64encode(self._method.sign(self._key, b"".join((head, ref_id.encode(), middle,
                                                                                  digest, tail))))
+
+
+def _cut(octets: bytes, *slots: str) -> tuple[bytes, ...]:
+    """``octets`` split at each slot in turn: the constant pieces around the values of one signature."""
+    pieces = []
+    for slot in slots:
+        piece, octets = octets.split(slot.encode())
+        pieces.append(piece)
+    return (*pieces, octets)
 
 
 def _spki(key: PublicKeyTypes) -> bytes:
