@@ -50,10 +50,10 @@ async def fill(queue: SmevQueue, key: SigningKey, recipient: str, count: int) ->
     for n in range(count):
         message_id = uuid.uuid1()
         envelope = build_envelope(EVENT, recipient=recipient, message_id=message_id)
-        await queue.put(messages.build(OutboxMessage(
+        await queue.put([messages.build(OutboxMessage(
             id=n, message_id=message_id, destination="interagency", partition_key=str(n),
             payload=hardened.to_bytes(envelope), recipient=recipient, message_type="TermGradeFinalized",
-            attempts=1, lease_id=uuid.uuid4())))
+            attempts=1, lease_id=uuid.uuid4()))])
 
 
 async def soap_round_trips(base: str, key: SigningKey, trusted: bytes, count: int, concurrency: int) -> float:

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     portal_batch_url: str | None = Field(default=None, description=(
         "The portal's batch endpoint (reference receiver: /envelopes/batch): the relay POSTs several envelopes "
         "at once there, each with its own receipt. Unset: one envelope per POST to portal_url."))
+    interagency_max_batch: int = Field(default=100, ge=1, description=(
+        "Outbox rows the relay hands the SMEV 3 queue at once: signed in one call, enqueued in one transaction "
+        "with one message-log append. 1: one row at a time."))
     http_header_timeout_s: float = Field(default=10.0, description="Seconds to complete a request's headers.")
     http_body_timeout_s: float = Field(default=30.0, description="Seconds for a whole request body to arrive.")
     http_body_idle_s: float = Field(default=8.0, description="Longest pause within a request body, in seconds.")

@@ -101,7 +101,7 @@ async def enqueue(pool, smev_key: SigningKey, *, recipient: str = "RSMEV", recor
     row = OutboxMessage(id=0, message_id=header.message_id, destination="interagency", partition_key=record,
                         payload=hardened.to_bytes(envelope), recipient=recipient,
                         message_type="TermGradeFinalized", attempts=1, lease_id=uuid.uuid4())
-    assert await SmevQueue(pool).put(RequestMessages(smev_key).build(row))
+    assert await SmevQueue(pool).put([RequestMessages(smev_key).build(row)]) == {header.message_id}
     return str(header.message_id)
 
 

@@ -158,7 +158,7 @@ async def destinations(settings: Settings, *, pool: asyncpg.Pool, producer: AIOK
     """Where the relay delivers, by outbox destination; closed on exit."""
     found: dict[str, Destination] = {"interagency": InteragencyDestination(
         producer=producer, topic=settings.interagency_topic, queue=smev_queue(settings, pool),
-        messages=request_messages(settings))}
+        messages=request_messages(settings), max_batch=settings.interagency_max_batch)}
     if settings.portal_url:
         found["portal"] = PortalDestination(settings.portal_url, batch_url=settings.portal_batch_url)
     else:

@@ -131,6 +131,13 @@ async def _posted(client: KeepAliveClient, body: bytes, *, headers: Sequence[tup
         raise Failure(f"portal unreachable: {error!r}") from error
 
 
+def _topic_headers(message: OutboxMessage) -> list[tuple[str, bytes]]:
+    headers = [("message_id", str(message.message_id).encode()), ("message_type", message.message_type.encode())]
+    if message.reference_message_id:
+        headers.append(("reference_message_id", str(message.reference_message_id).encode()))
+    return headers
+
+
 def _receipt_fault(receipt: dict, message: OutboxMessage) -> Fault | None:
     """What one receipt of a batch says about its envelope: None when the portal holds it."""
     status = receipt["status"]
@@ -155,34 +162,43 @@ class InteragencyDestination:
     same MessageID the agency sees. So a retry after a half-done delivery is harmless.
     "Delivered" for this outbox row means durably in the SMEV queue; the agency's Ack is
     recorded there.
+
+    A batch is all or nothing: its envelopes go to the topic, then its RequestMessages are signed
+    in one worker-thread call and enqueued in one transaction (one append to the message log, whose
+    head every writer shares). A failure anywhere fails the whole batch, which is then retried whole.
     """
 
     name = "interagency"
-    max_batch = 1
 
     def __init__(self, *, producer: AIOKafkaProducer, topic: str, queue: SmevQueue,
-                 messages: RequestMessages) -> None:
+                 messages: RequestMessages, max_batch: int = 100) -> None:
         self._producer = producer
         self._topic = topic
         self._queue = queue
         self._messages = messages
+        self.max_batch = max_batch
 
     async def deliver(self, message: OutboxMessage) -> None:
-        headers = [("message_id", str(message.message_id).encode()),
-                   ("message_type", message.message_type.encode())]
-        if message.reference_message_id:
-            headers.append(("reference_message_id", str(message.reference_message_id).encode()))
+        await self.deliver_batch([message])
+
+    async def deliver_batch(self, messages: Sequence[OutboxMessage]) -> list[Fault | None]:
         try:
-            await self._producer.send_and_wait(self._topic, message.payload, key=message.recipient.encode(),
-                                               headers=headers)
+            # Sent in order (one key per recipient, so one partition each), then awaited together.
+            sent = [await self._producer.send(self._topic, message.payload, key=message.recipient.encode(),
+                                              headers=_topic_headers(message)) for message in messages]
+            await asyncio.gather(*sent)
         except KafkaError as error:
             raise Failure(f"interagency topic {self._topic}: {error!r}") from error
-        if await self._queue.holds(message.message_id):
-            return  # an earlier attempt enqueued it: its signatures stay
-        request = await asyncio.to_thread(self._messages.build, message)
-        if await self._queue.put(request):
-            log.info("smev_queue.enqueued", message_id=str(message.message_id), recipient=message.recipient,
-                     root=request.root_local_name, algorithm=self._messages.algorithm)
+        held = await self._queue.held([message.message_id for message in messages])
+        # An earlier attempt enqueued the held ones: their signatures stay.
+        todo = [message for message in messages if message.message_id not in held]
+        requests = await asyncio.to_thread(lambda: [self._messages.build(message) for message in todo])
+        fresh = await self._queue.put(requests)
+        for request in requests:
+            if request.message_id in fresh:
+                log.info("smev_queue.enqueued", message_id=str(request.message_id), recipient=request.recipient,
+                         root=request.root_local_name, algorithm=self._messages.algorithm)
+        return [None] * len(messages)
 
     async def close(self) -> None:
         """The producer belongs to whoever built it."""

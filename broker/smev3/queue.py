@@ -12,6 +12,7 @@ Every Ack is appended to the message log in the transaction that records it.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -93,29 +94,37 @@ class SmevQueue:
         self._pool = pool
         self._visibility = timedelta(seconds=options.visibility_timeout_s)
 
-    async def holds(self, message_id: uuid.UUID) -> bool:
-        """Whether the message was enqueued already (so a retried delivery need not sign it again)."""
+    async def held(self, message_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Those of ``message_ids`` enqueued already (so a retried delivery need not sign them again)."""
         with outage_as_failure("the SMEV queue"):
-            return bool(await self._pool.fetchval("SELECT 1 FROM smev_queue WHERE message_id = $1", message_id))
+            return {row["message_id"] for row in await self._pool.fetch(
+                "SELECT message_id FROM smev_queue WHERE message_id = ANY($1::uuid[])", list(message_ids))}
 
-    async def put(self, request: QueuedRequest) -> bool:
-        """Enqueue once per MessageID (the first copy's signatures stay); False when it was there already.
+    async def put(self, requests: Sequence[QueuedRequest]) -> set[uuid.UUID]:
+        """Enqueue each MessageID once (the first copy's signatures stay), in one transaction, in order;
+        returns the MessageIDs that were new.
 
-        The signed RequestMessages enter the message log in the same transaction, once.
+        The new ones' signed RequestMessages enter the message log in the same transaction, once:
+        one append for the whole batch, so the log's head is taken once, not once per message.
         """
+        if not requests:
+            return set()
         with outage_as_failure("the SMEV queue"):
             async with self._pool.acquire() as conn, conn.transaction():
-                status = await conn.execute(
+                fresh = {row["message_id"] for row in await conn.fetch(
                     """INSERT INTO smev_queue (message_id, recipient, namespace_uri, root_local_name, message_1_2,
                                                message_1_3)
-                       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (message_id) DO NOTHING""",
-                    request.message_id, request.recipient, request.namespace_uri, request.root_local_name,
-                    request.messages[Version.V1_2], request.messages[Version.V1_3])
-                fresh = status.endswith(" 1")
-                if fresh:
-                    await message_log.append(conn, [
-                        Entry(Direction.OUT, request.recipient, request.message_id, Kind.SMEV3_REQUEST, message)
-                        for message in request.messages.values()])
+                       SELECT m, r, n, l, a, b FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],
+                                                           $5::bytea[], $6::bytea[])
+                                                    WITH ORDINALITY AS t(m, r, n, l, a, b, position)
+                       ORDER BY position
+                       ON CONFLICT (message_id) DO NOTHING RETURNING message_id""",
+                    *map(list, zip(*((r.message_id, r.recipient, r.namespace_uri, r.root_local_name,
+                                      r.messages[Version.V1_2], r.messages[Version.V1_3]) for r in requests))))}
+                # Last before the commit: the append holds the log's head until then.
+                await message_log.append(conn, [
+                    Entry(Direction.OUT, request.recipient, request.message_id, Kind.SMEV3_REQUEST, message)
+                    for request in requests if request.message_id in fresh for message in request.messages.values()])
         return fresh
 
     async def take(self, *, recipient: str, version: Version, namespace_uri: str | None = None,

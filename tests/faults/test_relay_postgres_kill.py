@@ -73,8 +73,9 @@ async def test_the_postmaster_killed_under_a_frozen_backend_the_unrestarted_rela
     settings = serve_settings.model_copy(update={"database_url": dsn})
     app, copies, arrival = counting_portal(delay_s=0.05)  # deliveries are in flight when the kill comes
     async with serving(app) as base:
+        # One interagency row at a time: its queue writes are still going on when the backends freeze.
         served = Served(["--components", "relay"], environment(settings, EJX_PORTAL_URL=f"{base}/envelopes",
-                                                               **LIMITS))
+                                                               EJX_INTERAGENCY_MAX_BATCH="1", **LIMITS))
         try:
             async def delivering() -> bool:
                 return len(copies) >= 10

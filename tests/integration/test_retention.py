@@ -49,9 +49,9 @@ async def test_outbox_sweep_deletes_only_old_delivered_rows_and_old_acknowledged
     queue = SmevQueue(db_pool)
     envelopes = {name: uuid.uuid4() for name in ("old-acked", "recent-acked", "old-unacked")}
     for message_id in envelopes.values():
-        await queue.put(QueuedRequest(message_id=message_id, recipient="RSMEV", namespace_uri="urn://ejx/events/1",
-                                      root_local_name="TermGradeFinalized",
-                                      messages={v: b"<RequestMessage/>" for v in Version}))
+        await queue.put([QueuedRequest(message_id=message_id, recipient="RSMEV", namespace_uri="urn://ejx/events/1",
+                                       root_local_name="TermGradeFinalized",
+                                       messages={v: b"<RequestMessage/>" for v in Version})])
     await queue.ack(recipient="RSMEV", message_id=envelopes["old-acked"], accepted=True, received=b"<Ack/>")
     await queue.ack(recipient="RSMEV", message_id=envelopes["recent-acked"], accepted=True, received=b"<Ack/>")
     await age(db_pool, "smev_queue", "acked_at", OLD, "message_id = $2", envelopes["old-acked"])
