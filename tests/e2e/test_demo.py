@@ -111,7 +111,7 @@ def test_a_kept_demo_stopped_by_sigterm_stops_ejx_and_its_receivers_first(kafka_
         else:
             pytest.fail(f"the demo ended before it kept running (exit {demo.wait()})")
         started = _children(demo.pid)
-        assert len(started) == 3, started  # ejx serve, the portal receiver, the interagency client
+        assert len(started) == 4, started  # ejx serve, its router, the portal receiver, the interagency client
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(timeout=60) == 128 + signal.SIGTERM
         assert not [pid for pid in started if _alive(pid)]

@@ -156,7 +156,7 @@ class Demo:
         return tokens
 
     def _start(self) -> list[subprocess.Popen]:
-        """ejx, the reference portal receiver and the interagency SMEV 3 client, each a process of its own."""
+        """ejx (router, everything else), the reference portal receiver and the interagency SMEV 3 client."""
         return start_processes(self.settings, self.logs)
 
     async def _wait_ready(self, client: httpx.AsyncClient, processes: list[subprocess.Popen]) -> None:
