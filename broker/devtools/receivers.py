@@ -276,9 +276,9 @@ class PullClientOptions:
     recipient: str = "RSMEV"
     """The participant this client is registered as (its queue is chosen by its certificate)."""
     in_flight: int = 8
-    """Readers at once: each does GetRequest, verify, record, Ack in turn."""
+    """Readers at once while messages keep coming: each does GetRequest, verify, record, Ack in turn."""
     idle_poll_s: float = 0.2
-    """A reader's wait after an empty GetRequestResponse."""
+    """The polling reader's wait after an empty GetRequestResponse (the other readers rest until it finds one)."""
 
 
 class InteragencyPullClient:
@@ -314,22 +314,41 @@ class InteragencyPullClient:
         return True
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Pull with ``in_flight`` readers until ``stop``; an outage is waited out, never skipped past.
+        """Pull with up to ``in_flight`` readers until ``stop``; an outage is waited out, never skipped past.
 
         Each message is acknowledged only after it is recorded, so one a reader never
-        acknowledges comes back after the queue's visibility timeout.
+        acknowledges comes back after the queue's visibility timeout. An empty queue is polled by
+        one reader every ``idle_poll_s``; the others rest until a message turns up, so an idle
+        client costs ejx one signed GetRequest per poll, not ``in_flight``.
         """
+        busy = asyncio.Event()
         try:
-            await asyncio.gather(*(self._read(stop) for _ in range(max(1, self._options.in_flight))))
+            await asyncio.gather(*(self._read(stop, busy, lead=reader == 0)
+                                   for reader in range(max(1, self._options.in_flight))))
         finally:
             await self._client.aclose()
 
-    async def _read(self, stop: asyncio.Event) -> None:
+    async def _read(self, stop: asyncio.Event, busy: asyncio.Event, *, lead: bool) -> None:
         while not stop.is_set():
             try:
                 took = await self.pull_once()
             except Failure as fault:
                 log.warning("receiver.pull_failed", error=fault.description)
                 took = False
-            if not took:
+            if took:
+                busy.set()  # wake the resting readers: there may be more
+                continue
+            busy.clear()
+            if lead:
                 await pause(stop, self._options.idle_poll_s)
+            else:
+                await _until_either(busy, stop)
+
+
+async def _until_either(first: asyncio.Event, second: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
