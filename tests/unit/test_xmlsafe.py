@@ -53,6 +53,22 @@ def test_refusals_say_where():
         hardened.parse(b"<a>\n<b></a>")
 
 
+@pytest.mark.parametrize(("document", "reason"), [
+    # The namespace made of character references: no "XInclude" in the bytes.
+    (b'<a xmlns:xi="http://www.w3.org/2001/&#88;Include"><xi:include href="/etc/passwd"/></a>', "XInclude"),
+    (b'<a xmlns:xi="http://www.w3.org/2003/XInclude"><xi:include href="/etc/passwd"/></a>', "XInclude"),
+    # "<?xml-stylesheet" is a PI, not a declaration; after a declaration, a PI anywhere is still one.
+    (b'<?xml-stylesheet href="x.xsl"?><a/>', "processing instruction"),
+    (b"<?xml version='1.0'?><a><?php x?></a>", "processing instruction"),
+    (b"<?xml version='1.0'?><a/><?tail x?>", "processing instruction"),
+    (b"\xef\xbb\xbf<?xml version='1.0'?><a><b><?x y?></b></a>", "processing instruction"),
+])
+def test_what_the_tree_walk_finds_is_found_in_small_documents(document, reason):
+    """Small documents skip the walk when their bytes cannot hold what it looks for; these can."""
+    with pytest.raises(InvalidContent, match=reason):
+        hardened.parse(document)
+
+
 def test_doctype_is_refused_even_when_harmless():
     with pytest.raises(InvalidContent, match="DOCTYPE"):
         hardened.parse(b"<!DOCTYPE a><a/>")
