@@ -62,13 +62,13 @@ def parse(data: bytes, *, limits: XmlLimits = XmlLimits()) -> etree._Element:
     """Parse one untrusted document into its root element, or raise ``InvalidContent``."""
     if not isinstance(data, bytes):
         raise TypeError(f"parse() takes bytes, not {type(data).__name__}")
-    _check_bytes(data, limits)
+    scanned = _check_bytes(data, limits)
     parser = _thread_parser()
     try:
         root = etree.fromstring(data, parser)
     except etree.XMLSyntaxError as error:
         raise _malformed(parser, error) from None
-    _check_tree(root, data, limits)
+    _check_tree(root, data, limits, scanned)
     return root
 
 
@@ -125,7 +125,17 @@ def _thread_parser() -> etree.XMLParser:
     return parser
 
 
-def _check_bytes(data: bytes, limits: XmlLimits) -> None:
+@dataclass(frozen=True)
+class _Scanned:
+    """What the byte scan found that the tree checks use again."""
+
+    start_tags: int
+    """An upper bound on the elements (and so on the nesting depth)."""
+    declaration_marks: int
+    """The "?" of the XML declaration, if there is one: any other "?" could belong to a PI."""
+
+
+def _check_bytes(data: bytes, limits: XmlLimits) -> _Scanned:
     """Refuse by byte scan what must never reach the parser."""
     if len(data) > limits.max_bytes:
         raise InvalidContent(f"document is {len(data)} bytes, over the limit of {limits.max_bytes}")
@@ -153,12 +163,15 @@ def _check_bytes(data: bytes, limits: XmlLimits) -> None:
     start_tags = data.count(b"<") - data.count(b"</")
     if start_tags > limits.max_elements:
         raise InvalidContent(f"document has more than {limits.max_elements} elements")
-    # Text that merely mentions "xmlns" can only make this bound stricter, like "<" above.
-    if data.count(b"xmlns") > limits.max_namespace_declarations:
+    # Text that merely mentions "xmlns" can only make this bound stricter, like "<" above (and a document
+    # too short to hold that many needs no count).
+    if (len(data) > len(b"xmlns") * limits.max_namespace_declarations
+            and data.count(b"xmlns") > limits.max_namespace_declarations):
         raise InvalidContent(f"document has more than {limits.max_namespace_declarations} namespace declarations")
+    return _Scanned(start_tags, declaration.group().count(b"?") if declaration else 0)
 
 
-def _check_tree(root: etree._Element, data: bytes, limits: XmlLimits) -> None:
+def _check_tree(root: etree._Element, data: bytes, limits: XmlLimits, scanned: _Scanned) -> None:
     """Enforce what only the tree can tell, on a tree whose size is already bounded.
 
     Every check is linear in the document. Checks that cannot fail are skipped:
@@ -166,18 +179,18 @@ def _check_tree(root: etree._Element, data: bytes, limits: XmlLimits) -> None:
     text can be longer than the document, and no nesting be deeper than its
     number of tags.
     """
-    if data.count(b"<") - data.count(b"</") > limits.max_depth:  # no deeper than it has elements
+    if scanned.start_tags > limits.max_depth:  # no deeper than it has elements
         too_deep = root.xpath("/*" + "/*" * limits.max_depth)
         if too_deep:
             raise _refused(too_deep[0], f"nesting deeper than {limits.max_depth} elements")
     count_attributes = data.count(b"=") > limits.max_attributes
     check_text = len(data) > limits.max_text
     # The walk looks for processing instructions and XInclude elements besides counts and lengths. A
-    # PI needs its own "<?" (beyond the XML declaration); an XInclude element its namespace, spelt
-    # out or made of character references ("&#"). With none of these, nothing is there to find.
-    body = data.removeprefix(_UTF8_BOM)
-    instructions = body.count(b"<?") - (1 if _DECLARATION.match(body) else 0)
-    if not (count_attributes or check_text or instructions > 0 or b"XInclude" in data or b"&#" in data):
+    # PI needs a "?" of its own (beyond the XML declaration's); an XInclude element its namespace, spelt
+    # out or made of character references ("&"). With none of these, nothing is there to find.
+    # (One-byte counts: a search for "<?" or "&#" costs more than the scan it would save.)
+    if not (count_attributes or check_text or data.count(b"?") > scanned.declaration_marks
+            or b"&" in data or b"XInclude" in data):
         return
     for node in root.iter():
         tag = node.tag
