@@ -139,31 +139,33 @@ def read_envelope(envelope: etree._Element) -> tuple[EnvelopeHeader, etree._Elem
     data = sender_provided_data(envelope) if envelope.tag == ENVELOPE else envelope
     if data.tag != SENDER_PROVIDED_DATA:
         raise InvalidContent(f"expected Envelope or SenderProvidedData, got {envelope.tag}")
-    header = _only_child(data, HEADER)
-    content = _only_child(data, MESSAGE_PRIMARY_CONTENT)
+    parts = _children(data)
+    header = _only(data, parts, HEADER)
+    content = _only(data, parts, MESSAGE_PRIMARY_CONTENT)
     roots = [child for child in content if isinstance(child.tag, str)]
     if len(roots) != 1:
         raise InvalidContent(f"MessagePrimaryContent must hold exactly one element, found {len(roots)}")
-    reference = header.find(_REFERENCE_MESSAGE_ID)
+    fields = _children(header)
     try:
-        message_type = MessageType(_text(header, _MESSAGE_TYPE))
+        message_type = MessageType(_text(header, fields, _MESSAGE_TYPE))
     except ValueError as error:
         raise InvalidContent(f"unknown MessageType: {error}") from None
     try:
-        sent = datetime.fromisoformat(_text(header, _SENDING_TIMESTAMP))
+        sent = datetime.fromisoformat(_text(header, fields, _SENDING_TIMESTAMP))
     except ValueError as error:
         raise InvalidContent(f"SendingTimestamp: {error}") from None
     if sent.tzinfo is None:
         raise InvalidContent("SendingTimestamp needs an explicit time zone")
+    reference = fields.get(_REFERENCE_MESSAGE_ID)
     return EnvelopeHeader(
-        message_id=_message_id(_text(header, _MESSAGE_ID), "MessageID"),
+        message_id=_message_id(_text(header, fields, _MESSAGE_ID), "MessageID"),
         message_type=message_type,
-        sender=_text(header, _SENDER),
-        recipient=_text(header, _RECIPIENT),
+        sender=_text(header, fields, _SENDER),
+        recipient=_text(header, fields, _RECIPIENT),
         sending_timestamp=sent,
-        test=header.find(_TEST_MESSAGE) is not None,
-        reference_message_id=(_message_id(reference.text or "", "ReferenceMessageID")
-                              if reference is not None else None),
+        test=_TEST_MESSAGE in fields,
+        reference_message_id=(_message_id(reference[0].text or "", "ReferenceMessageID")
+                              if reference else None),
     ), roots[0]
 
 
@@ -171,22 +173,31 @@ def sender_provided_data(envelope: etree._Element) -> etree._Element:
     """The envelope's one SenderProvidedData, which must be its first child."""
     if envelope.tag != ENVELOPE:
         raise InvalidContent(f"root element is {envelope.tag}, expected {ENVELOPE}")
-    data = _only_child(envelope, SENDER_PROVIDED_DATA)
+    data = _only(envelope, _children(envelope), SENDER_PROVIDED_DATA)
     if next(envelope.iterchildren(tag=etree.Element)) is not data:
         raise InvalidContent("SenderProvidedData must be the Envelope's first element")
     return data
 
 
-def _only_child(parent: etree._Element, tag: str) -> etree._Element:
-    found = parent.findall(tag)
+def _children(parent: etree._Element) -> dict[str, list[etree._Element]]:
+    """Child elements by tag, in one pass (one ``findall`` per tag walks the children and its path again)."""
+    found: dict[str, list[etree._Element]] = {}
+    for child in parent:
+        if isinstance(child.tag, str):
+            found.setdefault(child.tag, []).append(child)
+    return found
+
+
+def _only(parent: etree._Element, children: dict[str, list[etree._Element]], tag: str) -> etree._Element:
+    found = children.get(tag, ())
     if len(found) != 1:
         raise InvalidContent(f"{etree.QName(parent).localname} must hold exactly one "
                              f"{etree.QName(tag).localname}, found {len(found)}")
     return found[0]
 
 
-def _text(parent: etree._Element, tag: str) -> str:
-    return (_only_child(parent, tag).text or "").strip()
+def _text(parent: etree._Element, children: dict[str, list[etree._Element]], tag: str) -> str:
+    return (_only(parent, children, tag).text or "").strip()
 
 
 def _mnemonic(value: str, field: str) -> str:

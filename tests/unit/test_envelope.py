@@ -130,6 +130,33 @@ def test_read_refuses_broken_structure(event):
         read_envelope(event)
 
 
+@pytest.mark.parametrize(("field", "change", "message"), [
+    ("MessageID", "twice", "exactly one MessageID, found 2"),
+    ("Recipient", "drop", "exactly one Recipient, found 0"),
+    ("SendingTimestamp", "twice", "exactly one SendingTimestamp, found 2"),
+    ("MessageType", "drop", "exactly one MessageType, found 0"),
+])
+def test_read_refuses_a_header_field_missing_or_repeated(event, field, change, message):
+    envelope = build_envelope(event, recipient="EPGU", reference_message_id=uuid.uuid1(), test=True)
+    element = envelope.find(f".//{ENV}Header/{ENV}{field}")
+    if change == "drop":
+        element.getparent().remove(element)
+    else:
+        element.addnext(copy.deepcopy(element))
+    with pytest.raises(InvalidContent, match=message):
+        read_envelope(envelope)
+
+
+def test_read_takes_the_optional_header_fields_only_as_children_of_the_header(event):
+    reference = uuid.uuid1()
+    header, _ = read_envelope(build_envelope(event, recipient="EPGU", reference_message_id=reference, test=True))
+    assert (header.reference_message_id, header.test) == (reference, True)
+    # A TestMessage deeper inside (here, in the content's own namespace tree) is not the header's.
+    envelope = build_envelope(event, recipient="EPGU")
+    etree.SubElement(envelope.find(f".//{ENV}MessagePrimaryContent")[0], f"{ENV}TestMessage")
+    assert read_envelope(envelope)[0].test is False
+
+
 # --- the schema ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("message_type", list(MessageType))
