@@ -127,7 +127,7 @@ def start_processes(settings: Settings, logs: Path) -> list[subprocess.Popen]:
 
     The router has a process of its own because it is the CPU-heavy stage: on one GIL with the HTTP faces
     its signing thread delayed every request and every other component's round trip (demo p50 latency
-    780-900 ms with one process, 395-535 ms with two, alternated runs).
+    484-898 ms with one process, 395-536 ms with two, alternated runs).
     """
     logs.mkdir(parents=True, exist_ok=True)
     ejx = str(Path(sys.executable).with_name("ejx"))
