@@ -29,6 +29,7 @@ from broker.audit.archive import ArchiveWriter
 from broker.audit.chain import GENESIS, Break, ChainCheck, Entry, Head, Record, seal
 from broker.audit.manifest import ArchiveSummary, ManifestSigner
 from broker.domain.faults import Failure
+from broker.infra.postgres import session_lock
 
 log = structlog.get_logger(__name__)
 
@@ -119,42 +120,39 @@ async def archive(pool: asyncpg.Pool, *, until: datetime, out: Path, signer: Man
     The file is complete and fsynced before the archive is registered, so a crash in between
     leaves at worst a file the next run re-archives; None when there is nothing to archive.
     """
-    async with pool.acquire() as conn:
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ARCHIVE_LOCK):
+    async with pool.acquire() as conn, session_lock(conn, ARCHIVE_LOCK, wait=False) as held:
+        if not held:
             raise Failure("another `ejx log archive` is running; try again when it has finished")
-        try:
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                last = await conn.fetchrow(
-                    "SELECT number, last_sequence, last_record_hash, manifest_sha256 FROM message_log_archives "
-                    "ORDER BY number DESC LIMIT 1")
-                after = last["last_sequence"] if last else 0
-                end = await conn.fetchval(
-                    "SELECT max(sequence) FROM message_log WHERE sequence > $1 AND recorded_at <= $2", after, until)
-                if end is None:
-                    log.info("message_log.nothing_to_archive", until=until.isoformat(), archived_to=after)
-                    return None
-                on_start(end - after)
-                number = last["number"] + 1 if last else 1
-                with ArchiveWriter(out, signer=signer, number=number,
-                                   anchor=Head(after, last["last_record_hash"] if last else GENESIS),
-                                   previous_archive=last["manifest_sha256"] if last else None) as writer:
-                    pending = 0
-                    async for record in _records(conn, after=after, until=end + 1, chunk=chunk):
-                        writer.add(record)
-                        pending += 1
-                        if pending == chunk:
-                            on_progress(pending)
-                            pending = 0
-                    summary = writer.finish()
-            on_progress(pending)
-            await conn.execute(
-                """INSERT INTO message_log_archives (number, first_sequence, last_sequence, last_record_hash,
-                                                     last_recorded_at, manifest_sha256, file_name)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-                summary.manifest.number, summary.manifest.first_sequence, summary.manifest.last_sequence,
-                summary.manifest.last_record_hash, summary.manifest.last_recorded_at, summary.manifest_sha256, str(out))
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", ARCHIVE_LOCK)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            last = await conn.fetchrow(
+                "SELECT number, last_sequence, last_record_hash, manifest_sha256 FROM message_log_archives "
+                "ORDER BY number DESC LIMIT 1")
+            after = last["last_sequence"] if last else 0
+            end = await conn.fetchval(
+                "SELECT max(sequence) FROM message_log WHERE sequence > $1 AND recorded_at <= $2", after, until)
+            if end is None:
+                log.info("message_log.nothing_to_archive", until=until.isoformat(), archived_to=after)
+                return None
+            on_start(end - after)
+            number = last["number"] + 1 if last else 1
+            with ArchiveWriter(out, signer=signer, number=number,
+                               anchor=Head(after, last["last_record_hash"] if last else GENESIS),
+                               previous_archive=last["manifest_sha256"] if last else None) as writer:
+                pending = 0
+                async for record in _records(conn, after=after, until=end + 1, chunk=chunk):
+                    writer.add(record)
+                    pending += 1
+                    if pending == chunk:
+                        on_progress(pending)
+                        pending = 0
+                summary = writer.finish()
+        on_progress(pending)
+        await conn.execute(
+            """INSERT INTO message_log_archives (number, first_sequence, last_sequence, last_record_hash,
+                                                 last_recorded_at, manifest_sha256, file_name)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+            summary.manifest.number, summary.manifest.first_sequence, summary.manifest.last_sequence,
+            summary.manifest.last_record_hash, summary.manifest.last_recorded_at, summary.manifest_sha256, str(out))
     manifest = summary.manifest
     log.info("message_log.archived", number=manifest.number, first_sequence=manifest.first_sequence,
              last_sequence=manifest.last_sequence, records=manifest.records, file=str(out),

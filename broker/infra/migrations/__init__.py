@@ -15,6 +15,7 @@ import asyncpg
 import structlog
 
 from broker.domain.faults import Failure
+from broker.infra.postgres import session_lock
 
 log = structlog.get_logger(__name__)
 
@@ -67,8 +68,7 @@ async def migrate(conn: asyncpg.Connection, *sets: MigrationSet) -> list[Migrati
     An advisory lock serialises concurrent callers; a changed checksum of an
     applied migration is refused rather than silently ignored.
     """
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
-    try:
+    async with session_lock(conn, MIGRATION_LOCK):
         await conn.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
                    component text NOT NULL, version integer NOT NULL, name text NOT NULL,
@@ -92,5 +92,3 @@ async def migrate(conn: asyncpg.Connection, *sets: MigrationSet) -> list[Migrati
             log.info("db.migrated", component=migration.component, version=migration.version, name=migration.name)
             done.append(migration)
         return done
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
