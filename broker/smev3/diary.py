@@ -54,6 +54,7 @@ from broker.smev3.outgoing import SenderIdentity
 from broker.smev3.queue import QueuedResponse, put_response
 from broker.smev3.wire import Version, to_bytes
 from broker.xml import hardened
+from broker.xml.envelope import new_message_id
 from broker.xml.schemas import DIARY_NS, Schemas
 from broker.xml.signing import SigningKey, sign_reference
 
@@ -121,7 +122,7 @@ class DiaryService:
                 return self._repeated(call, requester, known)
             answer = await asyncio.to_thread(self._accepted, call.version, call.message_id, requester)
             reply_to = f"{requester}:{call.message_id}"
-            response_id = uuid.uuid1()
+            response_id = new_message_id()
             allowed = participant.service == self._options.service
             async with UnitOfWork(self._pool) as uow:
                 conn = uow.connection

@@ -31,6 +31,7 @@ from broker.smev3.diary_documents import (
 )
 from broker.smev3.messages import sender_provided_request_data
 from broker.smev3.wire import Version
+from broker.xml.envelope import new_message_id
 from broker.xml.schemas import Schemas
 
 log = structlog.get_logger(__name__)
@@ -69,7 +70,7 @@ class DiaryAnswer:
 async def request_diary(client: Smev3Client, query: DiaryQuery, *, version: Version, schemas: Schemas,
                         options: RequesterOptions = RequesterOptions()) -> DiaryAnswer:
     """Ask for one pupil's diary and wait for the answer; Failure when none comes within ``options.wait_s``."""
-    message_id = uuid.uuid1()
+    message_id = new_message_id()
     data = sender_provided_request_data(version, message_id=str(message_id), content=diary_request(query),
                                         transaction_code=REQUEST_ROOT if version is Version.V1_2 else None,
                                         test=options.test)

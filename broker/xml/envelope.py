@@ -13,7 +13,11 @@ per event before). Every envelope, unsigned ones included, is made from it.
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -69,9 +73,40 @@ class EnvelopeHeader:
     reference_message_id: uuid.UUID | None = None
 
 
+_UUID_EPOCH = 0x01B21DD213814000
+"""100-ns intervals from UUID's epoch (1582-10-15) to Unix's."""
+_ids_lock = threading.Lock()
+_last_stamp = 0
+_id_tail = 0
+"""Variant, clock sequence and node: the low 64 bits of every MessageID this process makes."""
+
+
+def _new_id_tail() -> None:
+    """A random clock sequence and a random node with the multicast bit set (RFC 4122 4.5: never a
+    real MAC), drawn at import and again in a forked child."""
+    global _id_tail, _last_stamp
+    _id_tail = (0x8000 | secrets.randbits(14)) << 48 | secrets.randbits(48) | 1 << 40
+    _last_stamp = 0
+
+
+_new_id_tail()
+os.register_at_fork(after_in_child=_new_id_tail)
+
+
 def new_message_id() -> uuid.UUID:
-    """A version-1 UUID, as SMEV 3 requires for MessageID."""
-    return uuid.uuid1()
+    """A version-1 UUID, as SMEV 3 requires for MessageID.
+
+    Unique within the process because the timestamp strictly increases (under a lock: the router makes
+    them in worker threads), and across processes by 62 random bits of clock sequence and node.
+    ``uuid.uuid1()`` goes through libuuid's safe mode, which locks a clock file on every call
+    (7.3 µs against 2 µs here, 6 % of the router's samples on busy cores); its pure-Python fallback
+    is not thread-safe.
+    """
+    global _last_stamp
+    with _ids_lock:
+        stamp = _last_stamp = max(time.time_ns() // 100 + _UUID_EPOCH, _last_stamp + 1)
+    return uuid.UUID(int=(stamp & 0xFFFFFFFF) << 96 | (stamp >> 32 & 0xFFFF) << 80
+                     | (0x1000 | stamp >> 48 & 0x0FFF) << 64 | _id_tail)
 
 
 def signed_block(

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import os
+import subprocess
+import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -12,7 +16,7 @@ import pytest
 from lxml import etree
 
 from broker.domain.faults import InvalidContent, UnknownMessageType
-from broker.xml import hardened
+from broker.xml import envelope, hardened
 from broker.xml.envelope import (
     ENVELOPE_NS,
     EVENTS_NS,
@@ -67,6 +71,51 @@ def test_message_id_is_a_fresh_lowercase_version_1_uuid(event):
     assert first.version == second.version == 1 and first != second
     text = build_envelope(event, recipient="EPGU").findtext(f".//{ENV}MessageID")
     assert text == text.lower()
+
+
+UUID_EPOCH = datetime(1582, 10, 15, tzinfo=UTC)
+
+
+def test_message_ids_carry_the_time_they_were_made_and_never_repeat_across_threads():
+    before = datetime.now(UTC)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        batches = list(pool.map(lambda _: [new_message_id() for _ in range(5000)], range(8)))
+    after = datetime.now(UTC)
+    ids = [i for batch in batches for i in batch]
+    assert len(set(ids)) == len(ids) == 40000
+    assert {(i.version, i.variant) for i in ids} == {(1, uuid.RFC_4122)}
+    for batch in batches:
+        assert all(a.time < b.time for a, b in zip(batch, batch[1:]))  # strictly increasing in each thread
+    made = [UUID_EPOCH + timedelta(microseconds=i.time // 10) for i in (ids[0], ids[-1])]
+    assert all(before - timedelta(seconds=1) <= t <= after + timedelta(seconds=1) for t in made)
+    assert len({(i.node, i.clock_seq) for i in ids}) == 1
+    assert ids[0].node >> 40 & 1  # a random node, marked multicast: never a network card's address
+
+
+def test_message_ids_stay_unique_when_the_clock_stands_still_or_steps_back(monkeypatch):
+    now = [time.time_ns()]
+    monkeypatch.setattr(envelope.time, "time_ns", lambda: now[0])
+    ids = [new_message_id() for _ in range(3)]
+    now[0] -= 10**9  # NTP steps the clock back a second
+    ids += [new_message_id() for _ in range(3)]
+    assert all(a.time < b.time for a, b in zip(ids, ids[1:]))
+
+
+def test_each_process_draws_its_own_node_and_clock_sequence():
+    """Two routers stamping in the same 100 ns still make different MessageIDs."""
+    mine = new_message_id()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # a forked child must not reuse its parent's node
+        os.write(write, new_message_id().bytes)
+        os._exit(0)
+    os.waitpid(child, 0)
+    forked = uuid.UUID(bytes=os.read(read, 16))
+    spawned = uuid.UUID(subprocess.run(
+        [sys.executable, "-c", "from broker.xml.envelope import new_message_id; print(new_message_id())"],
+        capture_output=True, text=True, check=True).stdout.strip())
+    tails = {(i.node, i.clock_seq) for i in (mine, forked, spawned)}
+    assert len(tails) == 3 and {i.version for i in (mine, forked, spawned)} == {1}
 
 
 def test_build_then_read_round_trips_every_field(event):
