@@ -184,3 +184,23 @@ async def test_archive_refuses_to_sign_a_broken_chain_or_overwrite_a_file(db_poo
         await message_log.archive(db_pool, until=datetime.now(UTC), out=tmp_path / "a.tar", signer=signer)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.tar"]
     assert await db_pool.fetchval("SELECT count(*) FROM message_log_archives") == 0
+
+
+async def test_one_archive_at_a_time(db_pool: asyncpg.Pool, db_settings, ejx, tmp_path) -> None:
+    """A second `ejx log archive` is refused while one runs (its session holds the archive lock) and writes
+    nothing; once the first is done the lock is free again."""
+    signer, _ = ejx
+    await append_committed(db_pool, entries(3))
+    running = await asyncpg.connect(db_settings.database_dsn)
+    try:
+        assert await running.fetchval("SELECT pg_try_advisory_lock($1)", message_log.ARCHIVE_LOCK)
+        with pytest.raises(Failure, match="another `ejx log archive` is running"):
+            await message_log.archive(db_pool, until=datetime.now(UTC), out=tmp_path / "a.tar", signer=signer)
+        assert not (tmp_path / "a.tar").exists()
+    finally:
+        await running.close()
+    summary = await message_log.archive(db_pool, until=datetime.now(UTC), out=tmp_path / "a.tar", signer=signer)
+    assert summary.manifest.records == 3
+    assert await db_pool.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database())") == 0
