@@ -84,6 +84,7 @@ class Consumed:
     key: bytes
     value: bytes
     headers: dict[str, str]
+    partition: int
 
 
 async def read_topic(settings: Settings, topic: str, *, settle_s: float = 30.0) -> list[Consumed]:
@@ -114,7 +115,8 @@ async def read_topic(settings: Settings, topic: str, *, settle_s: float = 30.0) 
         while [tp for tp in partitions if await committed.position(tp) < stable[tp]]:
             batch = await committed.getmany(*partitions, timeout_ms=1000)
             for messages in batch.values():
-                records.extend(Consumed(m.key, m.value, kafka.decode_headers(m.headers)) for m in messages)
+                records.extend(Consumed(m.key, m.value, kafka.decode_headers(m.headers), m.partition)
+                               for m in messages)
         return records
 
 

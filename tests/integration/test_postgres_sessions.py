@@ -97,15 +97,15 @@ async def test_a_session_lock_is_released_on_every_way_out(db_settings):
 class UnlockFails:
     """A pooled connection whose advisory unlock fails, as a connection cut or cancelled mid-call would."""
 
-    def __init__(self, conn) -> None:  # noqa: ANN001
+    def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def execute(self, query: str, *args):  # noqa: ANN201
+    async def execute(self, query: str, *args: object) -> str:
         if "pg_advisory_unlock" in query:
             raise OSError("connection reset by peer")
         return await self.conn.execute(query, *args)
 
-    async def fetchval(self, query: str, *args):  # noqa: ANN201
+    async def fetchval(self, query: str, *args: object) -> object:
         return await self.conn.fetchval(query, *args)
 
     def terminate(self) -> None:

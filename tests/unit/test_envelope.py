@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import itertools
 import os
 import subprocess
 import sys
@@ -85,7 +86,7 @@ def test_message_ids_carry_the_time_they_were_made_and_never_repeat_across_threa
     assert len(set(ids)) == len(ids) == 40000
     assert {(i.version, i.variant) for i in ids} == {(1, uuid.RFC_4122)}
     for batch in batches:
-        assert all(a.time < b.time for a, b in zip(batch, batch[1:]))  # strictly increasing in each thread
+        assert all(a.time < b.time for a, b in itertools.pairwise(batch))  # strictly increasing in each thread
     made = [UUID_EPOCH + timedelta(microseconds=i.time // 10) for i in (ids[0], ids[-1])]
     assert all(before - timedelta(seconds=1) <= t <= after + timedelta(seconds=1) for t in made)
     assert len({(i.node, i.clock_seq) for i in ids}) == 1
@@ -98,7 +99,7 @@ def test_message_ids_stay_unique_when_the_clock_stands_still_or_steps_back(monke
     ids = [new_message_id() for _ in range(3)]
     now[0] -= 10**9  # NTP steps the clock back a second
     ids += [new_message_id() for _ in range(3)]
-    assert all(a.time < b.time for a, b in zip(ids, ids[1:]))
+    assert all(a.time < b.time for a, b in itertools.pairwise(ids))
 
 
 def test_each_process_draws_its_own_node_and_clock_sequence():
