@@ -143,12 +143,12 @@ class KafkaPublisher:
         for record in records:
             partition = _PARTITIONER(record.key, partitions, partitions)
             batch = batches.get(partition)
-            if batch is None or batch.append(key=record.key, value=record.value, timestamp=None,
-                                             headers=list(record.headers)) is None:
+            # A new batch always takes its first record, however large.
+            while batch is None or batch.append(key=record.key, value=record.value, timestamp=None,
+                                                headers=list(record.headers)) is None:
                 if batch is not None:  # full: sent now, the partition's next records follow it
                     deliveries.append(await producer.send_batch(batch, self._topic, partition=partition))
                 batch = batches[partition] = producer.create_batch()
-                batch.append(key=record.key, value=record.value, timestamp=None, headers=list(record.headers))
         for partition, batch in batches.items():
             deliveries.append(await producer.send_batch(batch, self._topic, partition=partition))
         return deliveries

@@ -15,12 +15,13 @@ pytestmark = pytest.mark.kafka
 
 async def test_each_key_lands_on_the_partition_a_plain_send_picks_with_its_records_in_order(
         kafka_settings, fresh_topic):
-    """40 schools, 6 records each of 3 kB in one transaction: several batches fill up (64 kB), and the topic
-    must hold every record once, each on the partition aiokafka's own ``send()`` gives its key, a school's
-    records in the order published."""
+    """40 schools, 6 records each of 3 kB and one of 100 kB in one transaction: several batches fill up
+    (64 kB), and the topic must hold every record once, each on the partition aiokafka's own ``send()``
+    gives its key, a school's records in the order published."""
     settings = kafka_settings.model_copy(update={"events_topic": fresh_topic})
     records = [EventRecord(f"sch-{n % 40:04d}".encode(), f"{n:06d}".encode() + b"x" * 3000,
                            (("event_id", str(uuid.uuid4()).encode()),)) for n in range(240)]
+    records.insert(120, EventRecord(b"sch-0007", b"000120-big" + b"y" * 100_000, ()))  # larger than a batch
     publisher = KafkaPublisher(settings, options=PublisherOptions(producers=1, timeout_s=30))
     try:
         await publisher.publish(records)
