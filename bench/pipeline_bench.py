@@ -28,9 +28,9 @@ recorded.
 In the same run, the raw baselines: aiokafka produce→consume of the same bytes
 (idempotent acks=all producer, read_committed consumer; the fastest of three
 rounds after a warm-up), ``cryptography`` ECDSA-P256 signatures of the same
-number of SHA-256 digests, and a batched COPY of the run's own outbox rows into a copy of the outbox table. The receiver
-records every MessageID durably: lost and doubled events are counted, and the
-bench exits 1 if either is non-zero.
+number of SHA-256 digests, and a batched COPY of the run's own outbox rows into
+a copy of the outbox table. The receiver records every MessageID durably: lost
+and doubled events are counted, and the bench exits 1 if either is non-zero.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ def events(count: int, run: str) -> list[tuple[bytes, bytes, uuid.UUID]]:
         school = SCHOOLS[i % len(SCHOOLS)]
         event = GradePosted(
             event_id=event_id, source_system="bench", source_record_id=f"{run}-grade-{i}", version=1, occurred_at=now,
-            recorded_at=now, school_id=school, academic_year="2026-2027", actor_id="tc-77b0c3d2", student_id=f"st-{i:06d}x9",
+            recorded_at=now, school_id=school, academic_year="2026-2027", actor_id="tc-77b0c3d2",
+            student_id=f"st-{i:06d}x9",
             class_unit="5А", subject_code="MATH", teacher_id="tc-77b0c3d2", lesson_id=f"lesson-{i}",
             lesson_date=now.date(), work_type="Контрольная работа", weight=Decimal("1"),
             mark=Mark(MarkScale.FIVE_POINT, "5"), counts_in_average=True, term_id="2026-2027-q1")
@@ -322,20 +323,19 @@ async def group_members_on(settings: Settings, group: str, topic: str) -> int:
 
 # --- raw baselines -------------------------------------------------------------------------------------------
 
-async def raw_kafka(settings: Settings, topic: str, batch: list[tuple[bytes, bytes, uuid.UUID]],
-                    rounds: int = RAW_KAFKA_ROUNDS) -> dict:
+async def raw_kafka(settings: Settings, topic: str, batch: list[tuple[bytes, bytes, uuid.UUID]]) -> dict:
     """Produce the same bytes and consume them back, nothing else (this process's CPU per event).
 
-    After a warm-up round, the fastest of ``rounds`` rounds: the baseline is what the bare path can do, and
-    one cold or preempted round of a small batch (a fetch or metadata wait dominates it) would understate it
-    several times over and flatter the ratio.
+    After a warm-up round, the fastest of :data:`RAW_KAFKA_ROUNDS` rounds: the baseline is what the bare path
+    can do, and one cold or preempted round of a small batch (a fetch or metadata wait dominates it) would
+    understate it several times over and flatter the ratio.
     """
     consumer = kafka.consumer(settings, topic, group_id=f"bench-raw-{uuid.uuid4().hex[:8]}")
     async with kafka.running(kafka.producer(settings)) as producer, kafka.running(consumer):
         while not consumer.assignment():
             await consumer.getmany(timeout_ms=100)
         await _produce_consume(producer, consumer, topic, batch[:WARMUP])
-        best = min([await _produce_consume(producer, consumer, topic, batch) for _ in range(rounds)])
+        best = min([await _produce_consume(producer, consumer, topic, batch) for _ in range(RAW_KAFKA_ROUNDS)])
     elapsed, cpu = best
     return {"events_per_s": len(batch) / elapsed, "cpu_ms_per_event": 1000 * cpu / len(batch)}
 
@@ -553,7 +553,8 @@ async def pipeline(scratch: Scratch, plan: Plan, batch: list[tuple[bytes, bytes,
             offered = await offer_kafka(settings, batch, plan.rate)
         offered_s = time.time() - wall
         got = await wait_received(conn, processes, WARMUP + plan.events, stall_s=30, deadline=deadline)
-        cpu_after = {**processes.cpu(), "postgres": postgres_delta(pg_before, await postgres_cpu(conn, scratch.database))}
+        cpu_after = processes.cpu()
+        cpu_after["postgres"] = postgres_delta(pg_before, await postgres_cpu(conn, scratch.database))
         cpu_before["postgres"] = 0.0
         rows = await conn.fetch("SELECT event_id, copies, first_received_at FROM receiver_messages "
                                 "WHERE receiver = 'portal' AND event_id = ANY($1::uuid[])", list(offered.at))
@@ -602,10 +603,12 @@ async def bench(plan: Plan) -> dict:
         "ratio": e2e["events_per_s"] / raw["events_per_s"], "cpu_ms_per_event": e2e["cpu_ms_per_event"],
         "latency_ms": e2e["latency_ms"], "offered_rate": plan.rate, "lost": e2e["lost"],
         "duplicates": e2e["duplicates"],
-        "mode": "max" if plan.rate is None else "rate", "events": plan.events, "routers": plan.routers, "single": plan.single,
-        "rest": plan.rest, "verify_share": plan.verify_share, "router_relay_cpu_ms_per_event": own, "raw_kafka_cpu_ms_per_event": raw["cpu_ms_per_event"],
+        "mode": "max" if plan.rate is None else "rate", "events": plan.events, "routers": plan.routers,
+        "single": plan.single, "rest": plan.rest, "verify_share": plan.verify_share,
+        "router_relay_cpu_ms_per_event": own, "raw_kafka_cpu_ms_per_event": raw["cpu_ms_per_event"],
         "raw_sign_per_s": sign["per_s"], "raw_sign_cpu_ms_per_event": sign["cpu_ms_per_event"],
-        "raw_insert_rows_per_s": insert["rows_per_s"], "raw_insert_client_cpu_ms_per_row": insert["client_cpu_ms_per_row"],
+        "raw_insert_rows_per_s": insert["rows_per_s"],
+        "raw_insert_client_cpu_ms_per_row": insert["client_cpu_ms_per_row"],
         "outbox_row_bytes": insert["row_bytes"],
         "floor_cpu_ms_per_event": raw["cpu_ms_per_event"] + sign["cpu_ms_per_event"]
                                   + insert["client_cpu_ms_per_row"],
@@ -626,14 +629,15 @@ def report(figures: dict) -> None:
     latency = figures["latency_ms"]
     table.add_row("produce → portal recorded", f"{figures['events_per_s']:,.0f} events/s",
                   f"{figures['raw_events_per_s']:,.0f}/s produce→consume", f"{figures['ratio']:.3f}")
-    table.add_row("latency p50 / p99 / max", f"{latency['p50']:,.0f} / {latency['p99']:,.0f} / {latency['max']:,.0f} ms",
-                  "", "")
+    table.add_row("latency p50 / p99 / max",
+                  f"{latency['p50']:,.0f} / {latency['p99']:,.0f} / {latency['max']:,.0f} ms", "", "")
     own = figures["router_relay_cpu_ms_per_event"]
     table.add_row("router + relay CPU per event", f"{own:.3f} ms", f"{figures['floor_cpu_ms_per_event']:.3f} ms "
                   "(kafka + sign + COPY)", f"{figures['floor_cpu_ms_per_event'] / own:.3f}" if own else "")
     for name, value in figures["cpu_ms_per_event"].items():
         table.add_row(f"  {name} CPU per event", f"{value:.3f} ms", "", "")
-    table.add_row("  sign", "", f"{figures['raw_sign_cpu_ms_per_event']:.3f} ms ({figures['raw_sign_per_s']:,.0f}/s)", "")
+    table.add_row("  sign", "",
+                  f"{figures['raw_sign_cpu_ms_per_event']:.3f} ms ({figures['raw_sign_per_s']:,.0f}/s)", "")
     table.add_row("  kafka produce+consume", "", f"{figures['raw_kafka_cpu_ms_per_event']:.3f} ms", "")
     table.add_row(f"  COPY of {figures['outbox_row_bytes']:,.0f} B outbox rows, {RAW_INSERT_BATCH}/tx", "",
                   f"{figures['raw_insert_client_cpu_ms_per_row']:.3f} ms ({figures['raw_insert_rows_per_s']:,.0f}/s)",
@@ -664,8 +668,8 @@ def main() -> int:
     arguments = parser.parse_args()
     count = arguments.events if arguments.rate is None else int(arguments.rate * arguments.seconds)
     plan = Plan(events=count, rate=arguments.rate, seconds=arguments.seconds if arguments.rate else None,
-                routers=arguments.routers, single=arguments.single, rest=arguments.rest, rest_batch=arguments.rest_batch,
-                timeout_s=arguments.timeout, verify_share=arguments.verify_share)
+                routers=arguments.routers, single=arguments.single, rest=arguments.rest,
+                rest_batch=arguments.rest_batch, timeout_s=arguments.timeout, verify_share=arguments.verify_share)
     figures = asyncio.run(bench(plan))
     report(figures)
     if arguments.json:

@@ -121,10 +121,9 @@ def chaos_command(settings: Settings, events: int, rate: float | None, seconds: 
     load = LoadPlan(events=int(rate * seconds) if rate and seconds else events, rate=rate,
                     batch=min(batch, max(1, int(rate))) if rate else batch)
     faults = None if no_kills else FaultPlan(targets=chosen, every_s=every_s, seed=seed)
-    report = asyncio.run(Chaos(settings, ChaosOptions(load=load, faults=faults, drain_timeout_s=drain_timeout_s,
-                                                      keep_logs=keep_logs, brokers=int(brokers),
-                                                      retention_s=retention_s or (SOAK_RETENTION_S if no_kills else None)
-                                                      ), console).run())
+    options = ChaosOptions(load=load, faults=faults, drain_timeout_s=drain_timeout_s, keep_logs=keep_logs,
+                           brokers=int(brokers), retention_s=retention_s or (SOAK_RETENTION_S if no_kills else None))
+    report = asyncio.run(Chaos(settings, options, console).run())
     render_chaos(report, Console(width=None if sys.stdout.isatty() else 140))
     if json_file:
         json_file.write_text(report.as_json(), encoding="utf-8")
