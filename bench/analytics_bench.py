@@ -46,6 +46,7 @@ from broker.devtools.simulation import simulate
 from broker.domain.model import Event
 from broker.infra import kafka
 from broker.infra.postgres import create_pool
+from broker.ops import logs
 from broker.settings import Settings
 from consumers.analytics import AnalyticsOptions, events_consumer
 
@@ -230,6 +231,7 @@ if __name__ == "__main__":
     parser.add_argument("--log-level", default="info", help="Level of the analytics processes' logs.")
     parser.add_argument("--json", type=Path, help="Write the figures to this file.")
     arguments = parser.parse_args()
+    logs.configure("warning")  # the scratch set-up's migrations and topics are not the figures
     figures = asyncio.run(bench(arguments.events, arguments.processes, arguments.log_level))
     report(figures)
     if arguments.json:
