@@ -136,10 +136,11 @@ CLAIM = """
     WITH heads AS MATERIALIZED (
         SELECT o.id, o.destination, o.partition_key FROM outbox o
         WHERE o.status = 'pending' AND o.destination = $5 AND o.next_attempt_at <= now()
-          AND o.id = (
-              SELECT min(e.id) FROM outbox e
+          AND o.id <= (
+              SELECT e.id FROM outbox e
               WHERE e.status = 'pending' AND e.destination = o.destination
-                AND e.partition_key = o.partition_key)
+                AND e.partition_key = o.partition_key
+              ORDER BY e.destination, e.partition_key, e.id LIMIT 1)
         ORDER BY o.next_attempt_at, o.id
         LIMIT $1
         FOR UPDATE OF o SKIP LOCKED),
@@ -155,12 +156,20 @@ CLAIM = """
     RETURNING outbox.id, outbox.message_id, outbox.destination, outbox.partition_key, outbox.payload,
               outbox.recipient, outbox.message_type, outbox.attempts, outbox.reference_message_id,
               outbox.created_at"""
-"""The claim ($1 keys, $2 rows per key, $3 lease, $4 lease id, $5 destination). Both lookups are written so
-that no plan can turn them into a scan per row: "is this row its key's head" is a correlated min() (one
-probe of the key-order index each), and the update finds its rows through the primary key. As a NOT
-EXISTS anti-join and an IN join, statistics that call pending rows rare (taken while the table was empty,
-or all delivered) had PostgreSQL compare every due row with every other: 19–30 s per claim over 10,000
-rows instead of 0.08 s, and a pipeline run at a tenth of its speed."""
+"""The claim ($1 keys, $2 rows per key, $3 lease, $4 lease id, $5 destination). Every lookup is written so
+that no plan, whatever the statistics say, turns it into a scan of the backlog:
+
+- "Is this row its key's head" is one probe of the key-order index: the subquery orders by exactly that
+  index's columns. As ``min(e.id)``, a table never analysed (a fresh deployment's first minute, every bench)
+  had PostgreSQL walk the destination's whole due range per head: 335 ms per claim of 200 over 10,000 rows,
+  against 1.2 ms.
+- The test is ``o.id <=`` the head, which for a pending row of the key is the same as ``=``: the planner
+  reads ``=`` as selecting one row in 200, so with fresh statistics it read every due row, sorted them and
+  kept the first ``$1`` (28 ms per claim over 7,000 due rows); ``<=`` lets it walk the due index in order
+  and stop at the limit (3.6 ms).
+- As a NOT EXISTS anti-join or an IN join, statistics that call pending rows rare had PostgreSQL compare
+  every due row with every other: 19–30 s per claim over 10,000 rows.
+- The update finds its rows by id, through the primary key."""
 
 
 async def claim(pool: asyncpg.Pool, destination: str, *, keys: int, per_key: int = 1,
