@@ -157,30 +157,30 @@ async def test_a_claim_over_an_analysed_backlog_stops_at_its_limit(db_pool) -> N
     assert sorted(m.id for m in claimed) == sorted(row["id"] for row in first)
 
 
-async def test_a_claim_over_a_backlog_after_statistics_of_nothing_pending_reads_per_row_claimed(db_pool) -> None:  # noqa: ANN001
-    """A healthy outbox is analysed with nothing pending, so both partial indexes of pending rows look empty
-    and PostgreSQL took either for any lookup: the per-key probes walked the due index's whole range for the
-    destination, 24 million buffers (17-22 s) per claim over 10,000 pending rows. Each lookup now has one
-    index it may use (migration 0015)."""
-    async with db_pool.acquire() as conn:
-        await conn.execute("ALTER TABLE outbox SET (autovacuum_enabled = false)")  # no ANALYZE to rescue it
-    await fill_one_row_per_key(db_pool, 5000, run="yesterday")
-    await db_pool.execute("UPDATE outbox SET status = 'delivered', delivered_at = now()")
-    await db_pool.execute("ANALYZE outbox")
-    await fill_one_row_per_key(db_pool, ROWS)
+async def backlog_after_statistics_of_nothing_pending(pool: asyncpg.Pool) -> None:
+    """Yesterday's rows all delivered and analysed (a healthy outbox's usual state: both partial indexes of
+    pending rows now look empty), then today's backlog, with no ANALYZE to rescue the plans."""
+    async with pool.acquire() as conn:
+        await conn.execute("ALTER TABLE outbox SET (autovacuum_enabled = false)")
+    await fill_one_row_per_key(pool, 5000, run="yesterday")
+    await pool.execute("UPDATE outbox SET status = 'delivered', delivered_at = now()")
+    await pool.execute("ANALYZE outbox")
+    await fill_one_row_per_key(pool, ROWS)
+
+
+async def test_a_claim_after_statistics_of_nothing_pending_reads_per_row_claimed(db_pool) -> None:  # noqa: ANN001
+    """With both partial indexes believed empty PostgreSQL took either for any lookup: the per-key probes
+    walked the due index's whole range for the destination, 24 million buffers (17-22 s) per claim over
+    10,000 pending rows. Each lookup now has one index it may use (migration 0015)."""
+    await backlog_after_statistics_of_nothing_pending(db_pool)
 
     assert await buffers_of_a_claim(db_pool) < BUFFERS_PER_CLAIMED_ROW * CLAIM_KEYS
 
 
 async def test_marking_rows_delivered_goes_through_the_primary_key(db_pool) -> None:  # noqa: ANN001
-    """With the same statistics, marking 200 rows delivered scanned a whole partial index of pending rows,
-    more of it the longer the backlog."""
-    async with db_pool.acquire() as conn:
-        await conn.execute("ALTER TABLE outbox SET (autovacuum_enabled = false)")
-    await fill_one_row_per_key(db_pool, 5000, run="yesterday")
-    await db_pool.execute("UPDATE outbox SET status = 'delivered', delivered_at = now()")
-    await db_pool.execute("ANALYZE outbox")
-    await fill_one_row_per_key(db_pool, ROWS)
+    """With the same statistics, marking 200 rows delivered scanned the whole due index, more of it the
+    longer the backlog."""
+    await backlog_after_statistics_of_nothing_pending(db_pool)
     ids = [row["id"] for row in await db_pool.fetch(
         "SELECT id FROM outbox WHERE status = 'pending' ORDER BY id DESC LIMIT $1", CLAIM_KEYS)]
 
