@@ -48,6 +48,8 @@ async def test_a_claim_first_run_on_an_empty_outbox_is_planned_afresh_once_a_bac
 
 ROWS = 10_000
 KEYS = 50
+CLAIM_KEYS = 200
+"""Keys a measured claim asks for."""
 
 
 async def fill(pool: asyncpg.Pool, count: int) -> None:
@@ -62,7 +64,7 @@ async def buffers_of_a_claim(pool: asyncpg.Pool) -> int:
         await transaction.start()
         try:
             plan = await conn.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + outbox.CLAIM,
-                                       200, 20, timedelta(seconds=30), uuid.uuid4(), "portal")
+                                       CLAIM_KEYS, 20, timedelta(seconds=30), uuid.uuid4(), "portal")
         finally:
             await transaction.rollback()  # EXPLAIN ANALYZE ran the claim: leave the rows unclaimed
     top = json.loads(plan)[0]["Plan"]
@@ -127,7 +129,6 @@ async def fill_one_row_per_key(pool: asyncpg.Pool, count: int, *, run: str = "a"
             [(uuid.uuid4(), f"bench/{run}-grade-{n}", payload) for n in range(start, min(count, start + 200))])
 
 
-CLAIM_KEYS = 200
 BUFFERS_PER_CLAIMED_ROW = 40
 """A claim reads a few index and heap pages per row it leases (about 5,300 buffers for 200), however long
 the backlog behind them."""
@@ -136,8 +137,7 @@ the backlog behind them."""
 async def test_a_claim_over_a_never_analysed_backlog_reads_per_row_claimed(db_pool) -> None:  # noqa: ANN001
     """A fresh deployment's first minute (and every bench): no statistics yet. Written as min(), the head
     test walked the destination's whole due range for each head: 335 ms per claim over 10,000 rows."""
-    async with db_pool.acquire() as conn:
-        await conn.execute("ALTER TABLE outbox SET (autovacuum_enabled = false)")  # no ANALYZE to rescue it
+    await db_pool.execute("ALTER TABLE outbox SET (autovacuum_enabled = false)")  # no ANALYZE to rescue it
     await fill_one_row_per_key(db_pool, ROWS)
     assert await db_pool.fetchval("SELECT count(*) FROM pg_stats WHERE tablename = 'outbox'") == 0
 
@@ -160,8 +160,7 @@ async def test_a_claim_over_an_analysed_backlog_stops_at_its_limit(db_pool) -> N
 async def backlog_after_statistics_of_nothing_pending(pool: asyncpg.Pool) -> None:
     """Yesterday's rows all delivered and analysed (a healthy outbox's usual state: both partial indexes of
     pending rows now look empty), then today's backlog, with no ANALYZE to rescue the plans."""
-    async with pool.acquire() as conn:
-        await conn.execute("ALTER TABLE outbox SET (autovacuum_enabled = false)")
+    await pool.execute("ALTER TABLE outbox SET (autovacuum_enabled = false)")
     await fill_one_row_per_key(pool, 5000, run="yesterday")
     await pool.execute("UPDATE outbox SET status = 'delivered', delivered_at = now()")
     await pool.execute("ANALYZE outbox")
