@@ -65,6 +65,11 @@ class RouterOptions(LoopOptions):
 
     group_id: str = "ejx-router"
     """Kafka consumer group on the events topic."""
+    fetch_max_wait_ms: int = 50
+    """Half of the consumers' default: the router is on every delivery's path. Pipeline bench, alternated
+    (stop 20): at a steady 1,000 events/s p50 110 → 61 ms, p99 172 → 92 ms for router + relay 0.245 → 0.27 ms
+    and PostgreSQL 0.12 → 0.16 ms of CPU per event; at 2,000/s p99 257 → 134 ms at the same CPU; a backlog
+    drains as before. 25 ms cut p99 to 56 ms but cost 0.33 ms router + relay and 0.21 ms PostgreSQL."""
 
 
 @dataclass
