@@ -143,14 +143,17 @@ def _counted(items: list, limits: PayloadLimits) -> list:
 
 def _check_json_depth(document: object, limits: PayloadLimits) -> None:
     """Refuse structures deeper than any event needs (json itself stops near 1,000 levels)."""
-    level = [document]
+    # Only containers are kept level by level (json.loads makes plain dicts and lists): a scalar adds no depth.
+    level = [document] if type(document) in _CONTAINERS else []
     for _ in range(limits.max_json_depth):
-        level = [child for node in level
-                 for child in (node.values() if isinstance(node, dict) else node if isinstance(node, list) else ())]
+        level = [child for node in level for child in (node.values() if type(node) is dict else node)
+                 if type(child) in _CONTAINERS]
         if not level:
             return
-    if any(isinstance(node, (dict, list)) for node in level):
-        raise _too_deep(limits)
+    raise _too_deep(limits)
+
+
+_CONTAINERS = frozenset({dict, list})
 
 
 def _too_deep(limits: PayloadLimits) -> InvalidContent:
@@ -183,11 +186,13 @@ def _no_constant(name: str) -> None:
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     """Duplicate keys are ambiguous (which one wins differs between parsers): refuse them."""
-    result: dict[str, object] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"key {key!r} appears twice in one object")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"key {key!r} appears twice in one object")
+            seen.add(key)
     return result
 
 

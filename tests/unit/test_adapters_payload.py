@@ -80,6 +80,16 @@ def test_hostile_json_is_invalid_content(body, words):
     assert words in caught.value.description
 
 
+def test_json_depth_limit_counts_containers_only():
+    """Eight levels of arrays and objects pass, a ninth is refused; scalars at the bottom add no level."""
+    limits = PayloadLimits()
+    assert json_document(b'{"a": ' * 4 + b"[" * 4 + b'"leaf"' + b"]" * 4 + b"}" * 4, limits)
+    assert json_document(b"[" * 8 + b"]" * 8, limits) == [[[[[[[[]]]]]]]]
+    for deeper in (b"[" * 9 + b"]" * 9, b'{"a": ' * 4 + b"[" * 4 + b"{}" + b"]" * 4 + b"}" * 4):
+        with pytest.raises(InvalidContent, match="nested deeper than 8"):
+            json_document(deeper, limits)
+
+
 def test_oversized_body_is_refused_before_parsing():
     with pytest.raises(ContentTooLarge):
         json_document(b" " * 10_001, LIMITS)
