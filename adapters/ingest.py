@@ -157,8 +157,8 @@ class Canonicaliser:
         # Assigned by ejx. The id is derived from the key as the model will spell it; if the
         # guess is wrong, _canonical corrects it (one more build instead of one per event).
         guess = f"{data.get('source_system')}/{data.get('source_record_id')}/{data.get('version')}"
-        data["event_id"] = str(event_id_for(guess))
-        data["recorded_at"] = self._clock().isoformat()
+        data["event_id"] = event_id_for(guess)
+        data["recorded_at"] = self._clock()
         return self._canonical(index, _model_call(model.event_from_dict, data), id_from=guess)
 
     def _canonical(self, index: int, event: model.Event, *, id_from: str) -> CanonicalEvent:

@@ -187,6 +187,15 @@ def test_json_accepts_numbers_where_vendors_send_them():
     assert event_from_dict(data) == grade()
 
 
+def test_json_takes_values_already_of_their_kind_as_they_are():
+    """What ejx assigns (event_id, recorded_at) goes in as objects, and the model still checks them."""
+    event = grade()
+    typed = event_to_dict(event) | {"event_id": event.event_id, "recorded_at": event.recorded_at}
+    assert event_from_dict(typed) == event
+    with pytest.raises(ModelError, match="must carry a timezone offset"):
+        event_from_dict(typed | {"recorded_at": datetime(2026, 10, 5, 9, 20)})
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"type": "GradeDeleted"}, "not an event type"),
     ({"grade": "5"}, "unknown fields"),

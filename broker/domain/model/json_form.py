@@ -31,7 +31,11 @@ def event_to_dict(event: Event) -> dict[str, object]:
 
 
 def event_from_dict(data: Mapping[str, object]) -> Event:
-    """Build an event from a decoded JSON object; strict about keys and JSON types."""
+    """Build an event from a decoded JSON object; strict about keys and JSON types.
+
+    A value already of its field's kind is taken as it is (and still checked by the model): JSON
+    decodes to no UUID or datetime, so that is only ejx's own ``event_id`` and ``recorded_at``, which
+    would otherwise be written as text only to be read back."""
     if not isinstance(data, Mapping):
         raise ModelError(f"an event is a JSON object, not {type(data).__name__}")
     name = data.get("type")
@@ -43,9 +47,9 @@ def event_from_dict(data: Mapping[str, object]) -> Event:
         unknown = set(data) - keys
         raise ModelError(f"unknown fields for {name}: {', '.join(sorted(unknown))}")
     values = {}
-    for field, required, read, as_is in fields:
+    for field, required, read, kind in fields:
         value = data.get(field)
-        if as_is and type(value) is str:  # a string for a string field: nothing to read
+        if type(value) is kind:  # e.g. a string for a string field: nothing to read
             values[field] = value
             continue
         if value is None:
@@ -97,11 +101,11 @@ def _same(value: object) -> object:
 
 
 @cache
-def _dict_reading(cls: type[Event]) -> tuple[frozenset[str], tuple[tuple[str, bool, _Reader, bool], ...]]:
-    """The keys an event type admits, and per field: name, required, how to read its JSON value, is a string."""
+def _dict_reading(cls: type[Event]) -> tuple[frozenset[str], tuple[tuple[str, bool, _Reader, type], ...]]:
+    """The keys an event type admits, and per field: name, required, how to read its JSON value, its kind."""
     specs = field_specs(cls)
     keys = frozenset({"type"} | {spec.name for spec in specs})
-    return keys, tuple((spec.name, spec.required, _value_reader(spec.kind), spec.kind is str) for spec in specs)
+    return keys, tuple((spec.name, spec.required, _value_reader(spec.kind), spec.kind) for spec in specs)
 
 
 def _value_reader(kind: type) -> _Reader:
