@@ -113,7 +113,8 @@ class Receipt:
     """Accepted before (or earlier in the same request): not produced again."""
 
     def as_dict(self) -> dict[str, object]:
-        return {"index": self.index, "event_id": str(self.event_id),
+        """As JSON-ready data for orjson, which writes the UUID as its canonical text."""
+        return {"index": self.index, "event_id": self.event_id,
                 "idempotency_key": self.idempotency_key, "duplicate": self.duplicate}
 
 

@@ -82,7 +82,8 @@ class IngestLedger:
                     rows = await conn.fetch(
                         "SELECT idempotency_key, event_id FROM ingest_keys WHERE idempotency_key = ANY($1::text[])",
                         others)
-                    outcome.known = {row["idempotency_key"]: row["event_id"] for row in rows}
+                    # A plain UUID, not asyncpg's subclass of it: receipts are encoded by orjson, which knows uuid.UUID.
+                    outcome.known = {row["idempotency_key"]: uuid.UUID(bytes=row["event_id"].bytes) for row in rows}
                 yield outcome
                 await uow.commit()
         except Exception as error:
