@@ -8,9 +8,9 @@ the body names nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
+import orjson
 from lxml import etree
 
 from broker.domain.faults import (
@@ -49,8 +49,8 @@ def _read_fault(content_type: str, body: bytes) -> tuple[str | None, str | None]
     if not body:
         return None, None
     if "json" in content_type:
-        try:
-            data = json.loads(body)
+        try:  # orjson refuses nesting past 1,024 levels with a ValueError: the stdlib's would recurse
+            data = orjson.loads(body)
         except ValueError:
             return None, None
         if isinstance(data, Mapping) and isinstance(data.get("code"), str):
