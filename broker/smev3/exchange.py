@@ -100,6 +100,10 @@ class MessageExchange:
         except Fault as error:
             log.warning("smev3.refused", version=version.value, code=error.code, error=error.description)
             return to_bytes(fault(version, error)), True
+        except Exception:  # a bug: the caller still gets a SOAP fault, not FastAPI's plain-text 500
+            log.exception("smev3.internal_error", version=version.value)
+            return to_bytes(fault(version, Failure("ejx could not process the request (an internal error, "
+                                                   "logged as smev3.internal_error); try again later"))), True
 
     async def _answer(self, version: Version, body: bytes) -> etree._Element:
         try:

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from lxml import etree
 
+from broker.domain.faults import InvalidContent
 from broker.xml import smev_transform
 from broker.xml.signing import gost
 
@@ -59,7 +60,11 @@ Transform = Callable[[etree._Element | bytes], etree._Element | bytes]
 
 def exclusive_c14n(element: etree._Element) -> bytes:
     """Exclusive XML canonicalisation without comments: the only c14n ejx writes or accepts."""
-    return etree.tostring(element, method="c14n", exclusive=True, with_comments=False)
+    try:
+        return etree.tostring(element, method="c14n", exclusive=True, with_comments=False)
+    except etree.C14NError:  # libxml2 says no more than "C14N failed"; a relative namespace URI is the usual cause
+        raise InvalidContent(f"{etree.QName(element).localname} cannot be canonicalized (exclusive XML c14n): "
+                             "every namespace URI in it must be absolute") from None
 
 
 def _enveloped(node: etree._Element | bytes) -> etree._Element | bytes:

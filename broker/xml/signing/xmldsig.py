@@ -205,8 +205,7 @@ def verify_reference(signature: etree._Element, *, at: datetime | None = None) -
     (x509_data,) = ds_children(key_info, ("X509Data",))
     (cert_el,) = ds_children(x509_data, ("X509Certificate",))
     der = base64_value(cert_el, "X509Certificate")
-    certificate = _signer(der)
-    public = certificate if certificate.is_gost else certificate.x509.public_key()
+    certificate, public = _signer(der)
     if not method.fits(public):
         raise SignatureVerificationFault(f"SignatureMethod {method.uri} does not fit the certificate's "
                                          f"{'GOST' if certificate.is_gost else type(public).__name__} key")
@@ -261,15 +260,25 @@ def _covered(signature: etree._Element, uri: str | None) -> tuple[str, etree._El
     return ref_id, covered
 
 
+MAX_CERTIFICATE_BYTES = 16 * 1024
+"""Qualified GOST certificates are 1.5–4 KB; the bound keeps what anyone can send (and the cache below
+holds, before trust is checked) small."""
+
+
 @functools.lru_cache(maxsize=256)
 def _certificate(der: bytes) -> gost.GostCertificate:
     """Certificates parsed once: a peer signs every message with the same one."""
     return gost.GostCertificate.from_der(der)
 
 
-def _signer(der: bytes) -> gost.GostCertificate:
+def _signer(der: bytes) -> tuple[gost.GostCertificate, object]:
+    """The certificate and the key that verifies with it; an unusable one is the signature's fault."""
+    if len(der) > MAX_CERTIFICATE_BYTES:
+        raise SignatureVerificationFault(f"X509Certificate is {len(der)} bytes; a signer's certificate is at most "
+                                         f"{MAX_CERTIFICATE_BYTES}")
     try:
-        return _certificate(der)
+        certificate = _certificate(der)
+        return certificate, certificate if certificate.is_gost else certificate.x509.public_key()
     except (InvalidContent, ValueError, UnsupportedAlgorithm) as error:
         description = getattr(error, "description", str(error))
         raise SignatureVerificationFault(f"X509Certificate is not a usable certificate: {description}") from None
