@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -64,8 +65,8 @@ class Gradebook:
     """The referenced OneRoster objects, by sourcedId."""
 
     def __init__(self, collections: dict[str, list[dict[str, Any]]]) -> None:
-        self.by_id = {name: {obj.get("sourcedId"): obj for obj in collections.get(name) or []
-                             if isinstance(obj, dict)}
+        self.by_id = {name: {obj["sourcedId"]: obj for obj in collections.get(name) or []
+                             if isinstance(obj, dict) and isinstance(obj.get("sourcedId"), str)}
                       for name in COLLECTIONS if name != "results"}
         self.teachers: dict[str, str] = {}
         for enrollment in collections.get("enrollments") or []:
@@ -81,21 +82,39 @@ class Gradebook:
         return found
 
 
+Run = Callable[..., Awaitable[Any]]
+"""How CPU work is run: ``await run(work, *args)`` is ``work(*args)``, wherever it runs."""
+
+
+async def _inline(work: Callable[..., Any], *args: object) -> Any:
+    return work(*args)
+
+
+def _gradebook(bundle: object) -> tuple[Gradebook, list, list[str]]:
+    """The bundle's gradebook, its results, and the results' record ids worth asking the ledger about."""
+    if not isinstance(bundle, dict) or not isinstance(bundle.get("results"), list):
+        raise InvalidContent("a OneRoster bundle is an object with a 'results' list "
+                             "(and the lineItems, classes and academicSessions they refer to)")
+    collections = {name: bundle.get(name) or [] for name in COLLECTIONS}
+    for name, value in collections.items():
+        if not isinstance(value, list):
+            raise InvalidContent(f"'{name}' must be a list")
+    results = collections["results"]
+    record_ids = [r["sourcedId"] for r in results if isinstance(r, dict) and _is_record_id(r.get("sourcedId"))]
+    return Gradebook(collections), results, record_ids
+
+
 class OneRosterMapper:
     """Maps a gradebook bundle to events in their JSON form; ``ledger`` tells posted from corrected."""
 
-    async def map(self, bundle: object, *, source_system: str, ledger: IngestLedger) -> Mapping:
-        if not isinstance(bundle, dict) or not isinstance(bundle.get("results"), list):
-            raise InvalidContent("a OneRoster bundle is an object with a 'results' list "
-                                 "(and the lineItems, classes and academicSessions they refer to)")
-        collections = {name: bundle.get(name) or [] for name in COLLECTIONS}
-        for name, value in collections.items():
-            if not isinstance(value, list):
-                raise InvalidContent(f"'{name}' must be a list")
-        gradebook = Gradebook(collections)
-        results = collections["results"]
-        record_ids = [r.get("sourcedId") for r in results if isinstance(r, dict) and isinstance(r.get("sourcedId"), str)]
+    async def map(self, bundle: object, *, source_system: str, ledger: IngestLedger, run: Run = _inline) -> Mapping:
+        """``run`` does the CPU work (reading the bundle, mapping its results); the REST face passes
+        its parsing threads, so a large bundle never holds the event loop."""
+        gradebook, results, record_ids = await run(_gradebook, bundle)
         seen = await ledger.first_versions(source_system, record_ids)
+        return await run(self._mapping, results, gradebook, seen)
+
+    def _mapping(self, results: list, gradebook: Gradebook, seen: dict[str, tuple[Any, int]]) -> Mapping:
         mapping = Mapping()
         for index, result in enumerate(results):
             try:
@@ -103,6 +122,12 @@ class OneRosterMapper:
             except Unmappable as fault:
                 mapping.problems.append(Problem(index, f"/results/{index}{fault.details.get('path', '')}",
                                                 fault.description))
+                continue
+            except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as error:
+                # JSON gives any value any type: a field of the wrong one is the result's fault, not ours.
+                mapping.problems.append(Problem(index, f"/results/{index}", (
+                    f"a value of an unexpected type or size ({type(error).__name__}: {error}); "
+                    "see the OneRoster 1.2 gradebook data model")))
                 continue
             if event is None:
                 mapping.skipped += 1
@@ -112,10 +137,10 @@ class OneRosterMapper:
                 mapping.events.append((index, event))
         return mapping
 
-    async def events(self, bundle: object, *, source_system: str, ledger: IngestLedger
+    async def events(self, bundle: object, *, source_system: str, ledger: IngestLedger, run: Run = _inline
                      ) -> list[tuple[int, dict[str, Any]]]:
         """All or nothing (REST): every unmappable result is listed in one InvalidContent."""
-        mapping = await self.map(bundle, source_system=source_system, ledger=ledger)
+        mapping = await self.map(bundle, source_system=source_system, ledger=ledger, run=run)
         if mapping.problems:
             raise InvalidContent(f"{len(mapping.problems)} result(s) cannot be mapped; nothing was accepted",
                                  details={"errors": [p.as_dict() for p in mapping.problems]})
@@ -125,6 +150,9 @@ class OneRosterMapper:
         if not isinstance(result, dict):
             raise Unmappable("a result is an object")
         record_id = _text(result, "sourcedId")
+        if not _is_record_id(record_id):
+            raise Unmappable("sourcedId must be 1–128 printable ASCII characters without spaces",
+                             details={"path": "/sourcedId"})
         modified = _instant(_text(result, "dateLastModified"), "dateLastModified")
         version = int(modified.timestamp() * 1000)
         line_item = book.get("lineItems", _ref(result.get("lineItem")), what="lineItem")
@@ -280,6 +308,14 @@ def _csv_objects(path: Path) -> Iterator[dict[str, Any]]:
             yield obj
 
 
+_RECORD_ID = re.compile(r"[!-~]{1,128}")
+"""The canonical model's form of a record id; nothing else is worth a ledger lookup."""
+
+
+def _is_record_id(value: object) -> bool:
+    return isinstance(value, str) and _RECORD_ID.fullmatch(value) is not None
+
+
 def _ref(value: object) -> str | None:
     if isinstance(value, dict):
         value = value.get("sourcedId")
@@ -317,7 +353,7 @@ def _date(value: str) -> str:
 def _academic_year(session: dict[str, Any], fallback: datetime) -> str:
     """OneRoster's schoolYear is the year the school year ends in (2027 for 2026-2027)."""
     year = session.get("schoolYear")
-    if isinstance(year, (str, int)) and str(year).isdigit():
+    if isinstance(year, (str, int)) and not isinstance(year, bool) and str(year).isascii() and str(year).isdigit():
         end = int(year)
     else:
         end = fallback.year + 1 if fallback.month >= 9 else fallback.year

@@ -94,7 +94,7 @@ def json_events(body: bytes, limits: PayloadLimits = PayloadLimits()) -> list[ob
     each bad item with its index.
     """
     document = json_document(body, limits)
-    return _counted(document if isinstance(document, list) else [document], limits)
+    return counted(document if isinstance(document, list) else [document], limits)
 
 
 def json_document(body: bytes, limits: PayloadLimits = PayloadLimits()) -> object:
@@ -128,11 +128,12 @@ def xml_events(body: bytes, limits: PayloadLimits = PayloadLimits()) -> list[etr
     root = hardened.parse(body, limits=hardened.XmlLimits(max_bytes=limits.max_bytes,
                                                         max_elements=max(50_000, limits.max_events * 60)))
     if root.tag == EVENT_BATCH:
-        return _counted([child for child in root if isinstance(child.tag, str)], limits)
+        return counted([child for child in root if isinstance(child.tag, str)], limits)
     return [root]
 
 
-def _counted(items: list, limits: PayloadLimits) -> list:
+def counted(items: list, limits: PayloadLimits) -> list:
+    """``items`` if there are some and no more than one request may carry."""
     if not items:
         raise InvalidContent("the request holds no events")
     if len(items) > limits.max_events:

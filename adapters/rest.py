@@ -23,6 +23,7 @@ from adapters.payload import (
     PayloadFormat,
     UnsupportedContentType,
     check_declared_size,
+    counted,
     json_document,
     over_size,
     payload_format,
@@ -148,7 +149,10 @@ def ingest_router(service: IngestService, gate: Gate, *, oneroster: OneRosterMap
             bundle = await service.off_loop(json_document, body, service.limits)
             if not isinstance(bundle, dict) or not bundle.get("results"):
                 raise InvalidContent("the bundle holds no results; nothing was accepted", details={"path": "/results"})
-            items = await mapper.events(bundle, source_system=vendor.vendor_id, ledger=service.ledger)
+            if isinstance(bundle["results"], list):
+                counted(bundle["results"], service.limits)  # a result is an event: the same cap as /v1/events
+            items = await mapper.events(bundle, source_system=vendor.vendor_id, ledger=service.ledger,
+                                        run=service.off_loop)
             receipts = await service.submit_dicts(vendor, items)
         except Fault as fault:
             log.info("ingest.request_refused", status=fault.http_status, code=fault.code,

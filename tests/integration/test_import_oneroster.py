@@ -96,3 +96,15 @@ async def test_oneroster_results_are_json_only(ingest_settings, db_pool):
     assert answer.status_code == 415 and answer.json()["code"] == "InvalidContent"
     assert anonymous.status_code == 401
     assert await read_topic(ingest_settings, ingest_settings.events_topic) == []
+
+
+async def test_a_bundle_carries_no_more_results_than_a_request_carries_events(ingest_settings, db_pool):
+    tokens = await register(db_pool)
+    bundle = read_bundle(BUNDLE)
+    async with ingest_service(ingest_settings, db_pool) as service, api(service, db_pool) as client:
+        limit = service.limits.max_events
+        bundle["results"] = [{**bundle["results"][0], "sourcedId": f"res-x{i}"} for i in range(limit + 1)]
+        answer = await client.post("/v1/oneroster/results", json=bundle, headers=bearer(tokens.vendor))
+    assert answer.status_code == 413
+    assert answer.json()["code"] == "InvalidContent" and f"at most {limit}" in answer.json()["description"]
+    assert await read_topic(ingest_settings, ingest_settings.events_topic) == []

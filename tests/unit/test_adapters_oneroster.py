@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,63 @@ async def test_an_older_version_arriving_late_is_a_correction_not_a_second_posti
     seen = LedgerSeen({"res-1": ms("2026-10-15T00:00:00+00:00")})
     events = dict((await OneRosterMapper().map(bundle, source_system="dnevnik-plus", ledger=seen)).events)
     assert events[0]["type"] == "GradeCorrected"
+
+
+def with_values(bundle: dict, collection: str, **values) -> dict:
+    """The bundle with its first object of ``collection`` given ``values``."""
+    changed = copy.deepcopy(bundle)
+    changed[collection][0].update(values)
+    return changed
+
+
+@pytest.mark.parametrize(("collection", "values"), [
+    ("lineItems", {"assignDate": 5}),
+    ("lineItems", {"title": 5}),
+    ("classes", {"subjectCodes": {"MATH": 1}}),
+    ("results", {"score": 1e308}),
+])
+async def test_a_value_of_the_wrong_type_is_a_problem_of_its_result_not_a_crash(collection, values):
+    bundle = with_values(read_bundle(BUNDLES / "json"), collection, **values)
+    if "score" in values:  # 1e308 / 1e308 on a line item without a mark scale: 100 × score overflows
+        bundle["lineItems"][0].update(resultValueMin=0, resultValueMax=1e308)
+    with pytest.raises(InvalidContent) as caught:
+        await OneRosterMapper().events(bundle, source_system="dnevnik-plus", ledger=LedgerSeen())
+    errors = caught.value.details["errors"]
+    assert 0 in [e["index"] for e in errors]  # and the other results of that class, for its subjectCodes
+    assert all("unexpected type or size" in e["reason"] for e in errors)
+
+
+async def test_objects_with_ids_that_are_not_text_are_ignored_and_others_still_map():
+    bundle = read_bundle(BUNDLES / "json")
+    bundle["lineItems"].append({"sourcedId": ["unhashable"]})
+    mapping = await OneRosterMapper().map(bundle, source_system="dnevnik-plus", ledger=LedgerSeen())
+    assert mapping.events == EXPECTED
+
+
+async def test_only_record_ids_of_the_canonical_form_reach_the_ledger():
+    bundle = read_bundle(BUNDLES / "json")
+    bundle["results"][0]["sourcedId"] = "res\x00-1"  # PostgreSQL text refuses NUL: it must never get there
+    ledger = LedgerSeen()
+    asked = []
+    original = ledger.first_versions
+
+    async def recorded(source_system, record_ids):
+        asked.extend(record_ids)
+        return await original(source_system, record_ids)
+    ledger.first_versions = recorded
+    mapping = await OneRosterMapper().map(bundle, source_system="dnevnik-plus", ledger=ledger)
+    assert "res\x00-1" not in asked and "res-2" in asked
+    assert [p.index for p in mapping.problems] == [0]
+    assert "printable ASCII" in mapping.problems[0].reason
+
+
+async def test_the_cpu_work_runs_where_the_caller_says():
+    ran = []
+
+    async def run(work, *args):
+        ran.append(work.__name__)
+        return work(*args)
+    mapping = await OneRosterMapper().map(read_bundle(BUNDLES / "json"), source_system="dnevnik-plus",
+                                          ledger=LedgerSeen(), run=run)
+    assert mapping.events == EXPECTED
+    assert ran == ["_gradebook", "_mapping"]
