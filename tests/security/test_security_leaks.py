@@ -102,7 +102,10 @@ async def test_errors_outside_routes_have_the_fault_shape(faces: Faces) -> None:
         missing = await client.get("/nowhere")
         wrong_method = await client.delete("/v1/events")
         sign_in_nul = await client.post("/dashboard/session", data={"token": "ejx_\x00"})
+        crowded_form = await client.post("/dashboard/session", content=b"token=x&next=/dashboard&a=1&b=2&c=3",
+                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert (missing.status_code, missing.json()["code"]) == (404, "NotFound")
+    assert (crowded_form.status_code, crowded_form.json()["code"]) == (400, "InvalidContent")
     assert wrong_method.status_code == 405 and set(wrong_method.json()) == {"code", "description", "retriable",
                                                                           "details"}
     assert sign_in_nul.status_code == 401
