@@ -225,3 +225,30 @@ async def test_grades_as_csv(db_settings, db_pool, accept: str) -> None:  # noqa
         "sch-001,6,4.5,1,1,0.5,5,0.6,3,0,1,0,0,1,1,0,no",
         "sch-002,2,4.5,0,0,,1,1.0,1,1,0,0,0,0,0,0,no",
     ]
+
+
+async def test_grade_statistics_are_summarised_and_rendered_off_the_event_loop(db_settings, db_pool,
+                                                                                monkeypatch) -> None:  # noqa: ANN001
+    """A region's finest grouping is ~10⁵ groups, a second or more of Python: it must not hold every other face."""
+    import threading
+
+    from broker.analytics import api as analytics_api
+    from broker.analytics.projections import grade_statistics
+    await register(db_pool)
+    consumer = AnalyticsConsumer(settings=db_settings, pool=db_pool, schemas=SCHEMAS)
+    for offset, delivery in enumerate(JOURNAL):
+        await consumer.handle(record(delivery, offset))
+    threads: dict[str, bool] = {}
+
+    def watched(name, work):  # noqa: ANN001, ANN202
+        def run(*args):  # noqa: ANN002, ANN202
+            threads[name] = threading.current_thread() is threading.main_thread()
+            return work(*args)
+        return run
+    monkeypatch.setattr(grade_statistics, "summarise", watched("summarise", grade_statistics.summarise))
+    monkeypatch.setattr(analytics_api, "_grades_json", watched("json", analytics_api._grades_json))
+    monkeypatch.setattr(analytics_api, "grades_csv", watched("csv", analytics_api.grades_csv))
+    async with api(db_pool) as client:
+        assert (await client.get("/v1/analytics/grades")).json()["groups"] == GROUPS_ALL
+        assert (await client.get("/v1/analytics/grades", headers={"Accept": "text/csv"})).status_code == 200
+    assert threads == {"summarise": False, "json": False, "csv": False}
