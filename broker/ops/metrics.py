@@ -8,6 +8,7 @@ series. Creating them connects to nothing; components import and record.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -101,6 +102,9 @@ class HealthOptions:
 
     probe_timeout_s: float = 3.0
     """Seconds before an unanswered probe counts as unreachable."""
+    fresh_s: float = 1.0
+    """A readiness answer is reused this long after its probes started: anyone may ask, as often as they
+    like, and each round opens a Kafka connection and takes a PostgreSQL one."""
 
 
 def postgres_probe(pool: asyncpg.Pool) -> Probe:
@@ -144,16 +148,35 @@ def health_router(*, pool: asyncpg.Pool | None, probes: dict[str, Probe], gate: 
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", summary="Kafka and PostgreSQL are reachable")
-    async def readyz() -> JSONResponse:
+    async def check_all() -> dict[str, str]:
         names = list(probes)
         results = await asyncio.gather(*(_check(probes[n], options.probe_timeout_s) for n in names))
-        checks = dict(zip(names, results, strict=True))
+        return dict(zip(names, results, strict=True))
+    readiness = _Shared(check_all, fresh_s=options.fresh_s)
+
+    @router.get("/readyz", summary="Kafka and PostgreSQL are reachable")
+    async def readyz() -> JSONResponse:
+        checks = await readiness()
         ready = all(value == "ok" for value in checks.values())
         return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks},
                             status_code=200 if ready else 503)
 
     return router
+
+
+class _Shared:
+    """One round of ``run`` for every caller while it runs and for ``fresh_s`` after it started."""
+
+    def __init__(self, run: Callable[[], Awaitable[dict[str, str]]], *, fresh_s: float) -> None:
+        self._run, self._fresh_s = run, fresh_s
+        self._round: asyncio.Future[dict[str, str]] | None = None
+        self._started = 0.0
+
+    async def __call__(self) -> dict[str, str]:
+        now = time.monotonic()
+        if self._round is None or (self._round.done() and now - self._started >= self._fresh_s):
+            self._round, self._started = asyncio.ensure_future(self._run()), now
+        return await asyncio.shield(self._round)  # a caller that goes away leaves the round to the others
 
 
 async def _check(probe: Probe, timeout: float) -> str:

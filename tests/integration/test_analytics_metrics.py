@@ -85,3 +85,24 @@ async def test_not_ready_when_kafka_does_not_answer(db_pool) -> None:  # noqa: A
     assert body["status"] == "unavailable" and body["checks"]["postgresql"] == "ok"
     assert body["checks"]["kafka"] != "ok"
     assert "127.0.0.1" not in answer.text and ":1" not in body["checks"]["kafka"]  # no host, no port
+
+
+async def test_readiness_probes_once_for_any_number_of_callers_within_a_second(db_pool) -> None:  # noqa: ANN001
+    """/readyz is open to anyone: a flood of calls must not become a flood of connections to Kafka and PostgreSQL."""
+    import asyncio
+    rounds = 0
+    database = postgres_probe(db_pool)
+
+    async def counted() -> None:
+        nonlocal rounds
+        rounds += 1
+        await asyncio.sleep(0.05)
+        await database()
+    async with app_for(db_pool, {"postgresql": counted}) as client:
+        answers = await asyncio.gather(*(client.get("/readyz") for _ in range(50)))
+        again = await client.get("/readyz")
+        assert rounds == 1
+        await asyncio.sleep(1.1)
+        later = await client.get("/readyz")
+    assert {a.status_code for a in [*answers, again, later]} == {200}
+    assert rounds == 2
