@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -67,8 +68,8 @@ class Manifest:
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:
         """Parse ``manifest.json``; ValueError (or KeyError, TypeError) if it is not one."""
-        fields = json.loads(data)
-        if fields.pop("format", None) != FORMAT:
+        fields = orjson.loads(data)  # refuses nesting past 1,024 levels with a ValueError
+        if not isinstance(fields, dict) or fields.pop("format", None) != FORMAT:
             raise ValueError(f"not a {FORMAT} manifest")
         for name in _HASHES:
             fields[name] = bytes.fromhex(fields[name])

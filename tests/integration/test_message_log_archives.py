@@ -156,6 +156,22 @@ async def test_a_forged_manifest_is_refused(db_pool, ejx, tmp_path) -> None:
     assert "does not verify" in _verify([second], certificate).broken.reason
 
 
+@pytest.mark.parametrize("forged", [b"[" * 100_000, b"[]", b'"a manifest"'])
+async def test_a_manifest_or_record_line_that_is_not_one_is_a_break_not_a_crash(db_pool, ejx, tmp_path,
+                                                                                  forged: bytes) -> None:
+    signer, certificate = ejx
+    (path,) = await _archives(db_pool, signer, tmp_path, 5)
+    original = _members(path)
+    lines = original[RECORDS].splitlines(keepends=True)
+    _rewrite(path, records=b"".join([*lines[:2], forged + b"\n", *lines[3:]]))
+    broken = _verify([path], certificate).broken
+    assert (broken.sequence, broken.where) == (3, "log-1.tar") and "not a readable record" in broken.reason
+
+    _rewrite(path, records=original[RECORDS], manifest=forged)
+    broken = _verify([path], certificate).broken
+    assert (broken.sequence, broken.where) == (None, "log-1.tar")
+
+
 @pytest.mark.parametrize("algorithm", [a for a in keys.KeyAlgorithm if not a.is_gost])  # manifests: RSA or ECDSA
 async def test_a_manifest_verifies_with_openssl_alone(db_pool, tmp_path, algorithm) -> None:
     signer, certificate = _pair(algorithm)
