@@ -49,6 +49,9 @@ class GateOptions:
     """A dashboard session ends this long after sign-in."""
     max_sessions: int = 10_000
     """Sessions kept at once; the oldest are dropped first."""
+    max_sessions_per_token: int = 16
+    """Sessions one token keeps at once (its own oldest goes first), so no authority signing in again and
+    again can push every other authority's sessions out."""
     max_clients: int = 10_000
     """Clients whose bad tokens are remembered at once."""
 
@@ -89,6 +92,9 @@ class Sessions:
         self.ttl_s = options.session_ttl_s
 
     def open(self, principal: Principal) -> str:
+        mine = [sid for sid, (token_hash, _) in self._open.items() if token_hash == principal.token_hash]
+        for session_id in mine[:max(len(mine) - self._options.max_sessions_per_token + 1, 0)]:
+            self.close(session_id)
         while len(self._open) >= self._options.max_sessions:
             self._open.pop(next(iter(self._open)))
         session_id = secrets.token_urlsafe(32)
