@@ -27,6 +27,7 @@ from enum import StrEnum
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaError
 
 from broker.analytics import projections
 from broker.domain.faults import Fault
@@ -225,11 +226,17 @@ class AnalyticsConsumer:
                               consumer=CONSUMER)
 
     async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Best effort: a metric must never stop the consumer (a partition revoked while its position is
+        looked up raises IllegalStateError; the next poll reports it again)."""
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue
-            position = await consumer.position(tp)
+            try:
+                position = await consumer.position(tp)
+            except KafkaError as error:
+                log.debug("analytics.lag_unknown", topic=tp.topic, partition=tp.partition, error=repr(error))
+                continue
             metrics.CONSUMER_LAG.labels(CONSUMER, tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
 

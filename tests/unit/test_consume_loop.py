@@ -247,3 +247,31 @@ async def test_prepare_in_thread_keeps_the_batch_in_flight_moving_while_the_next
     await asyncio.wait_for(consume(consumer, process, stop=stop, name="test", prepare=prepare,
                                    options=replace(OPTIONS, prepare_in_thread=True)), 5)
     assert moments == ["processed 0", "prepared 1", "processed 1"]
+
+
+async def test_the_analytics_lag_metric_never_stops_its_consumer():
+    """aiokafka raises IllegalStateError when a partition is revoked while its position is looked up."""
+    from aiokafka.errors import IllegalStateError
+
+    from consumers.analytics import AnalyticsConsumer
+
+    class Rebalancing(FakeConsumer):
+        def highwater(self, tp):
+            return 10
+
+        async def position(self, tp):
+            raise IllegalStateError(f"Partition {tp} is not assigned")
+    consumer = Rebalancing(records=3)
+    analytics = object.__new__(AnalyticsConsumer)  # _report_lag needs none of its state
+    stop = asyncio.Event()
+
+    async def report_then_stop(kafka_consumer):
+        await analytics._report_lag(kafka_consumer)
+        if len(consumer.committed) >= 3:
+            stop.set()
+
+    async def process(records):
+        pass
+    await asyncio.wait_for(consume(consumer, process, stop=stop, name="analytics", options=OPTIONS,
+                                   after_poll=report_then_stop), 5)
+    assert [offsets[TP] for offsets in consumer.committed] == [1, 2, 3]
