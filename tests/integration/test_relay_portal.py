@@ -179,3 +179,34 @@ async def test_a_row_committed_late_is_not_overtaken_by_a_later_row_of_its_key(d
         await destination.close()
     order = await db_pool.fetch("SELECT message_id FROM receiver_messages ORDER BY first_received_at")
     assert [r["message_id"] for r in order] == [first.message_id, second.message_id]
+
+
+async def test_a_dead_row_holds_back_its_key_until_redriven_then_the_key_goes_in_order(db_pool, pair, portal):
+    """A correction must never reach the portal before the grade it corrects, dead or not."""
+    outage, receipts, url = portal
+    grade = signed_message(pair[0], partition_key="sch-11")
+    correction = signed_message(pair[0], partition_key="sch-11")
+    other = signed_message(pair[0], partition_key="sch-12")
+    outage.only, outage.failures = str(grade.message_id), 2
+    await _enqueue(db_pool, grade, correction, other)
+    destination = PortalDestination(url)
+    stop, task = await _running(Relay(db_pool, {"portal": destination},
+                                      options=dataclasses.replace(FAST, max_attempts=2)))
+    try:
+        async def dead():
+            return (await _status(db_pool, grade))["status"] == "dead" or None
+        await eventually(dead)
+        await eventually(lambda: _delivered(db_pool, other))  # other keys do not wait
+        await asyncio.sleep(0.5)  # many claim rounds of the running relay
+        assert (await _status(db_pool, correction))["status"] == "pending"
+        assert set(await receipts.message_ids()) == {other.message_id}
+
+        assert await outbox.redrive(db_pool, destination="portal") == 1
+        await eventually(lambda: _delivered(db_pool, correction))
+    finally:
+        stop.set()
+        await task
+        await destination.close()
+    order = await db_pool.fetch("SELECT message_id FROM receiver_messages WHERE message_id = ANY($1::uuid[]) "
+                                "ORDER BY first_received_at", [grade.message_id, correction.message_id])
+    assert [r["message_id"] for r in order] == [grade.message_id, correction.message_id]
