@@ -14,7 +14,6 @@ import orjson
 from lxml import etree
 
 from broker.domain.faults import (
-    AccessDenied,
     DestinationOverflow,
     Failure,
     Fault,
@@ -31,7 +30,10 @@ def answer_fault(status: int, content_type: str, body: bytes) -> Fault:
 
     The fault code in the body (JSON ``{"code", "description"}`` or an XML
     ``urn://ejx/fault/1`` Fault) names it; 5xx is retriable whatever the body
-    says; a 4xx without a readable code is refused for good, except 408/429.
+    says. A 4xx without a readable code refuses the message for good only where
+    the status is about the content (400, 415, 422); the others — credentials
+    (401, 403), a wrong address (404), a proxy's limits (413, 431) — are about
+    the connection, not this message, and are retried like an outage.
     """
     code, description = _read_fault(content_type, body)
     if status >= 500:
@@ -40,9 +42,14 @@ def answer_fault(status: int, content_type: str, body: bytes) -> Fault:
         return fault_from_code(code, description or f"HTTP {status}")
     if status in (408, 429):
         return DestinationOverflow(f"HTTP {status}")
+    if status in _REFUSES_THE_CONTENT:
+        return InvalidContent(f"receiver refused the message: HTTP {status}")
     if status in (401, 403):
-        return AccessDenied(f"HTTP {status}")
-    return InvalidContent(f"receiver refused the message: HTTP {status}")
+        return Failure(f"HTTP {status}: the receiver refused ejx's credentials (check its certificate or token)")
+    return Failure(f"HTTP {status} without a fault code: not a verdict on the message; retried")
+
+
+_REFUSES_THE_CONTENT = frozenset({400, 415, 422})
 
 
 def _read_fault(content_type: str, body: bytes) -> tuple[str | None, str | None]:

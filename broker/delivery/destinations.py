@@ -106,7 +106,12 @@ class PortalDestination:
                                            for m in messages]})
         answer = await _posted(self._batch_client, body, headers=(("Content-Type", "application/json"),))
         if not answer.is_success:
-            raise answer_fault(answer.status, answer.header("content-type"), answer.body)
+            # A refusal of the batch as a whole is no verdict on any one envelope (those come as receipts):
+            # every envelope is tried again, never dead for it.
+            fault = answer_fault(answer.status, answer.header("content-type"), answer.body)
+            raise fault if fault.retriable else Failure(
+                f"the portal refused the batch as a whole ({fault.code}: {fault.description}); "
+                f"its {len(messages)} envelopes are retried")
         try:
             receipts = orjson.loads(answer.body)["receipts"]
             if len(receipts) != len(messages):

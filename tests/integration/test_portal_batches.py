@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from broker.delivery import outbox
 from broker.delivery.destinations import PortalDestination
@@ -196,3 +196,32 @@ async def test_a_lost_listening_connection_is_replaced_and_wakes_the_relay_again
         stop.set()
         await task
         await destination.close()
+
+
+@pytest.mark.parametrize(("status", "body"), [
+    (413, b"<html>413 Request Entity Too Large</html>"),  # a proxy's body limit
+    (400, b'{"code": "InvalidContent", "description": "the batch is not JSON"}'),  # the batch, not an envelope
+])
+async def test_a_refusal_of_the_whole_batch_kills_no_envelope_and_they_are_retried(db_pool, pair, status, body):
+    messages = [signed_message(pair[0], partition_key=f"k{n}") for n in range(3)]
+    await _enqueue(db_pool, *messages)
+    refusals = [status]
+    app = FastAPI()
+
+    @app.post("/envelopes/batch")
+    async def receive(request: Request):
+        if refusals:
+            return Response(body, status_code=refusals.pop(), media_type="application/json" if body[:1] == b"{"
+                            else "text/html")
+        count = len(json.loads(await request.body())["envelopes"])
+        return JSONResponse({"receipts": [{"message_id": None, "status": "received"}] * count})
+    async with serving(app) as base:
+        destination = PortalDestination(f"{base}/envelopes", batch_url=f"{base}/envelopes/batch")
+        try:
+            refused = await Relay(db_pool, {"portal": destination}, options=FAST).run_once()
+            assert (refused.delivered, refused.retried, refused.dead) == (0, 3, 0)
+            await asyncio.sleep(0.1)  # the retry's backoff
+            assert await Relay(db_pool, {"portal": destination}, options=FAST).drain() == 3
+        finally:
+            await destination.close()
+    assert {row["status"] for row in await db_pool.fetch("SELECT status FROM outbox")} == {"delivered"}

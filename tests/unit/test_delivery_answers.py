@@ -20,10 +20,20 @@ def test_an_xml_fault_names_the_fault() -> None:
     assert fault.description == "bad mark"
 
 
-@pytest.mark.parametrize(("status", "kind"), [(503, Failure), (429, DestinationOverflow), (403, AccessDenied),
-                                              (400, InvalidContent)])
+@pytest.mark.parametrize(("status", "kind"), [
+    (503, Failure), (429, DestinationOverflow), (408, DestinationOverflow),
+    (400, InvalidContent), (415, InvalidContent), (422, InvalidContent),  # about the message: refused for good
+    (401, Failure), (403, Failure), (404, Failure), (413, Failure), (431, Failure),  # about the connection
+])
 def test_without_a_code_the_status_decides(status: int, kind: type) -> None:
-    assert type(answer_fault(status, "text/html", b"<html>proxy error</html>")) is kind
+    fault = answer_fault(status, "text/html", b"<html>proxy error</html>")
+    assert type(fault) is kind
+    assert fault.retriable is (kind is not InvalidContent)
+
+
+def test_a_fault_code_in_the_body_decides_over_the_status() -> None:
+    fault = answer_fault(403, "application/json", b'{"code": "AccessDenied", "description": "not your school"}')
+    assert isinstance(fault, AccessDenied) and not fault.retriable
 
 
 @pytest.mark.parametrize("body", [b"[" * 200_000, b"{\"code\": " * 50_000, b"\xff\xfe not utf-8", b"{"])
