@@ -230,21 +230,27 @@ async def mark_delivered(pool: asyncpg.Pool, ids: Iterable[int]) -> None:
     await pool.execute(MARK_DELIVERED, list(ids))
 
 
-async def mark_retry(pool: asyncpg.Pool, message: OutboxMessage, *, delay: timedelta, error: str) -> None:
-    """Schedule the next attempt, unless another lease has taken the row since."""
-    await pool.execute(
+async def mark_retry(pool: asyncpg.Pool, message: OutboxMessage, *, delay: timedelta, error: str) -> bool:
+    """Schedule the next attempt, unless another lease has taken the row since (then False)."""
+    return _matched(await pool.execute(
         """UPDATE outbox SET next_attempt_at = now() + $2::interval, last_error = $3, lease_id = NULL
            WHERE id = $1 AND status = 'pending' AND lease_id = $4""",
-        message.id, delay, error[:2000], message.lease_id)
+        message.id, delay, error[:2000], message.lease_id))
 
 
-async def mark_dead(pool: asyncpg.Pool, message: OutboxMessage, *, error: str) -> None:
+async def mark_dead(pool: asyncpg.Pool, message: OutboxMessage, *, error: str) -> bool:
     """Park the row for an operator; it holds back the later rows of its key until it is redriven (order
-    per journal record: no correction overtakes the grade it corrects)."""
-    await pool.execute(
+    per journal record: no correction overtakes the grade it corrects). False if another lease has taken
+    the row since."""
+    return _matched(await pool.execute(
         """UPDATE outbox SET status = 'dead', last_error = $2, lease_id = NULL
            WHERE id = $1 AND status = 'pending' AND lease_id = $3""",
-        message.id, error[:2000], message.lease_id)
+        message.id, error[:2000], message.lease_id))
+
+
+def _matched(status: str) -> bool:
+    """Whether an UPDATE's status line ("UPDATE n") counts a row."""
+    return status.split()[-1] != "0"
 
 
 async def redrive(pool: asyncpg.Pool, *, destination: str | None = None, since: datetime | None = None) -> int:

@@ -210,6 +210,7 @@ class Relay:
                 if stop.is_set() and not in_flight:
                     log.warning("relay.outcomes_unrecorded", chains=len(finished))
                     break  # leases run out and the rows are delivered again (receivers de-duplicate)
+                self._round_since = None  # waiting out an outage is no stall: the watchdog must not fire
                 await pause(stop, delay)
                 continue
             if self._committed:
@@ -294,14 +295,16 @@ class Relay:
                 continue
             message, fault = failed
             if not fault.retriable or message.attempts >= self._options.max_attempts:
-                await outbox.mark_dead(db, message, error=str(fault))
+                if not await outbox.mark_dead(db, message, error=str(fault)):
+                    continue  # another lease holds the row now: its outcome is that lease's to record
                 result.dead += 1
                 metrics.DELIVERIES.labels(message.destination, "dead").inc()
                 log.error("outbox.dead", message_id=str(message.message_id), destination=message.destination,
                           attempts=message.attempts, code=fault.code, error=fault.description)
             else:
                 delay = self._options.backoff.delay(message.attempts, rng=self._rng)
-                await outbox.mark_retry(db, message, delay=timedelta(seconds=delay), error=str(fault))
+                if not await outbox.mark_retry(db, message, delay=timedelta(seconds=delay), error=str(fault)):
+                    continue
                 result.retried += 1
                 metrics.DELIVERIES.labels(message.destination, "retry").inc()
                 log.warning("outbox.retry", message_id=str(message.message_id), destination=message.destination,
@@ -313,51 +316,75 @@ class Relay:
         """One chain in order, or several in one batch: per chain, what happened to it."""
         destination = self._destinations[delivery[0][0].destination]
         if destination.max_batch <= 1:
-            return [await self._deliver_in_order(chain) for chain in delivery]
+            leases = [_Lease(self._options.lease_s) for _ in delivery]  # each chain's, from the claim on
+            return [await self._deliver_in_order(chain, lease) for chain, lease in zip(delivery, leases)]
         return await self._deliver_batch(destination, delivery)
 
     async def _deliver_batch(self, destination: Destination, delivery: Delivery) -> list[ChainOutcome]:
         """Several keys' chains in one call; each chain ends at its first failed row (the rest untried).
 
-        One call takes far less than the lease, so the rows need no renewal meanwhile.
+        One call takes far less than the lease; the wait for a slot before it may not, so the lease is
+        renewed once the slot is held if half of it has passed, and chains it no longer holds are dropped.
         """
-        messages = [message for chain in delivery for message in chain]
-        async with self._slots[messages[0].destination]:
+        lease = _Lease(self._options.lease_s)
+        name = delivery[0][0].destination
+        async with self._slots[name]:
+            held = await self._still_held(lease, [message for chain in delivery for message in chain])
+            if held is not None:
+                kept, lost = [], []
+                for chain in delivery:
+                    (kept if all(message.id in held for message in chain) else lost).append(chain)
+                _log_lease_lost(lost)
+                delivery = kept
+            messages = [message for chain in delivery for message in chain]
+            if not messages:
+                return []
             try:
                 faults: list[Fault | None] = await self._deadline.within(
-                    destination.deliver_batch(messages), destination=messages[0].destination,
+                    destination.deliver_batch(messages), destination=name,
                     message_id=f"{messages[0].message_id} (+{len(messages) - 1} in its batch)")
             except Fault as fault:
                 faults = [fault] * len(messages)
         return batch_outcomes(delivery, faults)
 
-    async def _deliver_in_order(self, chain: list[OutboxMessage]) -> ChainOutcome:
+    async def _deliver_in_order(self, chain: list[OutboxMessage], lease: _Lease) -> ChainOutcome:
         """Deliver one key's rows in order until one fails: (delivered, failed with its fault, untried).
 
-        A long chain (slow receiver, queueing for a slot) renews its lease at half-time, so no other
-        claim can take the key while it is still being delivered; a lease that was lost ends the chain.
+        A long chain (slow receiver, queueing for a slot) renews its lease at half-time, checked once the
+        slot is held and before each send, so no other claim can take the key while it is still being
+        delivered, however long the wait; a lease that was lost ends the chain.
         """
-        lease = timedelta(seconds=self._options.lease_s)
-        renew_at = time.monotonic() + self._options.lease_s / 2
+        destination = self._destinations[chain[0].destination]  # only ours are claimed
         for index, message in enumerate(chain):
-            if time.monotonic() >= renew_at:
-                renew_at = time.monotonic() + self._options.lease_s / 2
-                try:
-                    async with self._watched() as db:  # delivered rows stay pending until recorded
-                        held = await outbox.renew(db, chain, lease=lease)
-                except Exception as error:  # keep delivering; receivers de-duplicate a re-claim
-                    if not is_outage(error):
-                        raise
-                    log.warning("relay.lease_not_renewed", error=repr(error))
-                    held = {message.id}
-                if message.id not in held:
-                    log.warning("outbox.lease_lost", message_id=str(message.message_id),
-                                destination=message.destination)
+            async with self._slots[message.destination]:
+                held = await self._still_held(lease, chain[index:])
+                if held is not None and message.id not in held:
+                    _log_lease_lost([chain[index:]])
                     return chain[:index], None, []
-            fault = await self._attempt(message)
-            if fault is not None:
-                return chain[:index], (message, fault), chain[index + 1:]
+                try:
+                    await self._deadline.within(destination.deliver(message), destination=message.destination,
+                                                message_id=str(message.message_id))
+                except Fault as fault:
+                    return chain[:index], (message, fault), chain[index + 1:]
         return chain, None, []
+
+    async def _still_held(self, lease: _Lease, rows: list[OutboxMessage]) -> set[int] | None:
+        """With half the lease gone, renew it for ``rows``: the ids still held (None: no renewal was due).
+
+        A database outage here does not stop delivery: the rows are taken as held (receivers de-duplicate
+        a re-claim)."""
+        if not lease.half_gone():
+            return None
+        try:
+            async with self._watched() as db:  # delivered rows stay pending until recorded
+                held = await outbox.renew(db, rows, lease=timedelta(seconds=self._options.lease_s))
+        except Exception as error:
+            if not is_outage(error):
+                raise
+            log.warning("relay.lease_not_renewed", error=repr(error))
+            held = {row.id for row in rows}
+        lease.renewed()
+        return held
 
     async def drain(self) -> int:
         """Rounds until nothing is due now; the number delivered. For commands and tests."""
@@ -366,16 +393,24 @@ class Relay:
             total += result.delivered
         return total
 
-    async def _attempt(self, message: OutboxMessage) -> Fault | None:
-        """None when delivered, else the fault that says what to do next."""
-        destination = self._destinations[message.destination]  # only ours are claimed
-        async with self._slots[message.destination]:
-            try:
-                await self._deadline.within(destination.deliver(message), destination=message.destination,
-                                            message_id=str(message.message_id))
-            except Fault as fault:
-                return fault
-        return None
+
+class _Lease:
+    """When a claim's lease (taken a moment ago) is half gone, counted from the claim or its last renewal."""
+
+    def __init__(self, seconds: float) -> None:
+        self._half = seconds / 2
+        self._renew_at = time.monotonic() + self._half
+
+    def half_gone(self) -> bool:
+        return time.monotonic() >= self._renew_at
+
+    def renewed(self) -> None:
+        self._renew_at = time.monotonic() + self._half
+
+
+def _log_lease_lost(chains: list[list[OutboxMessage]]) -> None:
+    for chain in chains:
+        log.warning("outbox.lease_lost", message_id=str(chain[0].message_id), destination=chain[0].destination)
 
 
 def _keys_to(destination: str, in_flight: Mapping[object, tuple[str, int]]) -> int:

@@ -210,3 +210,38 @@ async def test_a_dead_row_holds_back_its_key_until_redriven_then_the_key_goes_in
     order = await db_pool.fetch("SELECT message_id FROM receiver_messages WHERE message_id = ANY($1::uuid[]) "
                                 "ORDER BY first_received_at", [grade.message_id, correction.message_id])
     assert [r["message_id"] for r in order] == [grade.message_id, correction.message_id]
+
+
+class Slow:
+    """ASGI wrapper answering each request after ``seconds``, counting the requests."""
+
+    def __init__(self, app, seconds: float) -> None:
+        self.app, self.seconds, self.requests = app, seconds, 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            self.requests += 1
+            await asyncio.sleep(self.seconds)
+        await self.app(scope, receive, send)
+
+
+async def test_a_row_waiting_long_for_a_delivery_slot_keeps_its_lease_and_is_sent_once(db_pool, pair):
+    """One slot, a portal taking 0.3 s: the last of 8 keys waits 2.1 s, far past its 1.2 s lease. Its lease is
+    renewed once it holds the slot, so the relay's next claims cannot take it again meanwhile."""
+    receipts = ReceiverLog(db_pool, "portal")
+    portal = Slow(portal_receiver_app(verifier=pair[1], receipts=receipts), 0.3)
+    messages = [signed_message(pair[0], partition_key=f"slot-{n}") for n in range(8)]
+    await _enqueue(db_pool, *messages)
+    options = dataclasses.replace(FAST, concurrency=1, lease_s=1.2, attempt_deadline_s=0.5)
+    async with serving(portal) as base:
+        destination = PortalDestination(f"{base}/envelopes")
+        stop, task = await _running(Relay(db_pool, {"portal": destination}, options=options))
+        try:
+            for message in messages:
+                await eventually(lambda m=message: _delivered(db_pool, m), timeout=15)
+        finally:
+            stop.set()
+            await task
+            await destination.close()
+    assert await receipts.message_ids() == {m.message_id: 1 for m in messages}
+    assert portal.requests == len(messages)
