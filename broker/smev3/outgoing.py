@@ -62,7 +62,8 @@ class RequestMessages:
         signed = {version: etree.tostring(self._request_message(version, header, content, message.recipient))
                   for version in Version}
         return QueuedRequest(message_id=header.message_id, recipient=message.recipient,
-                             namespace_uri=name.namespace, root_local_name=name.localname, messages=signed)
+                             namespace_uri=name.namespace, root_local_name=name.localname, messages=signed,
+                             ordering_key=message.partition_key)
 
     def _request_message(self, version: Version, header, content: etree._Element, recipient: str) -> etree._Element:
         message_id = str(header.message_id)

@@ -55,6 +55,8 @@ class QueuedRequest:
     namespace_uri: str
     root_local_name: str
     messages: dict[Version, bytes]
+    ordering_key: str | None = None
+    """The outbox row's partition key: the queue hands a key's messages out one at a time, in order."""
 
 
 @dataclass(frozen=True)
@@ -113,14 +115,15 @@ class SmevQueue:
             async with self._pool.acquire() as conn, conn.transaction():
                 fresh = {row["message_id"] for row in await conn.fetch(
                     """INSERT INTO smev_queue (message_id, recipient, namespace_uri, root_local_name, message_1_2,
-                                               message_1_3)
-                       SELECT m, r, n, l, a, b FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],
-                                                           $5::bytea[], $6::bytea[])
-                                                    WITH ORDINALITY AS t(m, r, n, l, a, b, position)
+                                               message_1_3, ordering_key)
+                       SELECT m, r, n, l, a, b, k FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],
+                                                              $5::bytea[], $6::bytea[], $7::text[])
+                                                       WITH ORDINALITY AS t(m, r, n, l, a, b, k, position)
                        ORDER BY position
                        ON CONFLICT (message_id) DO NOTHING RETURNING message_id""",
                     *map(list, zip(*((r.message_id, r.recipient, r.namespace_uri, r.root_local_name,
-                                      r.messages[Version.V1_2], r.messages[Version.V1_3]) for r in requests))))}
+                                      r.messages[Version.V1_2], r.messages[Version.V1_3], r.ordering_key)
+                                     for r in requests))))}
                 # Last before the commit: the append holds the log's head until then.
                 await message_log.append(conn, [
                     Entry(Direction.OUT, request.recipient, request.message_id, Kind.SMEV3_REQUEST, message)
@@ -130,17 +133,25 @@ class SmevQueue:
     async def take(self, *, recipient: str, version: Version, namespace_uri: str | None = None,
                    root_local_name: str | None = None, kind: Queued = Queued.REQUEST) -> HandedOut | None:
         """The oldest visible unacknowledged message of ``recipient`` of that kind (and business root, if
-        given) in ``version``, now hidden for the visibility timeout; None when there is none."""
+        given) in ``version``, now hidden for the visibility timeout; None when there is none.
+
+        Never one with an earlier unacknowledged message of its key (handed out or not, of any business
+        root): that one is acknowledged first, or handed out again once its visibility timeout passes."""
         column = _COLUMN[version]
         with outage_as_failure("the SMEV queue"):
             row = await self._pool.fetchrow(
                 f"""UPDATE smev_queue SET visible_at = now() + $4::interval, deliveries = deliveries + 1
                     WHERE message_id = (
-                        SELECT message_id FROM smev_queue
-                        WHERE recipient = $1 AND kind = $5 AND acked_at IS NULL AND visible_at <= now()
-                          AND {column} IS NOT NULL
-                          AND ($2::text IS NULL OR (namespace_uri = $2 AND root_local_name = $3))
-                        ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+                        SELECT q.message_id FROM smev_queue q
+                        WHERE q.recipient = $1 AND q.kind = $5 AND q.acked_at IS NULL AND q.visible_at <= now()
+                          AND q.{column} IS NOT NULL
+                          AND ($2::text IS NULL OR (q.namespace_uri = $2 AND q.root_local_name = $3))
+                          AND q.seq <= coalesce((
+                              SELECT p.seq FROM smev_queue p
+                              WHERE p.recipient = q.recipient AND p.kind = q.kind AND p.ordering_key = q.ordering_key
+                                AND p.acked_at IS NULL
+                              ORDER BY p.recipient, p.kind, p.ordering_key, p.seq LIMIT 1), q.seq)
+                        ORDER BY q.seq LIMIT 1 FOR UPDATE OF q SKIP LOCKED)
                     RETURNING message_id, {column} AS request_message, deliveries""",
                 recipient, namespace_uri, root_local_name, self._visibility, kind.value)
         return HandedOut(**dict(row)) if row else None

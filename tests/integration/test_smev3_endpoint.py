@@ -246,3 +246,21 @@ async def test_a_certificate_belongs_to_one_participant(db_pool, keys):
     with pytest.raises(InvalidContent, match="mnemonic"):
         await participants.add("not a mnemonic", keys["epgu"].facts)
     assert [p.mnemonic for p in await participants.all()] == ["RSMEV"]
+
+
+async def test_a_records_later_message_waits_until_its_earlier_one_is_acknowledged(endpoint, db_pool, keys):
+    """A grade and its correction share a key: while the grade is handed out and unacknowledged (its answer
+    lost, or another reader holds it), the correction is not handed out; other records are."""
+    grade = await enqueue(db_pool, keys["ejx"].key, record="term-7")
+    correction = await enqueue(db_pool, keys["ejx"].key, record="term-7")
+    other = await enqueue(db_pool, keys["ejx"].key, record="term-8")
+
+    async def pulled() -> str | None:
+        return _message_id(answer_of(await _post(endpoint, V13, get_request(V13, keys["rsmev"].key)), V13))
+    assert await pulled() == grade
+    assert await pulled() == other  # not the correction: its grade is out, unacknowledged
+    assert await pulled() is None
+    await asyncio.sleep(1.2)  # the grade's visibility timeout: it comes back before its correction
+    assert await pulled() == grade
+    assert (await _post(endpoint, V13, ack(V13, keys["rsmev"].key, grade))).status_code == 200
+    assert await pulled() == correction
