@@ -8,9 +8,11 @@ A dedup key may only go when a duplicate of it can no longer reach its table:
 * ``message_origin``: ``ejx replay --redeliver`` names the first MessageID of an
   event the inbox still knows; kept at least as long as the inbox;
 * ``ingest_keys``: a duplicate is a vendor's retry; keep longer than its retry
-  window. A record's first version stays longer (``ingest_records``): the
-  OneRoster mapping looks it up to tell a correction from a first posting, so
-  keep it as long as a grade may still be corrected;
+  window. A record's first and latest versions stay longer (``ingest_records``):
+  the OneRoster mapping looks the first up to tell a correction from a first
+  posting, and a nightly full sync sends the latest again and again (forgotten,
+  it would be produced anew and, once the router's inbox forgot it too, reach
+  the receivers under a new MessageID). Only versions in between go early;
 * delivered ``outbox`` rows and acknowledged ``smev_queue`` envelopes: nothing
   reads them after delivery; kept for operators. Pending and dead rows never go.
 
@@ -69,7 +71,10 @@ SWEEPS = (
     _Sweep("inbox", "t.processed_at < now() - $1::interval", "inbox"),
     _Sweep("ingest_keys", """t.accepted_at < now() - $1::interval AND EXISTS (
                SELECT 1 FROM ingest_keys first WHERE first.source_system = t.source_system
-                  AND first.source_record_id = t.source_record_id AND first.version < t.version)""",
+                  AND first.source_record_id = t.source_record_id AND first.version < t.version)
+             AND EXISTS (
+               SELECT 1 FROM ingest_keys later WHERE later.source_system = t.source_system
+                  AND later.source_record_id = t.source_record_id AND later.version > t.version)""",
            "ingest_keys"),
     _Sweep("ingest_keys", "t.accepted_at < now() - $1::interval", "ingest_records"),
     _Sweep("message_origin", "t.routed_at < now() - $1::interval", "message_origin"),

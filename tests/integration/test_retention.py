@@ -89,9 +89,9 @@ async def test_inbox_and_origin_sweeps_forget_only_keys_past_their_retention(db_
         assert await claim_inbox(conn, "router", [("recent", uuid.uuid4()), ("old", uuid.uuid4())]) == {"old"}
 
 
-async def test_ingest_key_sweep_keeps_recent_keys_and_first_versions_for_longer(db_pool: asyncpg.Pool) -> None:
+async def test_ingest_key_sweep_keeps_recent_keys_and_first_and_latest_versions_for_longer(db_pool: asyncpg.Pool) -> None:
     ledger = IngestLedger(db_pool)
-    entries = [entry("a", 1), entry("a", 2), entry("a", 3), entry("b", 1), entry("c", 1)]
+    entries = [entry("a", 1), entry("a", 2), entry("a", 3), entry("b", 1), entry("c", 1), entry("d", 1), entry("d", 2)]
     async with ledger.claim(entries):
         pass
     await age(db_pool, "ingest_keys", "accepted_at", OLD, "NOT (source_record_id = 'a' AND version = 3)")
@@ -101,12 +101,14 @@ async def test_ingest_key_sweep_keeps_recent_keys_and_first_versions_for_longer(
 
     kept = {(row[0], row[1]) for row in await db_pool.fetch("SELECT source_record_id, version FROM ingest_keys")}
     assert deleted["ingest_keys"] == 2
-    assert kept == {("a", 1), ("a", 3), ("b", 1)}
+    assert kept == {("a", 1), ("a", 3), ("b", 1), ("d", 1), ("d", 2)}  # d2, the latest, is what a full sync resends
     assert await ledger.first_versions("vendor-a", ["a", "b"]) == {"a": (entries[0].event_id, 1),
                                                                     "b": (entries[3].event_id, 1)}
     async with ledger.claim([entry("a", 3), entry("a", 2)]) as again:  # the recent key is still a duplicate
         assert [e.idempotency_key for e in again.fresh] == ["vendor-a:a:2"]
         assert again.known == {"vendor-a:a:3": entries[2].event_id}
+    async with ledger.claim([entry("d", 2)]) as resent:  # a month on, still a duplicate: nothing produced
+        assert resent.fresh == [] and resent.known == {"vendor-a:d:2": entries[6].event_id}
 
 
 async def test_the_relay_sweeps_beside_its_loop(db_pool: asyncpg.Pool) -> None:
