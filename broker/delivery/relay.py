@@ -313,30 +313,49 @@ class Relay:
         return result
 
     async def _deliver(self, delivery: Delivery) -> list[ChainOutcome]:
-        """One chain in order, or several in one batch: per chain, what happened to it."""
-        destination = self._destinations[delivery[0][0].destination]
-        if destination.max_batch <= 1:
-            leases = [_Lease(self._options.lease_s) for _ in delivery]  # each chain's, from the claim on
-            return [await self._deliver_in_order(chain, lease) for chain, lease in zip(delivery, leases)]
-        return await self._deliver_batch(destination, delivery)
+        """One chain in order, or several in one batch: per chain, what happened to it.
 
-    async def _deliver_batch(self, destination: Destination, delivery: Delivery) -> list[ChainOutcome]:
-        """Several keys' chains in one call; each chain ends at its first failed row (the rest untried).
-
-        One call takes far less than the lease; the wait for a slot before it may not, so the lease is
-        renewed once the slot is held if half of it has passed, and chains it no longer holds are dropped.
+        The claim's lease is renewed every half lease while the delivery waits for a slot and sends
+        (:meth:`_renew_lease`): a queue of keys behind a slow receiver can outlast the lease, and a
+        row whose lease ran out would be claimed again (another attempt counted) and sent twice.
         """
-        lease = _Lease(self._options.lease_s)
+        destination = self._destinations[delivery[0][0].destination]
+        lease = _Lease({message.id for chain in delivery for message in chain})
+        renewer = asyncio.create_task(self._renew_lease(lease, [m for chain in delivery for m in chain]))
+        try:
+            if destination.max_batch <= 1:
+                return [await self._deliver_in_order(chain, lease) for chain in delivery]
+            return await self._deliver_batch(destination, delivery, lease)
+        finally:
+            renewer.cancel()
+
+    async def _renew_lease(self, lease: _Lease, rows: list[OutboxMessage]) -> None:
+        """Every half lease, extend it for ``rows`` (delivered ones stay pending until recorded); rows
+        another claim has taken since are no longer ``lease.held``. An outage skips a renewal: the rows
+        are still ours until the lease runs out, and receivers de-duplicate a re-claim."""
+        interval = self._options.lease_s / 2
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self._watched() as db:
+                    lease.held &= await outbox.renew(db, rows, lease=timedelta(seconds=self._options.lease_s))
+            except Exception as error:
+                if not is_outage(error):  # a bug: said once; the delivery goes on without renewals
+                    log.exception("relay.lease_renewal_failed")
+                    return
+                log.warning("relay.lease_not_renewed", error=repr(error))
+
+    async def _deliver_batch(self, destination: Destination, delivery: Delivery, lease: _Lease
+                             ) -> list[ChainOutcome]:
+        """Several keys' chains in one call; each chain ends at its first failed row (the rest untried).
+        A chain whose rows another claim has taken meanwhile is left to that claim."""
         name = delivery[0][0].destination
         async with self._slots[name]:
-            held = await self._still_held(lease, [message for chain in delivery for message in chain])
-            if held is not None:
-                kept, lost = [], []
-                for chain in delivery:
-                    (kept if all(message.id in held for message in chain) else lost).append(chain)
-                _log_lease_lost(lost)
-                delivery = kept
-            messages = [message for chain in delivery for message in chain]
+            kept, lost = [], []
+            for chain in delivery:
+                (kept if all(lease.holds(message) for message in chain) else lost).append(chain)
+            _log_lease_lost(lost)
+            messages = [message for chain in kept for message in chain]
             if not messages:
                 return []
             try:
@@ -345,20 +364,15 @@ class Relay:
                     message_id=f"{messages[0].message_id} (+{len(messages) - 1} in its batch)")
             except Fault as fault:
                 faults = [fault] * len(messages)
-        return batch_outcomes(delivery, faults)
+        return batch_outcomes(kept, faults)
 
     async def _deliver_in_order(self, chain: list[OutboxMessage], lease: _Lease) -> ChainOutcome:
         """Deliver one key's rows in order until one fails: (delivered, failed with its fault, untried).
-
-        A long chain (slow receiver, queueing for a slot) renews its lease at half-time, checked once the
-        slot is held and before each send, so no other claim can take the key while it is still being
-        delivered, however long the wait; a lease that was lost ends the chain.
-        """
+        A lease that was lost (another claim took the key) ends the chain before the next send."""
         destination = self._destinations[chain[0].destination]  # only ours are claimed
         for index, message in enumerate(chain):
             async with self._slots[message.destination]:
-                held = await self._still_held(lease, chain[index:])
-                if held is not None and message.id not in held:
+                if not lease.holds(message):
                     _log_lease_lost([chain[index:]])
                     return chain[:index], None, []
                 try:
@@ -368,24 +382,6 @@ class Relay:
                     return chain[:index], (message, fault), chain[index + 1:]
         return chain, None, []
 
-    async def _still_held(self, lease: _Lease, rows: list[OutboxMessage]) -> set[int] | None:
-        """With half the lease gone, renew it for ``rows``: the ids still held (None: no renewal was due).
-
-        A database outage here does not stop delivery: the rows are taken as held (receivers de-duplicate
-        a re-claim)."""
-        if not lease.half_gone():
-            return None
-        try:
-            async with self._watched() as db:  # delivered rows stay pending until recorded
-                held = await outbox.renew(db, rows, lease=timedelta(seconds=self._options.lease_s))
-        except Exception as error:
-            if not is_outage(error):
-                raise
-            log.warning("relay.lease_not_renewed", error=repr(error))
-            held = {row.id for row in rows}
-        lease.renewed()
-        return held
-
     async def drain(self) -> int:
         """Rounds until nothing is due now; the number delivered. For commands and tests."""
         total = 0
@@ -394,18 +390,14 @@ class Relay:
         return total
 
 
+@dataclass
 class _Lease:
-    """When a claim's lease (taken a moment ago) is half gone, counted from the claim or its last renewal."""
+    """The rows of one claim a delivery still holds (its renewer drops those another claim took)."""
 
-    def __init__(self, seconds: float) -> None:
-        self._half = seconds / 2
-        self._renew_at = time.monotonic() + self._half
+    held: set[int]
 
-    def half_gone(self) -> bool:
-        return time.monotonic() >= self._renew_at
-
-    def renewed(self) -> None:
-        self._renew_at = time.monotonic() + self._half
+    def holds(self, message: OutboxMessage) -> bool:
+        return message.id in self.held
 
 
 def _log_lease_lost(chains: list[list[OutboxMessage]]) -> None:

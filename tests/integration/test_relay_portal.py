@@ -226,13 +226,14 @@ class Slow:
 
 
 async def test_a_row_waiting_long_for_a_delivery_slot_keeps_its_lease_and_is_sent_once(db_pool, pair):
-    """One slot, a portal taking 0.3 s: the last of 8 keys waits 2.1 s, far past its 1.2 s lease. Its lease is
-    renewed once it holds the slot, so the relay's next claims cannot take it again meanwhile."""
+    """One slot, a portal taking 0.15 s: the last of 12 keys waits about 1.8 s, past its 1.2 s lease. The lease
+    is renewed every half lease while the rows wait, so the relay's next claims cannot take them again
+    (no second attempt is counted) and nothing is sent twice."""
     receipts = ReceiverLog(db_pool, "portal")
-    portal = Slow(portal_receiver_app(verifier=pair[1], receipts=receipts), 0.3)
-    messages = [signed_message(pair[0], partition_key=f"slot-{n}") for n in range(8)]
+    portal = Slow(portal_receiver_app(verifier=pair[1], receipts=receipts), 0.15)
+    messages = [signed_message(pair[0], partition_key=f"slot-{n}") for n in range(12)]
     await _enqueue(db_pool, *messages)
-    options = dataclasses.replace(FAST, concurrency=1, lease_s=1.2, attempt_deadline_s=0.5)
+    options = dataclasses.replace(FAST, concurrency=1, lease_s=1.2, attempt_deadline_s=0.55)
     async with serving(portal) as base:
         destination = PortalDestination(f"{base}/envelopes")
         stop, task = await _running(Relay(db_pool, {"portal": destination}, options=options))
@@ -245,3 +246,4 @@ async def test_a_row_waiting_long_for_a_delivery_slot_keeps_its_lease_and_is_sen
             await destination.close()
     assert await receipts.message_ids() == {m.message_id: 1 for m in messages}
     assert portal.requests == len(messages)
+    assert await db_pool.fetchval("SELECT max(attempts) FROM outbox") == 1
