@@ -44,7 +44,8 @@ class NewMessage:
     destination: str
     """Delivery channel: "portal", "interagency"."""
     partition_key: str
-    """Order is kept among messages with the same destination and key (the school)."""
+    """Order is kept among messages with the same destination and key (a journal record: a grade, its
+    corrections and its retraction share one, ``consumers.router.ordering_key``)."""
     payload: bytes
     """The signed envelope, exactly as it goes on the wire."""
     recipient: str
@@ -262,6 +263,18 @@ async def redrive(pool: asyncpg.Pool, *, destination: str | None = None, since: 
         destination, since)
     count = int(status.split()[-1])
     log.info("outbox.redriven", rows=count, destination=destination, since=since)
+    return count
+
+
+async def discard(pool: asyncpg.Pool, message_ids: Sequence[uuid.UUID], *, destination: str | None = None) -> int:
+    """Give up on dead rows for good: never delivered, and no longer holding back their keys. Only dead
+    rows: a pending one may be in flight, and a delivered one has arrived."""
+    status = await pool.execute(
+        """UPDATE outbox SET status = 'discarded', lease_id = NULL
+           WHERE status = 'dead' AND message_id = ANY($1::uuid[]) AND ($2::text IS NULL OR destination = $2)""",
+        list(message_ids), destination)
+    count = int(status.split()[-1])
+    log.warning("outbox.discarded", rows=count, message_ids=[str(m) for m in message_ids], destination=destination)
     return count
 
 

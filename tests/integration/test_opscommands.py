@@ -52,3 +52,50 @@ def test_replay_needs_exactly_one_start(database_url, monkeypatch):
     monkeypatch.setenv("EJX_DATABASE_URL", database_url)
     result = CliRunner().invoke(main, ["replay", "--from-offset", "0", "--from-time", "2026-01-01T00:00:00"])
     assert result.exit_code != 0 and "exactly one" in result.output
+
+
+def test_a_discarded_dead_row_frees_its_key_and_is_never_delivered(database_url, monkeypatch):
+    """A dead row holds back its key; one that must never be delivered is discarded, and the key goes on."""
+    import asyncio
+    from datetime import timedelta
+
+    from broker.delivery import outbox
+
+    monkeypatch.setenv("EJX_DATABASE_URL", database_url)
+    dead, later, pending = new_message_id(), new_message_id(), new_message_id()
+
+    async def seed_and_claim() -> list:
+        conn = await asyncpg.connect(database_url)
+        try:
+            for message_id, status in ((dead, "dead"), (later, "pending")):
+                await conn.execute(
+                    """INSERT INTO outbox (message_id, destination, partition_key, payload, status, recipient,
+                                           message_type)
+                       VALUES ($1, 'portal', 'rec-1', '<x/>', $2, 'EPGU', 'GradePosted')""",
+                    message_id, status)
+            await conn.execute(
+                "INSERT INTO outbox (message_id, destination, partition_key, payload, status) "
+                "VALUES ($1, 'portal', 'rec-2', '<x/>', 'pending')", pending)
+        finally:
+            await conn.close()
+        return await claimed()
+
+    async def claimed() -> list:
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                transaction = conn.transaction()
+                await transaction.start()
+                rows = await outbox.claim(conn, "portal", keys=10, lease=timedelta(seconds=30))
+                await transaction.rollback()  # look, do not take
+            return sorted(m.message_id for m in rows)
+        finally:
+            await pool.close()
+
+    assert asyncio.run(seed_and_claim()) == [pending]  # rec-1 waits behind its dead row
+    runner = CliRunner()
+    assert "discarded: 0 row(s)" in runner.invoke(main, ["outbox", "discard", str(later)]).output  # pending
+    result = runner.invoke(main, ["outbox", "discard", str(dead)])
+    assert result.exit_code == 0 and "discarded: 1 row(s)" in result.output
+    assert asyncio.run(claimed()) == sorted([later, pending])
+    assert "redriven: 0 row(s)" in runner.invoke(main, ["outbox", "redrive", "--dead"]).output

@@ -1,4 +1,4 @@
-"""Operator commands: relay, outbox status and redrive, replay, status.
+"""Operator commands: relay, outbox status, redrive and discard, replay, status.
 
 Each command builds what it needs through the one bootstrap, inside its own event loop, and
 closes it on the way out; long-running ones stop cleanly on SIGINT/SIGTERM.
@@ -7,6 +7,7 @@ closes it on the way out; long-running ones stop cleanly on SIGINT/SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from rich.progress import (
 from rich.table import Table
 
 from broker.app import bootstrap
-from broker.app.cli.moments import parse_moment
+from broker.app.cli.moments import parse_moment, shown
 from broker.delivery import outbox
 from broker.delivery.relay import RelayOptions
 from broker.domain.faults import InvalidContent
@@ -76,7 +77,7 @@ def outbox_status_command(settings: Settings) -> None:
                     table.add_column(column)
                 for row in dead:
                     table.add_row(row.destination, str(row.message_id), str(row.attempts),
-                                  f"{row.created_at:%Y-%m-%d %H:%M:%S}", (row.last_error or "")[:120])
+                                  shown(row.created_at), (row.last_error or "")[:120])
                 console.print(table)
     asyncio.run(main())
 
@@ -105,6 +106,18 @@ def outbox_redrive_command(settings: Settings, dead: bool, destination: str | No
         async with connected(settings) as pool:
             return await outbox.redrive(pool, destination=destination, since=parse_moment(since))
     click.echo(f"redriven: {asyncio.run(main())} row(s)")
+
+
+@outbox_group.command("discard")
+@click.argument("message_ids", nargs=-1, required=True, type=click.UUID)
+@click.option("--destination", default=None, help="Only this destination's row of each MessageID.")
+@click.pass_obj
+def outbox_discard_command(settings: Settings, message_ids: tuple[uuid.UUID, ...], destination: str | None) -> None:
+    """Give up on dead rows that must never be delivered; the later rows of their keys go on."""
+    async def main() -> int:
+        async with connected(settings) as pool:
+            return await outbox.discard(pool, message_ids, destination=destination)
+    click.echo(f"discarded: {asyncio.run(main())} row(s)")
 
 
 @click.command("replay")
