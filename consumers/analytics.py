@@ -227,14 +227,15 @@ class AnalyticsConsumer:
 
     async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
         """Best effort: a metric must never stop the consumer (a partition revoked while its position is
-        looked up raises IllegalStateError; the next poll reports it again)."""
+        looked up raises IllegalStateError, and the partitions after it, asked from the assignment as it
+        was, fail aiokafka's "is assigned" assertion; the next poll reports them again)."""
         for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
             try:
+                highwater = consumer.highwater(tp)
+                if highwater is None:
+                    continue
                 position = await consumer.position(tp)
-            except KafkaError as error:
+            except (KafkaError, AssertionError) as error:
                 log.debug("analytics.lag_unknown", topic=tp.topic, partition=tp.partition, error=repr(error))
                 continue
             metrics.CONSUMER_LAG.labels(CONSUMER, tp.topic, str(tp.partition)).set(max(0, highwater - position))

@@ -255,8 +255,14 @@ async def test_the_analytics_lag_metric_never_stops_its_consumer():
 
     from consumers.analytics import AnalyticsConsumer
 
+    revoked = TopicPartition("events", 1)
+
     class Rebalancing(FakeConsumer):
+        def assignment(self):
+            return [TP, revoked]  # as it was before the rebalance
+
         def highwater(self, tp):
+            assert tp == TP, "Partition is not assigned"  # aiokafka's own check, after the revocation
             return 10
 
         async def position(self, tp):
