@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from lxml import etree
 
-from broker.domain.faults import InvalidContent
+from broker.domain.faults import SignatureVerificationFault
 from broker.xml import smev_transform
 from broker.xml.signing import gost
 
@@ -63,8 +63,9 @@ def exclusive_c14n(element: etree._Element) -> bytes:
     try:
         return etree.tostring(element, method="c14n", exclusive=True, with_comments=False)
     except etree.C14NError:  # libxml2 says no more than "C14N failed"; a relative namespace URI is the usual cause
-        raise InvalidContent(f"{etree.QName(element).localname} cannot be canonicalized (exclusive XML c14n): "
-                             "every namespace URI in it must be absolute") from None
+        # What cannot be canonicalized cannot be signed or verified: the verifiers' one fault for it.
+        raise SignatureVerificationFault(f"{etree.QName(element).localname} cannot be canonicalized (exclusive "
+                                         "XML c14n): every namespace URI in it must be absolute") from None
 
 
 def _enveloped(node: etree._Element | bytes) -> etree._Element | bytes:
