@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -35,6 +34,7 @@ from adapters.ledger import IngestLedger
 from adapters.payload import PayloadLimits, json_document
 from adapters.problems import Problem
 from broker.domain.faults import InvalidContent
+from broker.domain.model.rules import RULES
 
 log = structlog.get_logger(__name__)
 
@@ -124,7 +124,9 @@ class OneRosterMapper:
                                                 fault.description))
                 continue
             except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as error:
-                # JSON gives any value any type: a field of the wrong one is the result's fault, not ours.
+                # JSON gives any value any type: a field of the wrong one is the result's fault, not ours
+                # (logged too, should it be ours after all).
+                log.info("oneroster.unexpected_value", index=index, error=repr(error))
                 mapping.problems.append(Problem(index, f"/results/{index}", (
                     f"a value of an unexpected type or size ({type(error).__name__}: {error}); "
                     "see the OneRoster 1.2 gradebook data model")))
@@ -308,12 +310,9 @@ def _csv_objects(path: Path) -> Iterator[dict[str, Any]]:
             yield obj
 
 
-_RECORD_ID = re.compile(r"[!-~]{1,128}")
-"""The canonical model's form of a record id; nothing else is worth a ledger lookup."""
-
-
 def _is_record_id(value: object) -> bool:
-    return isinstance(value, str) and _RECORD_ID.fullmatch(value) is not None
+    """Of the canonical model's form of a record id: nothing else is worth a ledger lookup."""
+    return isinstance(value, str) and RULES["source_record_id"](value) is None
 
 
 def _ref(value: object) -> str | None:

@@ -73,11 +73,13 @@ class Settings(BaseSettings):
         "Consumers' dedup keys are forgotten after this: keep it above the events topic's retention "
         "(Kafka's default: 7 days) and the longest `ejx replay` window, or a re-read event is processed again."))
     ingest_key_retention_s: float = Field(default=7 * DAY_S, gt=0, description=(
-        "The ingest dedup window: a vendor's retry later than this is a new event (a record's first version "
-        "stays for EJX_INGEST_RECORD_RETENTION_S)."))
+        "The ingest dedup window for versions between a record's first and latest: a vendor's retry of one "
+        "later than this is a new event (a record's first and latest versions stay for "
+        "EJX_INGEST_RECORD_RETENTION_S)."))
     ingest_record_retention_s: float = Field(default=400 * DAY_S, gt=0, description=(
-        "A source record's first version, which the OneRoster mapping looks up to tell a correction from a first "
-        "posting: as long as a grade may still be corrected; at least the ingest dedup window."))
+        "A source record's first and latest versions: the OneRoster mapping looks the first up to tell a "
+        "correction from a first posting, and full syncs resend the latest; as long as a grade may still be "
+        "corrected; at least the ingest dedup window."))
     message_origin_retention_s: float = Field(default=30 * DAY_S, gt=0, description=(
         "First MessageIDs of routed events, named by `ejx replay --redeliver`; at least the inbox's retention."))
     retention_sweep_every_s: float = Field(default=300.0, gt=0, description="Pause between retention sweeps.")

@@ -107,7 +107,7 @@ class PortalDestination:
         answer = await _posted(self._batch_client, body, headers=(("Content-Type", "application/json"),))
         if not answer.is_success:
             # A refusal of the batch as a whole is no verdict on any one envelope (those come as receipts):
-            # every envelope is tried again, never dead for it.
+            # every envelope is retried, as in an outage (and, like one, within the relay's attempt budget).
             fault = answer_fault(answer.status, answer.header("content-type"), answer.body)
             raise fault if fault.retriable else Failure(
                 f"the portal refused the batch as a whole ({fault.code}: {fault.description}); "

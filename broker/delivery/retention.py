@@ -46,9 +46,11 @@ class RetentionOptions:
     inbox: timedelta = timedelta(days=30)
     """Consumers' dedup keys; above the events topic's retention and any replay window."""
     ingest_keys: timedelta = timedelta(days=7)
-    """The ingest dedup window; above the vendors' retry window."""
+    """The ingest dedup window for versions between a record's first and latest; above the vendors' retry
+    window."""
     ingest_records: timedelta = timedelta(days=400)
-    """A source record's first version; as long as a correction may follow (at least ``ingest_keys``)."""
+    """A source record's first and latest versions; as long as a correction may follow or a full sync may
+    resend them (at least ``ingest_keys``)."""
     message_origin: timedelta = timedelta(days=30)
     """First MessageIDs of routed events; at least the inbox's retention."""
     every_s: float = 300.0

@@ -89,7 +89,8 @@ async def test_inbox_and_origin_sweeps_forget_only_keys_past_their_retention(db_
         assert await claim_inbox(conn, "router", [("recent", uuid.uuid4()), ("old", uuid.uuid4())]) == {"old"}
 
 
-async def test_ingest_key_sweep_keeps_recent_keys_and_first_and_latest_versions_for_longer(db_pool: asyncpg.Pool) -> None:
+async def test_ingest_key_sweep_keeps_recent_keys_and_first_and_latest_versions_for_longer(
+        db_pool: asyncpg.Pool) -> None:
     ledger = IngestLedger(db_pool)
     entries = [entry("a", 1), entry("a", 2), entry("a", 3), entry("b", 1), entry("c", 1), entry("d", 1), entry("d", 2)]
     async with ledger.claim(entries):

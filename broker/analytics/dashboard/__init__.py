@@ -75,7 +75,7 @@ def dashboard_router(gate: Gate) -> APIRouter:
         try:
             form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
         except ValueError:  # parse_qs's "Max number of fields exceeded"
-            raise InvalidContent("the sign-in form has more fields than token and next") from None
+            raise InvalidContent("the sign-in form has more than 4 fields; it needs only token and next") from None
         token = (form.get("token") or [""])[0].strip()
         target = _next_page((form.get("next") or [None])[0])
         try:
