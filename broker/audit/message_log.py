@@ -29,7 +29,7 @@ from broker.audit.archive import ArchiveWriter
 from broker.audit.chain import GENESIS, Break, ChainCheck, Entry, Head, Record, seal
 from broker.audit.manifest import ArchiveSummary, ManifestSigner
 from broker.domain.faults import Failure
-from broker.infra.postgres import session_lock
+from broker.infra.postgres import rows_affected, session_lock
 
 log = structlog.get_logger(__name__)
 
@@ -178,7 +178,7 @@ async def prune(pool: asyncpg.Pool, *, older_than: timedelta, chunk: int = 5000)
                 """DELETE FROM message_log WHERE sequence IN (
                        SELECT sequence FROM message_log WHERE sequence <= $1 ORDER BY sequence LIMIT $2)""",
                 bound, chunk)
-        deleted = int(status.split()[-1])
+        deleted = rows_affected(status)
         total += deleted
         if deleted < chunk:
             break

@@ -25,6 +25,8 @@ from datetime import datetime, timedelta
 import asyncpg
 import structlog
 
+from broker.infra.postgres import rows_affected
+
 log = structlog.get_logger(__name__)
 
 
@@ -233,25 +235,20 @@ async def mark_delivered(pool: asyncpg.Pool, ids: Iterable[int]) -> None:
 
 async def mark_retry(pool: asyncpg.Pool, message: OutboxMessage, *, delay: timedelta, error: str) -> bool:
     """Schedule the next attempt, unless another lease has taken the row since (then False)."""
-    return _matched(await pool.execute(
+    return rows_affected(await pool.execute(
         """UPDATE outbox SET next_attempt_at = now() + $2::interval, last_error = $3, lease_id = NULL
            WHERE id = $1 AND status = 'pending' AND lease_id = $4""",
-        message.id, delay, error[:2000], message.lease_id))
+        message.id, delay, error[:2000], message.lease_id)) > 0
 
 
 async def mark_dead(pool: asyncpg.Pool, message: OutboxMessage, *, error: str) -> bool:
     """Park the row for an operator; it holds back the later rows of its key until it is redriven (order
     per journal record: no correction overtakes the grade it corrects). False if another lease has taken
     the row since."""
-    return _matched(await pool.execute(
+    return rows_affected(await pool.execute(
         """UPDATE outbox SET status = 'dead', last_error = $2, lease_id = NULL
            WHERE id = $1 AND status = 'pending' AND lease_id = $3""",
-        message.id, error[:2000], message.lease_id))
-
-
-def _matched(status: str) -> bool:
-    """Whether an UPDATE's status line ("UPDATE n") counts a row."""
-    return status.split()[-1] != "0"
+        message.id, error[:2000], message.lease_id)) > 0
 
 
 async def redrive(pool: asyncpg.Pool, *, destination: str | None = None, since: datetime | None = None) -> int:
@@ -261,7 +258,7 @@ async def redrive(pool: asyncpg.Pool, *, destination: str | None = None, since: 
            WHERE status = 'dead' AND ($1::text IS NULL OR destination = $1)
              AND ($2::timestamptz IS NULL OR created_at >= $2)""",
         destination, since)
-    count = int(status.split()[-1])
+    count = rows_affected(status)
     log.info("outbox.redriven", rows=count, destination=destination, since=since)
     return count
 
@@ -273,7 +270,7 @@ async def discard(pool: asyncpg.Pool, message_ids: Sequence[uuid.UUID], *, desti
         """UPDATE outbox SET status = 'discarded', lease_id = NULL
            WHERE status = 'dead' AND message_id = ANY($1::uuid[]) AND ($2::text IS NULL OR destination = $2)""",
         list(message_ids), destination)
-    count = int(status.split()[-1])
+    count = rows_affected(status)
     log.warning("outbox.discarded", rows=count, message_ids=[str(m) for m in message_ids], destination=destination)
     return count
 

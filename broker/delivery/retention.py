@@ -31,7 +31,7 @@ import asyncpg
 import structlog
 
 from broker.infra.backoff import pause
-from broker.infra.postgres import is_outage
+from broker.infra.postgres import is_outage, rows_affected
 from broker.ops import metrics
 
 log = structlog.get_logger(__name__)
@@ -94,7 +94,7 @@ async def sweep(pool: asyncpg.Pool, options: RetentionOptions) -> dict[str, int]
                 f"""DELETE FROM {item.table} WHERE ctid = ANY(ARRAY(
                        SELECT t.ctid FROM {item.table} t WHERE {item.aged} LIMIT $2 FOR UPDATE SKIP LOCKED))""",
                 older_than, options.batch)
-            count = int(status.split()[-1])
+            count = rows_affected(status)
             total += count
             if count < options.batch:
                 break

@@ -36,6 +36,11 @@ def is_outage(error: BaseException) -> bool:
     return isinstance(error, _OUTAGES)
 
 
+def rows_affected(status: str) -> int:
+    """The row count of a command's status line, e.g. 3 for "UPDATE 3" or "DELETE 3"."""
+    return int(status.rpartition(" ")[2])
+
+
 @contextmanager
 def outage_as_failure(what: str = "PostgreSQL") -> Iterator[None]:
     """Turn an outage inside the block into a retriable :class:`Failure` (503, retry); the

@@ -23,7 +23,7 @@ import structlog
 from broker.audit import message_log
 from broker.audit.chain import Direction, Entry, Kind
 from broker.domain.faults import TargetMessageIsNotFound
-from broker.infra.postgres import outage_as_failure
+from broker.infra.postgres import outage_as_failure, rows_affected
 from broker.smev3.wire import Version
 
 log = structlog.get_logger(__name__)
@@ -165,7 +165,7 @@ class SmevQueue:
                 status = await conn.execute(
                     """UPDATE smev_queue SET acked_at = coalesce(acked_at, now()), accepted = coalesce(accepted, $3)
                        WHERE message_id = $1 AND recipient = $2""", message_id, recipient, accepted)
-                if status.endswith(" 0"):
+                if rows_affected(status) == 0:
                     raise TargetMessageIsNotFound(f"no message {message_id} in the queue of {recipient}")
                 # Last before the commit: the append holds the log's head until then.
                 await message_log.append(conn, [Entry(Direction.IN, recipient, message_id, Kind.ACK, received)])
