@@ -30,14 +30,6 @@ from broker.infra.postgres import rows_affected
 log = structlog.get_logger(__name__)
 
 
-class Status:
-    """Values of ``outbox.status``."""
-
-    PENDING = "pending"
-    DELIVERED = "delivered"
-    DEAD = "dead"
-
-
 @dataclass(frozen=True)
 class NewMessage:
     """One envelope to enqueue for one destination."""
