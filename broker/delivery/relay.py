@@ -320,8 +320,9 @@ class Relay:
         row whose lease ran out would be claimed again (another attempt counted) and sent twice.
         """
         destination = self._destinations[delivery[0][0].destination]
-        lease = _Lease({message.id for chain in delivery for message in chain})
-        renewer = asyncio.create_task(self._renew_lease(lease, [m for chain in delivery for m in chain]))
+        rows = [message for chain in delivery for message in chain]
+        lease = _Lease({message.id for message in rows})
+        renewer = asyncio.create_task(self._renew_lease(lease, rows))
         try:
             if destination.max_batch <= 1:
                 return [await self._deliver_in_order(chain, lease) for chain in delivery]
