@@ -27,14 +27,20 @@ def _mark(mark: model.Mark) -> tuple[str, str]:
     return _text(mark.scale), _text(mark.value)
 
 
-# The incoming change is newer than the one in force (see the migration's note on order).
-_NEWER = "((EXCLUDED.version, EXCLUDED.occurred_at, EXCLUDED.changed_at) > (g.version, g.occurred_at, g.changed_at))"
+# The incoming change is newer than the one in force. Versions grow per source record, so they order
+# the changes of one record only; a change sent as a record of its own (a correction "g-1-fix" at
+# version 1 of a grade edited to version 3) is ordered by when it happened in the journal.
+_NEWER = ("(CASE WHEN EXCLUDED.change_record_id = g.change_record_id"
+          " THEN (EXCLUDED.version, EXCLUDED.occurred_at, EXCLUDED.changed_at)"
+          " > (g.version, g.occurred_at, g.changed_at)"
+          " ELSE (EXCLUDED.occurred_at, EXCLUDED.changed_at) > (g.occurred_at, g.changed_at) END)")
 # A posting newer than the one the row's posting facts come from (corrections carry no posted_version).
 _FRESHER_POSTING = ("(EXCLUDED.posted_version IS NOT NULL"
                     " AND (g.posted_version IS NULL OR EXCLUDED.posted_version > g.posted_version))")
 # Taken from the newest change of the grade (a posting, correction or retraction); the mark too,
 # unless that change is a retraction.
-_CHANGE_COLUMNS = ("version", "occurred_at", "changed_at", "retracted", "corrected", "change_reason")
+_CHANGE_COLUMNS = ("change_record_id", "version", "occurred_at", "changed_at", "retracted", "corrected",
+                   "change_reason")
 # Taken from the newest posting, whatever corrections came in between.
 _POSTING_COLUMNS = ("posted_version", "posted_at", "school_id", "academic_year", "student_id", "class_unit",
                     "subject_code", "teacher_id", "lesson_id", "lesson_date", "work_type", "weight",
@@ -55,9 +61,10 @@ _UPSERT_GRADE = f"""
     INSERT INTO diary_grades AS g (
         source_system, grade_record_id, version, occurred_at, school_id, mark_scale, mark_value, changed_at,
         retracted, corrected, change_reason, posted_version, posted_at, academic_year, student_id, class_unit,
-        subject_code, teacher_id, lesson_id, lesson_date, work_type, weight, counts_in_average, term_id, comment)
+        subject_code, teacher_id, lesson_id, lesson_date, work_type, weight, counts_in_average, term_id, comment,
+        change_record_id)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-            $23, $24, $25)
+            $23, $24, $25, $26)
     ON CONFLICT (source_system, grade_record_id) DO UPDATE SET
     {_take_if(_NEWER, _CHANGE_COLUMNS)},
     {_take_if(_NEWER + " AND NOT EXCLUDED.retracted", ("mark_scale", "mark_value"))},
@@ -73,14 +80,15 @@ def _grade_row(event: model.GradePosted | model.GradeCorrected | model.GradeRetr
                 event.school_id, scale, value, event.recorded_at, False, False, None, int(event.version),
                 event.recorded_at, event.academic_year, event.student_id, event.class_unit, event.subject_code,
                 event.teacher_id, event.lesson_id, event.lesson_date, event.work_type, Decimal(str(event.weight)),
-                bool(event.counts_in_average), event.term_id, event.comment)
+                bool(event.counts_in_average), event.term_id, event.comment, event.source_record_id)
     # A correction (new mark) or a retraction (tombstone) of the grade named by ``grade_ref``. If the
     # grade itself has not arrived yet, a row without posting facts keeps the change; statistics and
     # the diary ignore it until the posting lands.
     retracted = isinstance(event, model.GradeRetracted)
     scale, value = ("", "") if retracted else _mark(event.mark)
     return (event.source_system, event.grade_ref, int(event.version), event.occurred_at, event.school_id,
-            scale, value, event.recorded_at, retracted, not retracted, event.reason, *_NO_POSTING)
+            scale, value, event.recorded_at, retracted, not retracted, event.reason, *_NO_POSTING,
+            event.source_record_id)
 
 
 _UPSERT_ATTENDANCE = """
@@ -101,18 +109,20 @@ def _attendance_row(event: model.AttendanceMarked) -> tuple[object, ...]:
 
 _UPSERT_HOMEWORK = """
     INSERT INTO diary_homework AS h (source_system, source_record_id, version, school_id, class_unit,
-                                     subject_code, teacher_id, lesson_date, due_date, text)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                     subject_code, teacher_id, lesson_date, due_date, text, academic_year)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
     ON CONFLICT (source_system, source_record_id) DO UPDATE SET
         version = EXCLUDED.version, school_id = EXCLUDED.school_id, class_unit = EXCLUDED.class_unit,
         subject_code = EXCLUDED.subject_code, teacher_id = EXCLUDED.teacher_id,
-        lesson_date = EXCLUDED.lesson_date, due_date = EXCLUDED.due_date, text = EXCLUDED.text
+        lesson_date = EXCLUDED.lesson_date, due_date = EXCLUDED.due_date, text = EXCLUDED.text,
+        academic_year = EXCLUDED.academic_year
     WHERE EXCLUDED.version > h.version"""
 
 
 def _homework_row(event: model.HomeworkAssigned) -> tuple[object, ...]:
     return (event.source_system, event.source_record_id, int(event.version), event.school_id, event.class_unit,
-            event.subject_code, event.teacher_id, event.lesson_date, event.due_date, event.text)
+            event.subject_code, event.teacher_id, event.lesson_date, event.due_date, event.text,
+            event.academic_year)
 
 
 _UPSERT_TERM_GRADE = """
@@ -213,20 +223,30 @@ class DiaryReader:
             """SELECT school_id, lesson_id, day, status, minutes_late FROM diary_attendance
                 WHERE student_id = $1 AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3)
                 ORDER BY day, lesson_id""", student_id, *span)
-        # The student's class units are known from their grades (events name no class roster).
+        # The student's classes are known from their grades (events name no class roster): the classes of
+        # their grades in force, in the same academic year (class names such as 7Б come back every year; a
+        # grade retracted as given to the wrong pupil names no class of theirs).
         homework = await self._db.fetch(
             """SELECT h.school_id, h.class_unit, h.subject_code, h.lesson_date, h.due_date, h.text
                  FROM diary_homework h
                 WHERE (h.school_id, h.class_unit) IN (
-                          SELECT DISTINCT school_id, class_unit FROM diary_grades
-                           WHERE student_id = $1 AND class_unit IS NOT NULL)
+                          SELECT school_id, class_unit FROM diary_grades
+                           WHERE student_id = $1 AND NOT retracted AND posted_version IS NOT NULL)
+                  AND (h.academic_year IS NULL OR (h.school_id, h.class_unit, h.academic_year) IN (
+                          SELECT school_id, class_unit, academic_year FROM diary_grades
+                           WHERE student_id = $1 AND NOT retracted AND posted_version IS NOT NULL))
                   AND ($2::date IS NULL OR h.due_date >= $2) AND ($3::date IS NULL OR h.lesson_date <= $3)
                   AND ($4::text IS NULL OR h.subject_code = $4)
                 ORDER BY h.lesson_date, h.subject_code, h.source_record_id""", student_id, *span, subject_code)
+        # Term grades of the academic years (1 September to 31 August) the period touches.
         terms = await self._db.fetch(
             """SELECT school_id, academic_year, subject_code, term_id, period, mark_scale, mark_value
                  FROM diary_term_grades WHERE student_id = $1 AND ($2::text IS NULL OR subject_code = $2)
-                ORDER BY academic_year, term_id, subject_code""", student_id, subject_code)
+                  AND ($3::date IS NULL OR academic_year IS NULL
+                       OR make_date(split_part(academic_year, '-', 2)::int, 8, 31) >= $3)
+                  AND ($4::date IS NULL OR academic_year IS NULL
+                       OR make_date(split_part(academic_year, '-', 1)::int, 9, 1) <= $4)
+                ORDER BY academic_year, term_id, subject_code""", student_id, subject_code, *span)
         return {
             "student_id": student_id,
             "from": _iso(period.date_from), "to": _iso(period.date_to),
