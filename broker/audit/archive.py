@@ -141,31 +141,34 @@ def verify_archives(paths: Sequence[Path], *, trusted: Sequence[x509.Certificate
 
     Needs no database: only the files and the certificate(s) ejx signed with. A
     certificate is trusted because it is given here, never because an archive names it.
+    One file is open at a time, however many are given: a first pass reads and checks every
+    manifest (so ``on_start`` knows the total), a second re-opens each file for its records.
     """
     trust = {c.fingerprint(hashes.SHA256()).hex(): c for c in trusted}
-    opened: list[tuple[tarfile.TarFile, ArchiveSummary]] = []
+    total = 0
+    for path in paths:
+        tar, summary, broken = _open(path, trust)
+        if broken is not None:
+            return ArchiveVerdict([], 0, broken)
+        tar.close()
+        total += summary.manifest.records
+    on_start(total)
     sound: list[ArchiveSummary] = []
     checked = 0
-    try:
-        for path in paths:
-            tar, summary, broken = _open(path, trust)
-            if broken is not None:
-                return ArchiveVerdict(sound, checked, broken)
-            opened.append((tar, summary))
-        on_start(sum(summary.manifest.records for _, summary in opened))
-        for tar, summary in opened:
+    for path in paths:
+        tar, summary, broken = _open(path, trust)  # checked again: what is verified is what is read now
+        if broken is not None:
+            return ArchiveVerdict(sound, checked, broken)
+        with tar:
             reason = link_fault(sound[-1] if sound else None, summary)
             if reason is not None:
                 return ArchiveVerdict(sound, checked, Break(summary.manifest.first_sequence, reason, summary.name))
             count, broken = _check_records(tar, summary, on_progress)
-            checked += count
-            if broken is not None:
-                return ArchiveVerdict(sound, checked, broken)
-            sound.append(summary)
-        return ArchiveVerdict(sound, checked, None)
-    finally:
-        for tar, _ in opened:
-            tar.close()
+        checked += count
+        if broken is not None:
+            return ArchiveVerdict(sound, checked, broken)
+        sound.append(summary)
+    return ArchiveVerdict(sound, checked, None)
 
 
 def _open(path: Path, trust: dict[str, x509.Certificate]

@@ -82,16 +82,20 @@ async def verify(pool: asyncpg.Pool, *, on_start: Callable[[int], None] = lambda
                  on_progress: Callable[[int], None] = lambda n: None, chunk: int = 2000) -> LiveVerdict:
     """Re-compute every record in the table, in one consistent snapshot, and name the first break.
 
-    The chain starts at record 1, or right after the archive whose records retention deleted;
-    it must end where the head row says, and every archive's last hash must still match the table.
+    The chain starts at record 1, or, once retention has deleted records, right after the
+    last archive that begins before the table's first row. A stopped or running prune may
+    have deleted that archive only in part: its remaining rows are proven by its file (the
+    database keeps only its last hash). The chain must end where the head row says, and the
+    last hash of every archive still wholly in the table must match it.
     """
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         row = await conn.fetchrow("SELECT last_sequence, last_hash FROM message_log_head")
         head = Head(row["last_sequence"], row["last_hash"])
-        archived = {r["last_sequence"]: r["last_record_hash"] for r in await conn.fetch(
-            "SELECT last_sequence, last_record_hash FROM message_log_archives")}
+        archives = await conn.fetch("SELECT first_sequence, last_sequence, last_record_hash FROM message_log_archives")
+        archived = {r["last_sequence"]: r["last_record_hash"] for r in archives}
         first = await conn.fetchval("SELECT min(sequence) FROM message_log")
-        boundary = max((s for s in archived if first is None or s < first), default=0)
+        boundary = max((r["last_sequence"] for r in archives if first is None or r["first_sequence"] < first),
+                       default=0)
         check = ChainCheck(Head(boundary, archived.get(boundary, GENESIS)))
         on_start(max(head.sequence - boundary, 0))
         broken, pending = None, 0
@@ -163,9 +167,10 @@ async def archive(pool: asyncpg.Pool, *, until: datetime, out: Path, signer: Man
 async def prune(pool: asyncpg.Pool, *, older_than: timedelta, chunk: int = 5000) -> int:
     """Delete the records of whole archives whose last record is older than ``older_than``.
 
-    Only archived records, and only whole archives, so the live chain always starts right
-    after an archive's last record. Each chunk is its own transaction (the only one allowed
-    to delete: it sets ``ejx.message_log_retention``). Returns the records deleted.
+    Only archived records, oldest first. Each chunk is its own transaction (the only one
+    allowed to delete: it sets ``ejx.message_log_retention``), so a run stopped or still
+    going may leave the table starting inside an archive; :func:`verify` allows for that. A
+    later run finishes the job. Returns the records deleted.
     """
     bound = await pool.fetchval(
         "SELECT max(last_sequence) FROM message_log_archives WHERE last_recorded_at < now() - $1::interval",

@@ -1,0 +1,79 @@
+"""Verifying the live table while retention is half-way through an archive: sound, and a real gap still named."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from broker.audit import message_log
+from broker.audit.manifest import ManifestSigner
+from broker.xml.signing import keys
+from tests.integration.message_log_support import append_committed, as_superuser_without_triggers, entries
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def manifest_signer() -> ManifestSigner:
+    key = keys.generate_key(keys.KeyAlgorithm.ECDSA)
+    return ManifestSigner(key, keys.self_signed_certificate(key))
+
+
+async def _archived(pool: asyncpg.Pool, signer: ManifestSigner, directory, *sizes: int) -> None:
+    """One archive per size, each holding the records appended just before it."""
+    for number, size in enumerate(sizes, start=1):
+        await append_committed(pool, entries(size))
+        await message_log.archive(pool, until=datetime.now(UTC), out=directory / f"a{number}.tar", signer=signer)
+
+
+async def _prune_chunk(pool: asyncpg.Pool, *, through: int) -> None:
+    """What one of ``prune``'s chunk transactions does, as if the run stopped right after it."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL ejx.message_log_retention = 'on'")
+        await conn.execute("DELETE FROM message_log WHERE sequence <= $1", through)
+
+
+@pytest.mark.parametrize("through", [4, 10, 13, 19])
+async def test_a_prune_stopped_inside_an_archive_leaves_a_sound_chain(db_pool, manifest_signer, tmp_path,
+                                                                      through) -> None:
+    await _archived(db_pool, manifest_signer, tmp_path, 10, 10)  # archives 1…10 and 11…20
+    await append_committed(db_pool, entries(5))  # 21…25, not archived
+    await _prune_chunk(db_pool, through=through)
+
+    verdict = await message_log.verify(db_pool)
+    assert verdict.broken is None, str(verdict.broken)
+    assert verdict.head.sequence == 25
+    archive_end = 10 if through <= 10 else 20
+    assert verdict.checked == 25 - archive_end, "the rows an archive still covers are proven by its file"
+
+
+async def test_a_missing_record_after_a_half_pruned_archive_is_still_broken(db_pool, manifest_signer,
+                                                                            tmp_path) -> None:
+    await _archived(db_pool, manifest_signer, tmp_path, 10)
+    await append_committed(db_pool, entries(5))  # 11…15
+    await _prune_chunk(db_pool, through=4)
+    await as_superuser_without_triggers(db_pool, "DELETE FROM message_log WHERE sequence = 11")
+
+    broken = (await message_log.verify(db_pool)).broken
+    assert (broken.sequence, broken.where) == (11, "database")
+    assert "missing" in broken.reason
+
+
+async def test_a_gap_not_covered_by_any_archive_is_broken(db_pool, manifest_signer, tmp_path) -> None:
+    await _archived(db_pool, manifest_signer, tmp_path, 10)
+    await append_committed(db_pool, entries(5))  # 11…15
+    await _prune_chunk(db_pool, through=10)
+    await as_superuser_without_triggers(db_pool, "DELETE FROM message_log WHERE sequence <= 12")
+
+    broken = (await message_log.verify(db_pool)).broken
+    assert broken.sequence == 11 and "missing (the next record present is 13)" in broken.reason
+
+
+async def test_records_deleted_from_the_start_of_an_unarchived_log_are_broken(db_pool) -> None:
+    await append_committed(db_pool, entries(6))
+    await as_superuser_without_triggers(db_pool, "DELETE FROM message_log WHERE sequence <= 2")
+
+    broken = (await message_log.verify(db_pool)).broken
+    assert broken.sequence == 1 and "missing" in broken.reason
