@@ -32,6 +32,7 @@ from broker.smev3.client_requests import (
     get_request,
     parse_answer,
     send,
+    smev_signature,
 )
 from broker.smev3.wire import Version, date_time, find_child, single_child, to_bytes
 from broker.xml import hardened
@@ -40,7 +41,6 @@ from broker.xml.signing import (
     VerifiedSignature,
     find_signatures,
     keys,
-    sign_reference,
     verify_reference,
 )
 
@@ -158,7 +158,7 @@ class Smev3Client:
 
     def _signed(self, request: Unsigned) -> bytes:
         attach_signature(request.target.getparent(), "CallerInformationSystemSignature",
-                         sign_reference(request.target, self._key))
+                         smev_signature(request.target, self._key))
         return to_bytes(request.envelope)
 
     async def _post(self, body: bytes) -> bytes:

@@ -10,6 +10,7 @@ from functools import partial
 from lxml import etree
 
 from broker.domain.faults import UnknownMessageType, fault_from_code
+from broker.xml.signing import SMEV_TRANSFORMS, SigningKey, sign_reference
 from broker.smev3.wire import (
     DS,
     SOAP,
@@ -88,6 +89,13 @@ def send(version: Version, sender_data: etree._Element) -> Unsigned:
     kind = etree.QName(sender_data).localname.removeprefix("SenderProvided").removesuffix("Data")
     data = same_version(version, sender_data, f"SenderProvided{kind}Data")
     return Unsigned(soap_envelope(version, f"Send{kind}Request", data), data)
+
+
+def smev_signature(target: etree._Element, key: SigningKey) -> etree._Element:
+    """A ds:Signature over ``target`` with the SMEV 3 chain (exc-c14n, then the SMEV transform), whatever the
+    key: the transform makes the digest independent of namespace prefixes, which lxml changes when a stored
+    message is placed into an answer envelope (RSA/ECDSA's own chain broke every handed-out signature)."""
+    return sign_reference(target, key, transforms=SMEV_TRANSFORMS)
 
 
 def attach_signature(parent: etree._Element, slot: str, signature: etree._Element) -> etree._Element:

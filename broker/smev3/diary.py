@@ -36,7 +36,7 @@ from broker.domain.faults import MessageIsAlreadySent
 from broker.infra.postgres import UnitOfWork, outage_as_failure
 from broker.ops import metrics
 from broker.smev3.calls import SendRequest
-from broker.smev3.client_requests import attach_signature
+from broker.smev3.client_requests import attach_signature, smev_signature
 from broker.smev3.diary_documents import (
     REQUEST_ROOT,
     RESPONSE_ROOT,
@@ -56,7 +56,7 @@ from broker.smev3.wire import Version, to_bytes
 from broker.xml import hardened
 from broker.xml.envelope import new_message_id
 from broker.xml.schemas import DIARY_NS, Schemas
-from broker.xml.signing import SigningKey, sign_reference
+from broker.xml.signing import SigningKey
 
 log = structlog.get_logger(__name__)
 
@@ -179,7 +179,7 @@ class DiaryService:
                         recipient=(self._sender.mnemonic, self._sender.name), status="requestIsQueued")
         envelope = accepted(version, "SendRequest", meta)
         answer = envelope[0][0]
-        attach_signature(answer, "SMEVSignature", sign_reference(answer[0], self._key))
+        attach_signature(answer, "SMEVSignature", smev_signature(answer[0], self._key))
         return to_bytes(envelope)
 
     def _response(self, call: SendRequest, reply_to: str, response_id: uuid.UUID, requester: str,
@@ -208,8 +208,8 @@ class DiaryService:
                                  original_transaction_code=call.transaction_code or (
                                      REQUEST_ROOT if version is Version.V1_2 else None),
                                  reference_message_id=call.reference_message_id,
-                                 sender_signature=sign_reference(data, self._key))
-        attach_signature(built, "SMEVSignature", sign_reference(built[0], self._key))
+                                 sender_signature=smev_signature(data, self._key))
+        attach_signature(built, "SMEVSignature", smev_signature(built[0], self._key))
         return _Signed(outcome, etree.tostring(built))
 
 

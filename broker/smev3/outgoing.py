@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from lxml import etree
 
 from broker.delivery.outbox import OutboxMessage
-from broker.smev3.client_requests import attach_signature
+from broker.smev3.client_requests import attach_signature, smev_signature
 from broker.smev3.messages import (
     Metadata,
     request_message,
@@ -29,7 +29,7 @@ from broker.smev3.queue import QueuedRequest
 from broker.smev3.wire import Version
 from broker.xml import hardened
 from broker.xml.envelope import read_envelope
-from broker.xml.signing import SigningKey, sign_reference
+from broker.xml.signing import SigningKey
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class RequestMessages:
                         sending_timestamp=header.sending_timestamp, destination_name=recipient,
                         recipient=(recipient, recipient))
         built = request_message(version, data, meta, reply_to=f"{self._sender.mnemonic}:{message_id}",
-                                sender_signature=sign_reference(data, self._key))
+                                sender_signature=smev_signature(data, self._key))
         request = built[0]
-        attach_signature(built, "SMEVSignature", sign_reference(request, self._key))
+        attach_signature(built, "SMEVSignature", smev_signature(request, self._key))
         return built
