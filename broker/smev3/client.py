@@ -97,6 +97,9 @@ class ReceivedResponse:
     document: bytes
 
 
+_CERTIFICATE_PROBLEMS = frozenset({"CertificateIsExpired", "CertificateIsNotTrusted"})
+
+
 @dataclass(frozen=True)
 class Pulled:
     """One answer to GetRequest that held a message: verified, or refused with the (unsigned) MessageID hint."""
@@ -104,6 +107,13 @@ class Pulled:
     message_id: uuid.UUID
     message: ReceivedMessage | None
     refusal: Fault | None
+
+    @property
+    def refuse_for_good(self) -> bool:
+        """Ack it accepted=false, which SMEV takes as "ignored" and never hands out again: only when its bytes
+        fail (a digest or a value), never for a certificate we do not trust or that expired, which rotating
+        keys or pinning a new certificate mends; such a message comes back after its visibility timeout."""
+        return self.refusal is not None and self.refusal.details.get("reason") not in _CERTIFICATE_PROBLEMS
 
 
 def pinned_certificates(path: Path) -> frozenset[bytes]:
@@ -227,7 +237,8 @@ class Smev3Client:
         untrusted = [s.subject for s in signatures if self._trusted is not None
                      and s.certificate_der not in self._trusted]
         if untrusted:
-            raise SignatureVerificationFault(f"signed by untrusted certificates: {untrusted}")
+            raise SignatureVerificationFault(f"signed by untrusted certificates: {untrusted}",
+                                             details={"reason": "CertificateIsNotTrusted"})
         return signatures
 
     def _verified(self, version: Version, root: etree._Element, data: bytes) -> ReceivedMessage:

@@ -155,7 +155,10 @@ class MessageExchange:
         if isinstance(call, Ack):
             await self._queue.ack(recipient=participant.mnemonic, message_id=uuid.UUID(call.message_id),
                                   accepted=call.accepted, received=body)
-            log.info("smev3.acknowledged", message_id=call.message_id, accepted=call.accepted)
+            if call.accepted:
+                log.info("smev3.acknowledged", message_id=call.message_id, accepted=True)
+            else:  # final, as SMEV has it: the recipient refused our signatures and ignores the message
+                log.warning("smev3.refused_by_recipient", message_id=call.message_id, recipient=participant.mnemonic)
             return answer(version, "Ack")
         if isinstance(call, SendRequest) and self._diary is not None and signed.query is not None:
             return await self._diary.send_request(call, signed.query, participant, body)

@@ -162,3 +162,26 @@ async def test_ejx_smev3_request_prints_the_diary_and_says_no_data(db_settings, 
         code, out, err = await _ejx(*ask, "--pupil", "12345678901", settings=db_settings)
         assert code == 1 and err.strip().splitlines()[-1].startswith("InvalidContent: ")
     assert await db_pool.fetchval("SELECT count(*) FROM smev_queue WHERE kind = 'response' AND acked_at IS NULL") == 0
+
+
+async def test_ejx_smev3_pull_does_not_refuse_for_good_a_message_signed_by_a_certificate_it_does_not_trust(
+        db_settings, db_pool, tmp_path):
+    """accepted=false is final in SMEV ("ignored"): a client pinning the exchange's next certificate must not
+    throw away the backlog signed by the current one. The message stays queued and comes back."""
+    ejx_smev, agency, next_smev = gost_pair("ejx SMEV"), gost_pair("RSMEV"), gost_pair("ejx SMEV next")
+    for name, pair in (("next-smev", next_smev), ("rsmev", agency)):
+        (tmp_path / f"{name}.crt").write_bytes(pair.cert_pem)
+    (tmp_path / "rsmev.key").write_bytes(agency.key_pem)
+    assert (await _ejx("participants", "add", "RSMEV", "--cert", str(tmp_path / "rsmev.crt"),
+                       settings=db_settings))[0] == 0
+    mine = await enqueue(db_pool, ejx_smev.key)
+
+    async with AsyncExitStack() as stack:
+        base = await _running_ejx(db_settings, db_pool, stack, ejx_smev, tmp_path)
+        code, out, err = await _ejx("smev3", "pull", "--url", f"{base}/smev3/1.2", "--key", str(tmp_path / "rsmev.key"),
+                                    "--cert", str(tmp_path / "rsmev.crt"), "--trust", str(tmp_path / "next-smev.crt"),
+                                    "--out", str(tmp_path / "inbox"), "--once", "--ack", settings=db_settings)
+    assert code == 0, err
+    assert f"{mine}\trefused (not acknowledged: it comes back)\tsigned by untrusted certificates" in err
+    row = await db_pool.fetchrow("SELECT acked_at, accepted FROM smev_queue WHERE message_id = $1", uuid.UUID(mine))
+    assert (row["acked_at"], row["accepted"]) == (None, None)

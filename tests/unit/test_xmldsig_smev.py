@@ -302,6 +302,12 @@ def test_certificate_validity_is_checked_at_the_given_moment(gost_key):
             at=verified.not_after + timedelta(seconds=1))
     refused(envelope, "is valid only", at=verified.not_before - timedelta(days=1))
     assert verify_reference(find_signatures(wire(envelope))[0], at=verified.not_before).reference_id
+    with pytest.raises(SignatureVerificationFault) as expired:
+        verify_reference(find_signatures(wire(envelope))[0], at=verified.not_after + timedelta(seconds=1))
+    assert expired.value.details == {"reason": "CertificateIsExpired"}  # SMEV's code, as its clients expect
+    with pytest.raises(SignatureVerificationFault) as early:
+        verify_reference(find_signatures(wire(envelope))[0], at=verified.not_before - timedelta(days=1))
+    assert early.value.details == {}
     with pytest.raises(ValueError, match="timezone-aware"):
         verify_reference(find_signatures(envelope)[0], at=datetime(2025, 1, 1))
 

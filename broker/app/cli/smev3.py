@@ -90,12 +90,13 @@ def pull(url: str, key_file: Path, cert_file: Path, trust_file: Path | None, mes
                     await pause(stop, idle)
                     continue
                 if pulled.message is None:
-                    click.echo(f"{pulled.message_id}\trefused\t{pulled.refusal.description}", err=True)
+                    held = "" if pulled.refuse_for_good else " (not acknowledged: it comes back)"
+                    click.echo(f"{pulled.message_id}\trefused{held}\t{pulled.refusal.description}", err=True)
                 else:
                     first = _record(out, pulled.message)
                     click.echo(f"{pulled.message_id}\t{'received' if first else 'duplicate'}\t"
                                f"{out / f'{pulled.message_id}.xml'}")
-                if ack:
+                if ack and (pulled.message is not None or pulled.refuse_for_good):
                     await client.ack(pulled.message_id, accepted=pulled.message is not None)
                 if once:
                     return

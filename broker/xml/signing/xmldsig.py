@@ -225,7 +225,9 @@ def verify_reference(signature: etree._Element, *, at: datetime | None = None) -
         raise SignatureVerificationFault(
             f"the signature over #{ref_id} matches, but certificate {certificate.subject} (serial "
             f"{certificate.serial_number:x}) is valid only {certificate.not_before:%Y-%m-%dT%H:%M:%SZ} .. "
-            f"{certificate.not_after:%Y-%m-%dT%H:%M:%SZ}, not at {moment.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}")
+            f"{certificate.not_after:%Y-%m-%dT%H:%M:%SZ}, not at {moment.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}",
+            # SMEV's own code for it: a client watching for certificate rotation looks for it.
+            details={"reason": "CertificateIsExpired"} if moment > certificate.not_after else None)
     return VerifiedSignature(signature=signature, covered=covered, reference_id=ref_id, algorithm=method.uri,
                              certificate_der=certificate.der, subject=certificate.subject,
                              serial_number=certificate.serial_number, not_before=certificate.not_before,
