@@ -85,7 +85,9 @@ class Participants:
     async def add(self, mnemonic: str, certificate: CertificateFacts, *, service: str | None = None) -> bool:
         """Register ``certificate`` for ``mnemonic``; False when it was registered already (for the same one).
 
-        A certificate belongs to one participant: registering it for another is refused."""
+        A certificate belongs to one participant: registering it for another is refused. Without
+        ``service``, a new certificate of a known mnemonic takes the service its newest certificate has:
+        a rotation done the same way as the first registration keeps the e-diary open to it."""
         if not _MNEMONIC.match(mnemonic):
             raise InvalidContent(f"mnemonic {mnemonic!r} must be 2-64 capital letters, digits or '_'")
         key = fingerprint(certificate.der)
@@ -93,7 +95,10 @@ class Participants:
             owner = await self._pool.fetchval(
                 """INSERT INTO participants (cert_sha256, mnemonic, service, certificate, subject, serial_number,
                                              not_before, not_after)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                   VALUES ($1, $2, coalesce($3, (SELECT p.service FROM participants p
+                                                  WHERE p.mnemonic = $2 AND p.service IS NOT NULL
+                                                  ORDER BY p.not_after DESC LIMIT 1)),
+                           $4, $5, $6, $7, $8)
                    ON CONFLICT (cert_sha256) DO UPDATE SET service = coalesce(excluded.service, participants.service)
                        WHERE participants.mnemonic = excluded.mnemonic
                    RETURNING (xmax = 0)""",

@@ -248,6 +248,21 @@ async def test_a_certificate_belongs_to_one_participant(db_pool, keys):
     assert [p.mnemonic for p in await participants.all()] == ["RSMEV"]
 
 
+async def test_a_rotated_certificate_keeps_its_participants_service(db_pool, keys):
+    """The e-diary is granted by the service: a rotation registered like the first certificate but without
+    --service must not lock the portal out of it."""
+    participants = Participants(db_pool)
+    assert await participants.add("EPGU", keys["epgu"].facts, service="diary")
+    assert await participants.add("EPGU", keys["stranger"].facts)
+    assert await participants.add("RSMEV", keys["rsmev"].facts)
+    services = {(p.mnemonic, p.subject): p.service for p in await participants.all()}
+    assert services == {("EPGU", keys["epgu"].facts.subject): "diary",
+                        ("EPGU", keys["stranger"].facts.subject): "diary",
+                        ("RSMEV", keys["rsmev"].facts.subject): None}
+    rotated = await participants.owner(keys["stranger"].facts.der)
+    assert (rotated.mnemonic, rotated.service) == ("EPGU", "diary")
+
+
 async def test_a_records_later_message_waits_until_its_earlier_one_is_acknowledged(endpoint, db_pool, keys):
     """A grade and its correction share a key: while the grade is handed out and unacknowledged (its answer
     lost, or another reader holds it), the correction is not handed out; other records are."""

@@ -23,7 +23,10 @@ def participants_group() -> None:
 @click.argument("mnemonic")
 @click.option("--cert", "cert_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The system's X.509 signing certificate (PEM), GOST or not.")
-@click.option("--service", default=None, help="What the system is, for people reading the list.")
+@click.option("--service", default=None,
+              help="The service it may use: `diary` (EJX_DIARY_SERVICE) lets it ask for pupils' e-diaries; any "
+                   "other text only describes it. A further certificate of the same MNEMONIC without --service "
+                   "keeps the service of its newest one.")
 @click.pass_obj
 def add_participant_command(settings: Settings, mnemonic: str, cert_file: Path, service: str | None) -> None:
     """Register CERT for MNEMONIC; another certificate for the same MNEMONIC is kept beside it (rotation)."""
