@@ -94,6 +94,10 @@ class _Signed:
     message: bytes
 
 
+_KNOWN = """SELECT requester, version, accepted_answer, pupil_id, date_from, date_to, subject_code, test
+              FROM diary_requests WHERE message_id = $1"""
+
+
 class DiaryService:
     """Takes SendRequests of DiaryRequests; thread-safe parts (:meth:`read`) run in the exchange's worker."""
 
@@ -116,10 +120,9 @@ class DiaryService:
         """Record the request and queue its response in one transaction; the SendRequestResponse."""
         message_id, requester = uuid.UUID(call.message_id), participant.mnemonic
         with outage_as_failure("the e-diary service"):
-            known = await self._pool.fetchrow(
-                "SELECT requester, version, accepted_answer FROM diary_requests WHERE message_id = $1", message_id)
+            known = await self._pool.fetchrow(_KNOWN, message_id)
             if known is not None:
-                return self._repeated(call, requester, known)
+                return self._repeated(call, query, requester, known)
             answer = await asyncio.to_thread(self._accepted, call.version, call.message_id, requester)
             reply_to = f"{requester}:{call.message_id}"
             response_id = new_message_id()
@@ -141,10 +144,8 @@ class DiaryService:
                     message_id, requester, call.version.value, query.pupil_id, query.date_from, query.date_to,
                     query.subject_code, call.test, reply_to, signed.outcome.value, response_id, answer)
                 if not inserted:  # the same MessageID, concurrently: the first one's answer stands
-                    known = await conn.fetchrow(
-                        "SELECT requester, version, accepted_answer FROM diary_requests WHERE message_id = $1",
-                        message_id)
-                    return self._repeated(call, requester, known)
+                    known = await conn.fetchrow(_KNOWN, message_id)
+                    return self._repeated(call, query, requester, known)
                 await put_response(conn, QueuedResponse(
                     message_id=response_id, recipient=requester, version=call.version, namespace_uri=DIARY_NS,
                     root_local_name=RESPONSE_ROOT, message=signed.message))
@@ -165,10 +166,16 @@ class DiaryService:
                  marks=len(diary["grades"]) if diary else 0)
         return hardened.parse_trusted(answer)
 
-    def _repeated(self, call: SendRequest, requester: str, known: asyncpg.Record) -> etree._Element:
-        """The first answer again for its sender (same version); MessageIsAlreadySent for anyone else."""
+    def _repeated(self, call: SendRequest, query: DiaryQuery, requester: str, known: asyncpg.Record
+                  ) -> etree._Element:
+        """The first answer again for its sender repeating the same request (same version, same question);
+        MessageIsAlreadySent for anyone else, or for another question under the same MessageID, which would
+        otherwise get the first one's answer without a word."""
         if known["requester"] != requester or known["version"] != call.version.value:
             raise MessageIsAlreadySent(f"MessageID {call.message_id} was sent already")
+        asked = (known["pupil_id"], known["date_from"], known["date_to"], known["subject_code"], known["test"])
+        if asked != (query.pupil_id, query.date_from, query.date_to, query.subject_code, call.test):
+            raise MessageIsAlreadySent(f"MessageID {call.message_id} was sent already, with another DiaryRequest")
         log.info("smev3.diary_repeated", message_id=call.message_id)
         return hardened.parse_trusted(known["accepted_answer"])
 

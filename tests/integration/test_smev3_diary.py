@@ -183,6 +183,11 @@ async def test_a_repeated_message_id_is_processed_once(endpoint, db_pool, keys):
     assert etree.tostring(first) == etree.tostring(again)  # the same signed SendRequestResponse
     _, other = await _send(endpoint, V13, keys["rsmev"].key, message_id=message_id)
     assert fault_code(other) == "MessageIsAlreadySent"
+    # Its own sender asking another question under the same MessageID does not get the first answer.
+    for query, test in ((DiaryQuery("st-boris2"), False), (DiaryQuery("st-anna1", subject_code="MATH"), False),
+                        (ANNA, True)):
+        _, changed = await _send(endpoint, V13, keys["epgu"].key, query, message_id=message_id, test=test)
+        assert fault_code(changed) == "MessageIsAlreadySent", query
     assert await db_pool.fetchval("SELECT count(*) FROM diary_requests") == 1
     assert await db_pool.fetchval("SELECT count(*) FROM smev_queue WHERE kind = 'response'") == 1
     assert len(await _audit(db_pool)) == 1
