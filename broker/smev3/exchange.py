@@ -146,7 +146,8 @@ class MessageExchange:
         if isinstance(call, GetMessage):
             kind = Queued.REQUEST if call.operation == "GetRequest" else Queued.RESPONSE
             handed = await self._queue.take(recipient=participant.mnemonic, version=version, kind=kind,
-                                            namespace_uri=call.namespace_uri, root_local_name=call.root_local_name)
+                                            namespace_uri=call.namespace_uri, root_local_name=call.root_local_name,
+                                            received=body)
             if handed is None:
                 return answer(version, call.operation)
             log.info("smev3.handed_out", message_id=str(handed.message_id), kind=kind.value,

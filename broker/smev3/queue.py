@@ -131,29 +131,36 @@ class SmevQueue:
         return fresh
 
     async def take(self, *, recipient: str, version: Version, namespace_uri: str | None = None,
-                   root_local_name: str | None = None, kind: Queued = Queued.REQUEST) -> HandedOut | None:
+                   root_local_name: str | None = None, kind: Queued = Queued.REQUEST, received: bytes
+                   ) -> HandedOut | None:
         """The oldest visible unacknowledged message of ``recipient`` of that kind (and business root, if
         given) in ``version``, now hidden for the visibility timeout; None when there is none.
 
         Never one with an earlier unacknowledged message of its key (handed out or not, of any business
-        root): that one is acknowledged first, or handed out again once its visibility timeout passes."""
+        root): that one is acknowledged first, or handed out again once its visibility timeout passes.
+        ``received`` (the signed GetRequest / GetResponse as it came) goes to the message log with a
+        message it takes, in the same transaction."""
         column = _COLUMN[version]
         with outage_as_failure("the SMEV queue"):
-            row = await self._pool.fetchrow(
-                f"""UPDATE smev_queue SET visible_at = now() + $4::interval, deliveries = deliveries + 1
-                    WHERE message_id = (
-                        SELECT q.message_id FROM smev_queue q
-                        WHERE q.recipient = $1 AND q.kind = $5 AND q.acked_at IS NULL AND q.visible_at <= now()
-                          AND q.{column} IS NOT NULL
-                          AND ($2::text IS NULL OR (q.namespace_uri = $2 AND q.root_local_name = $3))
-                          AND q.seq <= coalesce((
-                              SELECT p.seq FROM smev_queue p
-                              WHERE p.recipient = q.recipient AND p.kind = q.kind AND p.ordering_key = q.ordering_key
-                                AND p.acked_at IS NULL
-                              ORDER BY p.recipient, p.kind, p.ordering_key, p.seq LIMIT 1), q.seq)
-                        ORDER BY q.seq LIMIT 1 FOR UPDATE OF q SKIP LOCKED)
-                    RETURNING message_id, {column} AS request_message, deliveries""",
-                recipient, namespace_uri, root_local_name, self._visibility, kind.value)
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    f"""UPDATE smev_queue SET visible_at = now() + $4::interval, deliveries = deliveries + 1
+                        WHERE message_id = (
+                            SELECT q.message_id FROM smev_queue q
+                            WHERE q.recipient = $1 AND q.kind = $5 AND q.acked_at IS NULL AND q.visible_at <= now()
+                              AND q.{column} IS NOT NULL
+                              AND ($2::text IS NULL OR (q.namespace_uri = $2 AND q.root_local_name = $3))
+                              AND q.seq <= coalesce((
+                                  SELECT p.seq FROM smev_queue p
+                                  WHERE p.recipient = q.recipient AND p.kind = q.kind
+                                    AND p.ordering_key = q.ordering_key AND p.acked_at IS NULL
+                                  ORDER BY p.recipient, p.kind, p.ordering_key, p.seq LIMIT 1), q.seq)
+                            ORDER BY q.seq LIMIT 1 FOR UPDATE OF q SKIP LOCKED)
+                        RETURNING message_id, {column} AS request_message, deliveries""",
+                    recipient, namespace_uri, root_local_name, self._visibility, kind.value)
+                if row is not None:  # last before the commit: the append holds the log's head until then
+                    await message_log.append(conn, [
+                        Entry(Direction.IN, recipient, row["message_id"], Kind.SMEV3_TAKE, received)])
         return HandedOut(**dict(row)) if row else None
 
     async def ack(self, *, recipient: str, message_id: uuid.UUID, accepted: bool, received: bytes) -> None:

@@ -27,6 +27,7 @@ from broker.smev3.client import ClientOptions, Smev3Client
 from broker.smev3.diary import DiaryOptions
 from broker.smev3.diary_documents import DiaryQuery, diary_request, read_diary_response
 from broker.smev3.requester import RequesterOptions, request_diary
+from broker.xml import hardened
 from broker.xml.schemas import DIARY_NS
 from broker.xml.signing import find_signatures, verify_reference
 from broker.xml.smev_transform import transform, transform_bytes
@@ -151,11 +152,14 @@ async def test_a_diary_request_is_answered_with_corrections_applied_and_retracti
     logged = [(r["direction"], r["participant"], str(r["message_id"]), r["kind"]) for r in await db_pool.fetch(
         "SELECT direction, participant, message_id, kind FROM message_log ORDER BY sequence")]
     assert logged == [("in", "EPGU", message_id, "smev3-request"), ("out", "EPGU", message_id, "smev3-receipt"),
-                      ("out", "EPGU", response_id, "smev3-response"), ("in", "EPGU", response_id, "ack")]
+                      ("out", "EPGU", response_id, "smev3-response"), ("in", "EPGU", response_id, "smev3-take"),
+                      ("in", "EPGU", response_id, "ack")]
     payload = await db_pool.fetchval("SELECT payload FROM message_log WHERE kind = 'smev3-response'")
     assert transform(message) == transform_bytes(payload)  # what was signed is what was handed out
+    taken = hardened.parse(await db_pool.fetchval("SELECT payload FROM message_log WHERE kind = 'smev3-take'"))
+    assert [verify_reference(s).certificate_der for s in find_signatures(taken)] == [keys["epgu"].key.certificate_der]
     verdict = await message_log.verify(db_pool)
-    assert (verdict.checked, verdict.broken) == (4, None)
+    assert (verdict.checked, verdict.broken) == (5, None)
 
 
 async def test_an_unknown_pupil_or_nothing_in_range_is_no_data(endpoint, db_pool, keys):
