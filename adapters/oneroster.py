@@ -16,6 +16,11 @@ otherwise ``textScore`` «зач»/«незач» is pass-fail and a numeric sco
 by the line item's ``resultValueMin``/``resultValueMax``: 1–5 (or 2–5, 0–5)
 five-point, 0/1–10 ten, 0–100 hundred; any other maximum is converted to
 percent on the hundred scale.
+
+Dates: OneRoster timestamps are usually UTC, the schools' days are not: a
+timestamp's date (``lesson_date``, the academic year) is taken in the school
+time zone (``timezone``, Europe/Moscow by default, as for CSV imports); a
+date-only value is the school's date already.
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 
 from adapters.ledger import IngestLedger
 from adapters.payload import PayloadLimits, json_document
 from adapters.problems import Problem
+from broker.domain.calendar import SCHOOL_ZONE
 from broker.domain.faults import InvalidContent
 from broker.domain.model.rules import RULES
 
@@ -104,8 +111,12 @@ def _gradebook(bundle: object) -> tuple[Gradebook, list, list[str]]:
     return Gradebook(collections), results, record_ids
 
 
+@dataclass(frozen=True)
 class OneRosterMapper:
     """Maps a gradebook bundle to events in their JSON form; ``ledger`` tells posted from corrected."""
+
+    timezone: ZoneInfo = SCHOOL_ZONE
+    """The schools' zone: the date of a timestamp with an offset is its date here."""
 
     async def map(self, bundle: object, *, source_system: str, ledger: IngestLedger, run: Run = _inline) -> Mapping:
         """``run`` does the CPU work (reading the bundle, mapping its results); the REST face passes
@@ -173,7 +184,8 @@ class OneRosterMapper:
                              "metadata.teacherSourcedId on the line item or class)", details={"path": "/lineItem"})
         common = {
             "source_record_id": record_id, "version": version, "occurred_at": modified.isoformat(),
-            "school_id": school_id, "academic_year": _academic_year(session, modified), "actor_id": actor,
+            "school_id": school_id, "academic_year": _academic_year(session, modified.astimezone(self.timezone)),
+            "actor_id": actor,
         }
         if result.get("status") == "tobedeleted":
             return {"type": "GradeRetracted", **common, "grade_ref": record_id,
@@ -195,7 +207,8 @@ class OneRosterMapper:
             "type": "GradePosted", **common,
             "student_id": _ref(result.get("student")), "class_unit": klass.get("classCode") or klass.get("title"),
             "subject_code": subjects[0], "teacher_id": teacher, "lesson_id": line_item["sourcedId"],
-            "lesson_date": _date(line_item.get("assignDate") or result.get("scoreDate") or modified.isoformat()),
+            "lesson_date": _date(line_item.get("assignDate") or result.get("scoreDate") or modified.isoformat(),
+                                 self.timezone),
             "work_type": (line_item.get("title") or "Оценка")[:100], "weight": self._weight(line_item, book),
             "mark": mark, "counts_in_average": result.get("scoreStatus") != "exempt", "term_id": session_id,
         }
@@ -342,15 +355,21 @@ def _instant(value: str, name: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _date(value: str) -> str:
+def _date(value: str, zone: ZoneInfo) -> str:
+    """The school's date of ``value``: a moment with an offset is its date in ``zone`` (00:30 Moscow sent
+    as 21:30Z is the next day there); a date, or a moment without an offset, is taken as written."""
     try:
-        return (datetime.fromisoformat(value).date() if "T" in value else date.fromisoformat(value)).isoformat()
+        if "T" not in value:
+            return date.fromisoformat(value).isoformat()
+        moment = datetime.fromisoformat(value)
+        return (moment.astimezone(zone) if moment.tzinfo else moment).date().isoformat()
     except ValueError:
         raise Unmappable(f"{value!r} is not an ISO 8601 date", details={"path": "/lineItem/assignDate"}) from None
 
 
 def _academic_year(session: dict[str, Any], fallback: datetime) -> str:
-    """OneRoster's schoolYear is the year the school year ends in (2027 for 2026-2027)."""
+    """OneRoster's schoolYear is the year the school year ends in (2027 for 2026-2027); without it, the
+    year of ``fallback``, a moment already in the school's zone (1 September starts at its midnight)."""
     year = session.get("schoolYear")
     if isinstance(year, (str, int)) and not isinstance(year, bool) and str(year).isascii() and str(year).isdigit():
         end = int(year)

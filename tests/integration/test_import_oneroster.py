@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,33 @@ async def test_a_bundle_carries_no_more_results_than_a_request_carries_events(in
     assert answer.status_code == 413
     assert answer.json()["code"] == "InvalidContent" and f"at most {limit}" in answer.json()["description"]
     assert await read_topic(ingest_settings, ingest_settings.events_topic) == []
+
+
+def night_bundle() -> dict:
+    """res-1 lesson at 00:00 Moscow (21:00Z the day before); res-2 without an assign or score date, changed at
+    00:30 Moscow on 1 September (21:30Z on 31 August), in a session without a schoolYear."""
+    bundle = read_bundle(BUNDLE)
+    bundle["lineItems"][0]["assignDate"] = "2026-10-13T21:00:00.000Z"
+    del bundle["lineItems"][1]["assignDate"], bundle["results"][1]["scoreDate"]
+    bundle["results"][1]["dateLastModified"] = "2026-08-31T21:30:00.000Z"
+    for session in bundle["academicSessions"]:
+        del session["schoolYear"]
+    return bundle
+
+
+@pytest.mark.parametrize("entry", ["rest", "import"])
+async def test_lesson_dates_and_years_are_moscow_ones(ingest_settings, db_pool, entry):
+    tokens = await register(db_pool)
+    bundle = night_bundle()
+    async with ingest_service(ingest_settings, db_pool) as service, api(service, db_pool) as client:
+        if entry == "rest":
+            answer = await client.post("/v1/oneroster/results", json=bundle, headers=bearer(tokens.vendor))
+            assert answer.status_code == 202, answer.text
+        else:  # what `ejx import oneroster` does
+            mapping = await OneRosterMapper().map(bundle, source_system=VENDOR, ledger=service.ledger)
+            _, problems = await service.import_batch(await service.registry.vendor(VENDOR), mapping.events)
+            assert mapping.problems == problems == []
+    events = events_of(await read_topic(ingest_settings, ingest_settings.events_topic)).values()
+    posted = {e.source_record_id: e for e in events if e.type is model.EventType.GRADE_POSTED}
+    assert posted["res-1"].lesson_date == date(2026, 10, 14)
+    assert (posted["res-2"].lesson_date, posted["res-2"].academic_year) == (date(2026, 9, 1), "2026-2027")

@@ -22,9 +22,9 @@ def test_status_is_live_until_more_than_n_days_of_silence() -> None:
                          silent_after_days=3) is SchoolStatus.SILENT
 
 
-def test_window_ends_on_the_as_of_utc_day() -> None:
-    late_evening_moscow = datetime(2026, 3, 10, 23, 30, tzinfo=UTC).astimezone()
-    assert window(late_evening_moscow, 3) == [date(2026, 3, 8), date(2026, 3, 9), date(2026, 3, 10)]
+def test_window_ends_on_the_as_of_moscow_day() -> None:
+    late_evening_utc = datetime(2026, 3, 10, 23, 30, tzinfo=UTC)  # 02:30 on 11 March in Moscow
+    assert window(late_evening_utc, 3) == [date(2026, 3, 9), date(2026, 3, 10), date(2026, 3, 11)]
 
 
 def _school(school_id: str, district: str, status: SchoolStatus, daily: list[int], grades: int = 0,

@@ -4,6 +4,9 @@ Written for each newly consumed event (counts, first/last event, events per day)
 read with the registry, so schools that never sent anything show up as
 ``never_connected``. Status and timeliness depend on parameters (N days), so
 they are computed at read time from stored facts, never stored themselves.
+
+Days are the schools' days (:data:`SCHOOL_TIMEZONE`), like a lesson date: a grade
+entered at 01:30 Moscow belongs to that Moscow day, not to the UTC day before.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from enum import StrEnum
 import asyncpg
 
 from broker.domain import model
+from broker.domain.calendar import SCHOOL_TIMEZONE, SCHOOL_ZONE
 
 
 class SchoolStatus(StrEnum):
@@ -31,7 +35,7 @@ class ActivityOptions:
     silent_after_days: int = 3
     """A school whose latest event is older than this many days is silent."""
     timely_within_days: int = 1
-    """A grade is timely if recorded at most this many days after its lesson (UTC dates)."""
+    """A grade is timely if recorded at most this many days after its lesson (school days)."""
     window_days: int = 14
     """Days of the per-day event series, ending on the as-of day."""
 
@@ -46,8 +50,8 @@ def school_status(last_event_at: datetime | None, *, as_of: datetime, silent_aft
 
 
 def window(as_of: datetime, days: int) -> list[date]:
-    """The ``days`` UTC dates ending on the as-of date, oldest first."""
-    last = as_of.astimezone(UTC).date()
+    """The ``days`` school dates ending on the as-of date, oldest first."""
+    last = as_of.astimezone(SCHOOL_ZONE).date()
     return [last - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
 
 
@@ -65,7 +69,7 @@ async def record_events(conn: asyncpg.Connection, events: Sequence[model.Event])
     """Count newly consumed events of their schools (each event once, inside the batch's transaction).
 
     One statement per table: the batch is folded per school (and per school and
-    UTC day) first. The vendor in force is the ``source_system`` of the latest
+    school day) first. The vendor in force is the ``source_system`` of the latest
     ``recorded_at``, the later-consumed event winning a tie — as if the events
     had been counted one by one in the order given.
     """
@@ -96,12 +100,12 @@ async def record_events(conn: asyncpg.Connection, events: Sequence[model.Event])
         [t.last_event_at for t in tallies.values()], [t.events for t in tallies.values()])
     await conn.execute(
         """INSERT INTO school_activity_daily AS d (school_id, day, events)
-           SELECT school_id, (recorded_at AT TIME ZONE 'UTC')::date, count(*)
+           SELECT school_id, (recorded_at AT TIME ZONE $3)::date, count(*)
              FROM unnest($1::text[], $2::timestamptz[]) AS e(school_id, recorded_at)
             GROUP BY 1, 2
             ORDER BY 1, 2
            ON CONFLICT (school_id, day) DO UPDATE SET events = d.events + EXCLUDED.events""",
-        [event.school_id for event in events], [event.recorded_at for event in events])
+        [event.school_id for event in events], [event.recorded_at for event in events], SCHOOL_TIMEZONE)
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,7 @@ class SchoolActivity:
     last_event_at: datetime | None
     events: int
     daily: list[tuple[date, int]]
-    """Events per UTC day over the window, oldest first (zeros included)."""
+    """Events per school day over the window, oldest first (zeros included)."""
     grades: int
     """Current grades with a known lesson date (timeliness is measured on these)."""
     timely_grades: int
@@ -169,7 +173,7 @@ class SchoolMonitor:
                  LEFT JOIN school_activity a ON a.school_id = s.school_id
                  LEFT JOIN LATERAL (
                       SELECT count(*) AS grades,
-                             count(*) FILTER (WHERE (posted_at AT TIME ZONE 'UTC')::date - lesson_date <= $3)
+                             count(*) FILTER (WHERE (posted_at AT TIME ZONE $6)::date - lesson_date <= $3)
                                  AS timely
                         FROM diary_grades
                        WHERE school_id = s.school_id AND NOT retracted AND lesson_date IS NOT NULL) g ON true
@@ -179,7 +183,8 @@ class SchoolMonitor:
                        WHERE school_id = s.school_id AND day BETWEEN $4 AND $5) d ON true
                 WHERE ($1::text[] IS NULL OR s.district = ANY($1)) AND ($2::text IS NULL OR s.vendor_id = $2)
                 ORDER BY s.district, s.school_id""",
-            list(districts) if districts is not None else None, vendor_id, self.options.timely_within_days, days[0], days[-1])
+            list(districts) if districts is not None else None, vendor_id, self.options.timely_within_days,
+            days[0], days[-1], SCHOOL_TIMEZONE)
         found = []
         for row in rows:
             state = school_status(row["last_event_at"], as_of=as_of,
