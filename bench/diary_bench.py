@@ -68,25 +68,25 @@ async def fill(pool, pupils: int) -> None:
             grades.append(("bench", f"g{n}-{g}", 1 + (g == 1), now, school, "five-point", str(3 + g % 3), g == 4,
                            g == 1, "пересдача" if g == 1 else None, now, 1, now, "2025-2026", pupil(n), unit,
                            SUBJECTS[g % 4], "tc-teach1", f"l{n}-{g}", day, "Контрольная работа",
-                           Decimal("1"), True, "T3", None))
+                           Decimal("1"), True, "T3", None, f"g{n}-{g}"))
         for a in range(2):
             attendance.append(("bench", f"a{n}-{a}", 1, school, pupil(n), f"l{n}-{a}", FIRST_DAY + timedelta(days=a),
                                "present" if a else "late", None if a else 5))
         if n % PUPILS_PER_CLASS == 0:
             homework.append(("bench", f"h{n}", 1, school, unit, "MATH", "tc-teach1", FIRST_DAY,
-                             FIRST_DAY + timedelta(days=2), "№ 125, 126"))
+                             FIRST_DAY + timedelta(days=2), "№ 125, 126", "2025-2026"))
     async with pool.acquire() as conn:
         await conn.copy_records_to_table("diary_grades", records=grades, columns=(
             "source_system", "grade_record_id", "version", "occurred_at", "school_id", "mark_scale", "mark_value",
             "retracted", "corrected", "change_reason", "changed_at", "posted_version", "posted_at", "academic_year",
             "student_id", "class_unit", "subject_code", "teacher_id", "lesson_id", "lesson_date", "work_type",
-            "weight", "counts_in_average", "term_id", "comment"))
+            "weight", "counts_in_average", "term_id", "comment", "change_record_id"))
         await conn.copy_records_to_table("diary_attendance", records=attendance, columns=(
             "source_system", "source_record_id", "version", "school_id", "student_id", "lesson_id", "day", "status",
             "minutes_late"))
         await conn.copy_records_to_table("diary_homework", records=homework, columns=(
             "source_system", "source_record_id", "version", "school_id", "class_unit", "subject_code", "teacher_id",
-            "lesson_date", "due_date", "text"))
+            "lesson_date", "due_date", "text", "academic_year"))
         await conn.execute("ANALYZE diary_grades; ANALYZE diary_attendance; ANALYZE diary_homework")
 
 

@@ -19,8 +19,8 @@ async def grade(pool: asyncpg.Pool, *, pupil: str, day: date, mark: str, school:
     await pool.execute(
         """INSERT INTO diary_grades (source_system, grade_record_id, version, occurred_at, school_id, mark_scale,
                                      mark_value, changed_at, posted_version, posted_at, student_id, class_unit,
-                                     subject_code, lesson_date, term_id)
-           VALUES ('dnevnik-plus', $1, 1, $2, $3, 'five-point', $4, $2, 1, $2, $5, $6, $7, $8, 'T3')""",
+                                     subject_code, lesson_date, term_id, change_record_id)
+           VALUES ('dnevnik-plus', $1, 1, $2, $3, 'five-point', $4, $2, 1, $2, $5, $6, $7, $8, 'T3', $1)""",
         f"g-{next(_ids)}", at, school, mark, pupil, class_unit, subject, day)
 
 
