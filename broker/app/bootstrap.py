@@ -68,7 +68,7 @@ from broker.smev3.diary import DiaryOptions, DiaryService
 from broker.smev3.exchange import ExchangeOptions, MessageExchange
 from broker.smev3.outgoing import RequestMessages, SenderIdentity
 from broker.smev3.queue import QueueOptions, SmevQueue
-from broker.smev3.service import smev3_router
+from broker.smev3.service import smev3_router, soap_refusals
 from broker.xml.schemas import Schemas
 from broker.xml.signing import SigningKey, XmlDsigSigner
 from consumers.analytics import AnalyticsConsumer
@@ -247,7 +247,7 @@ def guard_options(settings: Settings) -> GuardOptions:
     return GuardOptions(header_timeout_s=settings.http_header_timeout_s, body_idle_s=settings.http_body_idle_s,
                         body_timeout_s=settings.http_body_timeout_s, max_connections=settings.http_max_connections,
                         max_connections_per_client=settings.http_max_connections_per_client,
-                        max_requests_per_client=settings.http_max_requests_per_client)
+                        max_requests_per_client=settings.http_max_requests_per_client, answers=soap_refusals)
 
 
 async def http_app(settings: Settings, built: Runtime, wanted: set[str], stack: AsyncExitStack) -> FastAPI:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from broker.domain.faults import InvalidContent
+from broker.domain.faults import Fault, InvalidContent
 from broker.infra.http_server import bounded_body
 from broker.smev3.exchange import MessageExchange
 from broker.smev3.messages import fault
@@ -38,6 +38,14 @@ def smev3_router(exchange: MessageExchange) -> APIRouter:
             router.add_api_route(PATH.format(version=version.value) + "/" + name, _schema(version, name),
                                  methods=["GET"], summary=f"{name} of SMEV {version.value}", response_class=Response)
     return router
+
+
+def soap_refusals(error: Fault) -> dict[str, tuple[str, bytes]]:
+    """``error`` as each version's soap:Fault, by the path of its endpoint: how the HTTP guard answers a request
+    it refuses before the endpoint runs (``GuardOptions.answers``), so SOAP callers get no JSON there either.
+    The guard renders these once, at start: no XML at request time."""
+    return {PATH.format(version=version.value): (SOAP_MEDIA_TYPE, to_bytes(fault(version, error)))
+            for version in Version}
 
 
 def _post(exchange: MessageExchange, version: Version):  # noqa: ANN202 - a FastAPI endpoint
