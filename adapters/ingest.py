@@ -266,8 +266,7 @@ class IngestService:
             refused = {p.index for p in denied}
             good = [c for c in good if c.index not in refused]
             bad = sorted(bad + denied, key=lambda p: p.index)
-        for problem in bad:
-            log.info("ingest.rejected", vendor_id=vendor.vendor_id, **problem.as_dict())
+        _rejected(vendor, bad)
         return await self._publish(vendor, good), bad
 
     async def _denied(self, vendor: Vendor, events: Sequence[CanonicalEvent]) -> list[Problem]:
@@ -315,11 +314,17 @@ class IngestService:
         return receipts
 
     def _refused(self, vendor: Vendor, kind: type[Fault], problems: list[Problem], *, total: int) -> Fault:
-        for problem in problems:
-            log.info("ingest.rejected", vendor_id=vendor.vendor_id, **problem.as_dict())
+        _rejected(vendor, problems)
         verb = "invalid" if kind is InvalidContent else "not allowed for this vendor"
         return kind(f"{len(problems)} of {total} event(s) {verb}; nothing was accepted",
                     details={"errors": [p.as_dict() for p in problems]})
+
+
+def _rejected(vendor: Vendor, problems: Sequence[Problem]) -> None:
+    """Each refused event is logged and counted (``ejx_events_rejected``) by its fault code."""
+    for problem in problems:
+        log.info("ingest.rejected", vendor_id=vendor.vendor_id, **problem.as_dict())
+        metrics.event_rejected(problem.code)
 
 
 VALIDATED_AT_ONCE = 1000  # events in one EventBatch document of output validation: the schema's maximum

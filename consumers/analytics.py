@@ -218,7 +218,7 @@ class AnalyticsConsumer:
         """Send every reject to the DLQ with its fault headers and wait until Kafka holds them all."""
         for item in rejected:
             assert item.fault is not None
-            metrics.EVENTS_REJECTED.labels(item.fault.code).inc()
+            metrics.event_rejected(item.fault.code)
             with structlog.contextvars.bound_contextvars(**item.context):
                 log.warning("analytics.event_rejected", code=item.fault.code, reason=item.fault.description)
         if dlq is not None:

@@ -294,6 +294,8 @@ class Router:
             _log_record("router.rejected", item.record, code=item.fault.code, error=item.fault.description)
         await dead_letter(self._producer, self._settings.dlq_topic,
                           [(item.record, item.fault) for item in rejected], consumer=CONSUMER)
+        for item in rejected:  # once Kafka holds them: a batch retried after a DLQ outage counts once
+            metrics.event_rejected(item.fault.code)
 
 
 def ordering_key(event: Event) -> str:

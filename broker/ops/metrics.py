@@ -27,6 +27,7 @@ from prometheus_client import (
 
 from broker.access.credentials import Kind, Principal
 from broker.access.gate import Gate
+from broker.domain.faults import FAULTS, Failure
 from broker.infra.http_server import CREDENTIAL_STATUSES, fault_responses, fault_router
 
 log = structlog.get_logger(__name__)
@@ -66,6 +67,15 @@ DIARY_READS = Counter(
 DIARY_REQUESTS = Counter(
     "ejx_diary_requests", "E-diary requests over SMEV 3 answered, by outcome (answered, NO_DATA, ACCESS_DENIED, "
     "FAILURE); TestMessages are not counted.", ["outcome"], registry=REGISTRY)
+
+
+def event_rejected(code: str, count: int = 1) -> None:
+    """Count events refused at ingest or dead-lettered, under their fault code.
+
+    The label is only ever one of the SMEV-like codes (anything else counts as Failure), so no
+    vendor input can become a series. An event both consumers dead-letter is counted by each.
+    """
+    EVENTS_REJECTED.labels(FAULTS.get(code, Failure).code).inc(count)
 
 
 def consumer_lag(consumer: str) -> dict[str, int]:

@@ -14,6 +14,8 @@ from broker.analytics.api import monitoring_router
 from broker.ops import metrics
 from broker.ops.metrics import HealthOptions, health_router, kafka_probe, postgres_probe
 from tests import access_support
+from tests.delivery_support import event_xml, metric
+from tests.integration.router_support import pair, pipeline, run_until, schemas  # noqa: F401  (fixtures)
 
 
 async def add_outbox_rows(pool, destination: str, **statuses: int) -> None:  # noqa: ANN001
@@ -108,3 +110,13 @@ async def test_readiness_probes_once_for_any_number_of_callers_while_fresh(db_po
         later = await client.get("/readyz")
     assert {a.status_code for a in [*answers, again, later]} == {200}
     assert rounds == 2
+
+
+async def test_events_the_router_dead_letters_are_counted_by_fault_code(pipeline) -> None:  # noqa: ANN001
+    before = metric("ejx_events_rejected_total", code="InvalidContent")
+    await pipeline.produce(b"<not-closed>", event_xml("ok-1"))
+
+    async def routed_one() -> bool:
+        return await pipeline.pool.fetchval("SELECT count(*) FROM inbox WHERE consumer = 'router'") == 1
+    await run_until(pipeline.router(), routed_one)  # returns once the batch in flight, DLQ included, is done
+    assert metric("ejx_events_rejected_total", code="InvalidContent") - before == 1

@@ -339,3 +339,18 @@ async def test_a_database_that_cannot_answer_is_503_not_a_crash(ingest_settings,
     assert answer.status_code == 503 and answer.json()["code"] == "Failure"
     assert "Retry-After" in answer.headers
     await assert_nothing_accepted(ingest_settings, db_pool)
+
+
+async def test_refused_events_are_counted_by_fault_code_once_per_event(client, tokens):
+    def counted() -> dict[str, float]:
+        return {code: metric("ejx_events_rejected_total", code=code)
+                for code in ("InvalidContent", "UnknownMessageType", "AccessDenied")}
+    before = counted()
+    invalid = await client.post("/v1/events", headers=bearer(tokens.vendor), json=[
+        grade("g-1"), grade("g-2", mark={"scale": "five-point", "value": "6"}), {"type": "GradeLost"}])
+    denied = await client.post("/v1/events", headers=bearer(tokens.vendor), json=[
+        grade("g-3", school=OTHER_SCHOOL), grade("g-4", school="sch-unknown")])
+    assert (invalid.status_code, denied.status_code) == (400, 403)
+    after = counted()
+    assert {code: after[code] - before[code] for code in after} == {
+        "InvalidContent": 1, "UnknownMessageType": 1, "AccessDenied": 2}
