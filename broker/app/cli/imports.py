@@ -24,7 +24,6 @@ from rich.progress import (
 )
 
 from adapters.csv_import import (
-    DEFAULT_TIMEZONE,
     ImportReport,
     RejectsFile,
     RowMapper,
@@ -34,8 +33,16 @@ from adapters.ingest import IngestService
 from adapters.oneroster import OneRosterMapper, read_bundle
 from adapters.problems import Problem
 from broker.app import bootstrap
+from broker.domain.calendar import SCHOOL_TIMEZONE
 from broker.domain.faults import InvalidContent
 from broker.settings import Settings
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise click.BadParameter(f"unknown time zone {name!r}", param_hint="--timezone") from None
 
 
 def _rejects_path(source: Path, given: Path | None) -> Path:
@@ -61,16 +68,13 @@ def import_group() -> None:
               help="Where rejected rows go (line, code, path, reason); default FILE.rejects.csv.")
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 1000),
               help="Rows published per Kafka transaction.")
-@click.option("--timezone", default=DEFAULT_TIMEZONE, show_default=True,
+@click.option("--timezone", default=SCHOOL_TIMEZONE, show_default=True,
               help="Zone of date-times without an offset (e.g. 14.10.2026 09:41).")
 @click.pass_obj
 def import_csv_command(settings: Settings, file: Path, vendor: str, rejects: Path | None, batch_size: int,
                        timezone: str) -> None:
     """Import an e-journal CSV export FILE (UTF-8 or CP1251, Russian or English headers)."""
-    try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise click.BadParameter(f"unknown time zone {timezone!r}", param_hint="--timezone") from None
+    zone = _zone(timezone)
     rejects_path = _rejects_path(file, rejects)
     console = Console(stderr=True)
 
@@ -99,10 +103,13 @@ def import_csv_command(settings: Settings, file: Path, vendor: str, rejects: Pat
 @click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path),
               help="Where unmappable or rejected results go; default DIR.rejects.csv.")
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--timezone", default=SCHOOL_TIMEZONE, show_default=True,
+              help="The schools' zone: the date of a timestamp with an offset (lesson date, school year) there.")
 @click.pass_obj
 def import_oneroster_command(settings: Settings, directory: Path, vendor: str, rejects: Path | None,
-                             batch_size: int) -> None:
+                             batch_size: int, timezone: str) -> None:
     """Import a OneRoster 1.2 gradebook DIR (results, lineItems, classes, academicSessions; JSON or CSV)."""
+    mapper = OneRosterMapper(timezone=_zone(timezone))
     rejects_path = _rejects_path(directory, rejects)
     console = Console(stderr=True)
 
@@ -110,7 +117,7 @@ def import_oneroster_command(settings: Settings, directory: Path, vendor: str, r
         bundle = read_bundle(directory)
         async with bootstrap.ingest_service(settings) as service:
             sender = await service.registry.vendor(vendor)
-            mapping = await OneRosterMapper().map(bundle, source_system=sender.vendor_id, ledger=service.ledger)
+            mapping = await mapper.map(bundle, source_system=sender.vendor_id, ledger=service.ledger)
             return await _publish_mapped(service, sender, mapping.events, mapping.problems, mapping.skipped,
                                          rejects_path, batch_size, console, total=len(bundle["results"]))
 
