@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -25,7 +25,9 @@ import structlog
 
 from adapters.problems import Problem
 from broker.access.registry import Vendor
+from broker.domain.calendar import SCHOOL_ZONE
 from broker.domain.faults import InvalidContent
+from broker.ops import metrics
 
 if TYPE_CHECKING:
     from adapters.ingest import IngestService
@@ -33,8 +35,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 DEFAULT_EVENT_TYPE = "GradePosted"
-DEFAULT_TIMEZONE = "Europe/Moscow"
 SNIFF_BYTES = 1 << 20
+MAX_LINE_BYTES = 1 << 20
+"""Longest physical line read into memory (line end included); see :class:`CsvExport`."""
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 # Russian header → canonical column. Headers are compared lower-cased, trimmed, «ё» as «е».
 COLUMN_ALIASES: dict[str, str] = {
@@ -120,7 +124,7 @@ def mark_scale(value: str) -> str:
 class RowMapper:
     """One CSV row (canonical column → cell) → an event in its JSON form."""
 
-    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo(DEFAULT_TIMEZONE))
+    timezone: ZoneInfo = SCHOOL_ZONE
 
     def event(self, row: dict[str, str]) -> dict[str, object]:
         cells = {name: value.strip() for name, value in row.items() if name and value and value.strip()}
@@ -182,38 +186,87 @@ class CsvRow:
 
 
 class CsvExport:
-    """An export file read as a stream of rows; ``bytes_read`` says how far it got."""
+    """An export file read as a stream of rows; ``bytes_read`` says how far it got.
 
-    def __init__(self, stream: BinaryIO) -> None:
+    The file as a whole is refused (InvalidContent, nothing read further) when the header cannot be
+    trusted: UTF-16, CR-only line ends (an old Mac "CSV (Macintosh)" is one endless line), a header
+    over ``max_line_bytes``, or two header cells meaning one column. A row is rejected, and the import
+    goes on, when it has more cells than the header (an unquoted delimiter shifted them) or a line
+    over ``max_line_bytes`` (skipped in bounded reads, never held whole). Fewer cells than the header
+    are read as empty trailing cells, as some exports leave them out.
+    """
+
+    def __init__(self, stream: BinaryIO, *, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self._stream = stream
+        self._max_line_bytes = max_line_bytes
         self.bytes_read = 0
         head = stream.peek(SNIFF_BYTES)[:SNIFF_BYTES] if hasattr(stream, "peek") else b""
         self.encoding = detect_encoding(head)
         self._bad_lines: set[int] = set()
+        self._long_lines: set[int] = set()
         self._physical_line = 0
 
-    def _lines(self) -> Iterator[str]:
-        decoding = "utf-8" if self.encoding == "utf-8-sig" else self.encoding
-        for raw in self._stream:
+    def _raw_lines(self) -> Iterator[bytes]:
+        """Physical lines; one over the limit is yielded cut there, and the rest of it read and dropped."""
+        limit = self._max_line_bytes
+        while raw := self._stream.readline(limit + 1):
             self.bytes_read += len(raw)
             self._physical_line += 1
-            if self._physical_line == 1:
-                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            too_long = len(raw) > limit
+            if too_long:
+                self._long_lines.add(self._physical_line)
+            yield raw
+            while too_long and raw and not raw.endswith(b"\n"):
+                raw = self._stream.readline(limit + 1)
+                self.bytes_read += len(raw)
+
+    def _lines(self, raws: Iterator[bytes]) -> Iterator[str]:
+        decoding = "utf-8" if self.encoding == "utf-8-sig" else self.encoding
+        for raw in raws:
+            if self._physical_line in self._long_lines:
+                yield "\n"  # an empty line for the reader; rows() rejects the record that spans it
+                continue
             try:
                 yield raw.decode(decoding)
             except UnicodeDecodeError:
                 self._bad_lines.add(self._physical_line)
                 yield raw.decode(decoding, errors="replace")
 
-    def rows(self) -> Iterator[CsvRow]:
-        lines = self._lines()
-        header_line = next(lines, None)
-        if header_line is None:
+    def _header(self, raw: bytes | None) -> list[str]:
+        if raw is None:
             raise InvalidContent("the file is empty")
-        delimiter = detect_delimiter(header_line)
-        header = next(csv.reader([header_line], delimiter=delimiter))
-        self.columns = [canonical_column(h) for h in header]
-        reader = csv.reader(lines, delimiter=delimiter)
+        if raw.startswith(_UTF16_BOMS):
+            raise InvalidContent("UTF-16 is not supported, save as UTF-8 or Windows-1251")
+        if b"\r" in raw.rstrip(b"\r\n"):
+            raise InvalidContent("lines end in CR only (old Mac \"CSV (Macintosh)\"); "
+                                 "save as CSV UTF-8 or CSV (Windows)")
+        if 1 in self._long_lines:
+            raise InvalidContent(f"line 1 (the header) is longer than {self._max_line_bytes} bytes")
+        line = raw.removeprefix(b"\xef\xbb\xbf").decode(self.encoding, errors="replace")
+        self.delimiter = detect_delimiter(line)
+        try:
+            header = next(csv.reader([line], delimiter=self.delimiter), [])
+        except csv.Error as error:
+            raise InvalidContent(f"line 1 (the header) is not CSV: {error}") from None
+        meaning: dict[str, str] = {}
+        for cell, name in zip(header, map(canonical_column, header), strict=True):
+            if name and name in meaning:
+                raise InvalidContent(f"header cells {meaning[name]!r} and {cell.strip()!r} both mean {name}; "
+                                     "keep one of them")
+            meaning[name] = cell.strip()
+        return header
+
+    def _row(self, start: int, cells: list[str], lines: range) -> CsvRow:
+        if len(cells) > len(self.columns):  # never cut: the cells past a stray delimiter are shifted
+            return CsvRow(start, {}, broken=f"line {start} has {len(cells)} cells, the header has "
+                                            f"{len(self.columns)} (an unquoted {self.delimiter!r} in a cell?)")
+        bad = any(line in self._bad_lines for line in lines)
+        return CsvRow(start, dict(zip(self.columns, cells, strict=False)), undecodable=bad)
+
+    def rows(self) -> Iterator[CsvRow]:
+        raws = self._raw_lines()
+        self.columns = [canonical_column(h) for h in self._header(next(raws, None))]
+        reader = csv.reader(self._lines(raws), delimiter=self.delimiter)
         start = 2
         while True:
             try:
@@ -225,10 +278,15 @@ class CsvExport:
                 start = self._physical_line + 1
                 continue
             end = self._physical_line
-            if any(cell.strip() for cell in cells):
-                bad = any(line in self._bad_lines for line in range(start, end + 1))
-                yield CsvRow(start, dict(zip(self.columns, cells, strict=False)), undecodable=bad)
-            self._bad_lines.difference_update(range(start, end + 1))
+            lines = range(start, end + 1)
+            long = next((line for line in lines if line in self._long_lines), None)
+            if long is not None:
+                yield CsvRow(start, {}, broken=f"line {long} is longer than {self._max_line_bytes} bytes; "
+                                               "it was skipped")
+            elif any(cell.strip() for cell in cells):  # a blank line (or delimiters only) is no row
+                yield self._row(start, cells, lines)
+            self._bad_lines.difference_update(lines)
+            self._long_lines.difference_update(lines)
             start = end + 1
 
 
@@ -271,7 +329,7 @@ async def import_csv(service: IngestService, vendor: Vendor, path: Path, *, reje
         batch: list[tuple[int, object]] = []
 
         async def flush() -> None:
-            receipts, problems = await service.import_batch(vendor, batch)
+            receipts, problems = await service.import_batch(vendor, batch)  # counts its refusals itself
             report.accepted += sum(not r.duplicate for r in receipts)
             report.duplicates += sum(r.duplicate for r in receipts)
             for problem in problems:
@@ -280,17 +338,21 @@ async def import_csv(service: IngestService, vendor: Vendor, path: Path, *, reje
             batch.clear()
             on_progress(export.bytes_read)
 
+        def reject(problem: Problem) -> None:
+            """A row refused before it reached the ingest service: counted like the ones it refuses."""
+            rejects.write(problem)
+            report.rejected += 1
+            metrics.event_rejected(problem.code)
+
         for row in export.rows():
             report.rows += 1
             if row.undecodable or row.broken:
-                rejects.write(Problem(row.line, "/", row.broken or f"the line is not valid {export.encoding}"))
-                report.rejected += 1
+                reject(Problem(row.line, "/", row.broken or f"the line is not valid {export.encoding}"))
                 continue
             try:
                 batch.append((row.line, mapper.event(row.cells)))
             except InvalidContent as fault:
-                rejects.write(Problem(row.line, str(fault.details.get("path", "/")), fault.description))
-                report.rejected += 1
+                reject(Problem(row.line, str(fault.details.get("path", "/")), fault.description))
                 continue
             if len(batch) >= batch_size:
                 await flush()
