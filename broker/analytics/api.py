@@ -83,7 +83,7 @@ def grades_csv(dimensions: tuple[str, ...], groups: list[GradeGroup]) -> str:
                      "other_marks", "suppressed"])
     for g in groups:
         other = sum(n for label, n in g.distribution.items() if label not in FIXED_LABELS)
-        writer.writerow([*(g.key[d] if g.key[d] is not None else "" for d in dimensions), g.count,
+        writer.writerow([*(_text_cell(g.key[d]) for d in dimensions), g.count,
                          _blank(g.mean_five_point), g.passed, g.failed, _blank(g.pass_share),
                          _blank(g.attendance_marks), _blank(g.attendance_rate),
                          *(g.distribution.get(label, 0) for label in FIXED_LABELS), other,
@@ -93,6 +93,18 @@ def grades_csv(dimensions: tuple[str, ...], groups: list[GradeGroup]) -> str:
 
 def _blank(value: object) -> object:
     return "" if value is None else value
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text_cell(value: str | None) -> str:
+    """A group key as a spreadsheet shows it and never runs it: keys are vendor input (a term_id of
+    ``=HYPERLINK(…)`` is valid), so one starting like a formula gets a leading ``'`` (OWASP CSV injection).
+    Only keys are text; every other column is a figure ejx computed, or yes/no."""
+    if value is None:
+        return ""
+    return f"'{value}" if value.startswith(_FORMULA_START) else value
 
 
 _AUTHORISED = fault_responses(*CREDENTIAL_STATUSES)
