@@ -279,3 +279,36 @@ async def test_a_records_later_message_waits_until_its_earlier_one_is_acknowledg
     assert await pulled() == grade
     assert (await _post(endpoint, V13, ack(V13, keys["rsmev"].key, grade))).status_code == 200
     assert await pulled() == correction
+
+
+def _mtom(envelope: bytes, *attachments: bytes) -> tuple[bytes, dict[str, str]]:
+    """``envelope`` as CXF sends it with MTOM on: the root part of a multipart/related package."""
+    boundary = "uuid:f438a15e-9b5b-491f-9b47-aba4d00b8837"
+    parts = [b'Content-Type: application/xop+xml; charset=UTF-8; type="text/xml"\r\n'
+             b"Content-Transfer-Encoding: binary\r\nContent-ID: <root.message@cxf.apache.org>\r\n\r\n" + envelope]
+    parts += [b"Content-Type: application/octet-stream\r\nContent-ID: <a@cxf>\r\n\r\n" + a for a in attachments]
+    body = b"".join(b"--" + boundary.encode() + b"\r\n" + part + b"\r\n" for part in parts)
+    return body + b"--" + boundary.encode() + b"--\r\n", {"Content-Type": (
+        f'multipart/related; type="application/xop+xml"; boundary="{boundary}"; '
+        'start="<root.message@cxf.apache.org>"; start-info="text/xml"')}
+
+
+async def test_an_mtom_package_without_attachments_is_served_like_plain_soap(endpoint, db_pool, keys):
+    mine = await enqueue(db_pool, keys["ejx"].key)
+    body, headers = _mtom(get_request(V12, keys["rsmev"].key))
+    response = await endpoint.post(f"/smev3/{V12.value}", content=body, headers=headers)
+    assert response.status_code == 200
+    assert _message_id(answer_of(response, V12)) == mine
+    body, headers = _mtom(ack(V12, keys["rsmev"].key, mine))
+    assert (await endpoint.post(f"/smev3/{V12.value}", content=body, headers=headers)).status_code == 200
+    assert await db_pool.fetchval("SELECT accepted FROM smev_queue WHERE message_id = $1", uuid.UUID(mine))
+
+
+async def test_an_mtom_package_with_an_attachment_or_no_part_is_invalid_content(endpoint, db_pool, keys):
+    await enqueue(db_pool, keys["ejx"].key)
+    with_attachment = _mtom(get_request(V13, keys["rsmev"].key), b"\x00\x01binary")
+    no_part = (b"--nothing-here--\r\n", {"Content-Type": 'multipart/related; boundary="other"'})
+    for body, headers in (with_attachment, no_part):
+        response = await endpoint.post(f"/smev3/{V13.value}", content=body, headers=headers)
+        assert (response.status_code, fault_code(answer_of(response, V13))) == (500, "InvalidContent")
+    assert await db_pool.fetchval("SELECT sum(deliveries) FROM smev_queue") == 0
