@@ -29,11 +29,14 @@ def _mark(mark: model.Mark) -> tuple[str, str]:
 
 # The incoming change is newer than the one in force. Versions grow per source record, so they order
 # the changes of one record only; a change sent as a record of its own (a correction "g-1-fix" at
-# version 1 of a grade edited to version 3) is ordered by when it happened in the journal.
+# version 1 of a grade edited to version 3) is ordered by when it happened in the journal, then by
+# when ejx recorded it. A posting never wins over a later version of the grade seen already, so a
+# late retry of an old version cannot come back however the changes interleave.
 _NEWER = ("(CASE WHEN EXCLUDED.change_record_id = g.change_record_id"
           " THEN (EXCLUDED.version, EXCLUDED.occurred_at, EXCLUDED.changed_at)"
           " > (g.version, g.occurred_at, g.changed_at)"
-          " ELSE (EXCLUDED.occurred_at, EXCLUDED.changed_at) > (g.occurred_at, g.changed_at) END)")
+          " ELSE (EXCLUDED.occurred_at, EXCLUDED.changed_at) > (g.occurred_at, g.changed_at)"
+          " AND NOT coalesce(EXCLUDED.posted_version <= g.posted_version, false) END)")
 # A posting newer than the one the row's posting facts come from (corrections carry no posted_version).
 _FRESHER_POSTING = ("(EXCLUDED.posted_version IS NOT NULL"
                     " AND (g.posted_version IS NULL OR EXCLUDED.posted_version > g.posted_version))")
