@@ -193,7 +193,8 @@ class CsvExport:
     over ``max_line_bytes``, or two header cells meaning one column. A row is rejected, and the import
     goes on, when it has more cells than the header (an unquoted delimiter shifted them) or a line
     over ``max_line_bytes`` (skipped in bounded reads, never held whole). Fewer cells than the header
-    are read as empty trailing cells, as some exports leave them out.
+    are read as empty trailing cells, as some exports leave them out; empty cells past the header (a
+    delimiter ending every row) are nothing.
     """
 
     def __init__(self, stream: BinaryIO, *, max_line_bytes: int = MAX_LINE_BYTES) -> None:
@@ -257,7 +258,7 @@ class CsvExport:
         return header
 
     def _row(self, start: int, cells: list[str], lines: range) -> CsvRow:
-        if len(cells) > len(self.columns):  # never cut: the cells past a stray delimiter are shifted
+        if any(cell.strip() for cell in cells[len(self.columns):]):  # never cut what a stray delimiter shifted
             return CsvRow(start, {}, broken=f"line {start} has {len(cells)} cells, the header has "
                                             f"{len(self.columns)} (an unquoted {self.delimiter!r} in a cell?)")
         bad = any(line in self._bad_lines for line in lines)

@@ -26,6 +26,11 @@ def test_a_row_wider_than_the_header_is_rejected_naming_both_counts():
     assert rows[1].broken is None and rows[1].cells["mark"] == "4"
 
 
+def test_a_delimiter_ending_every_row_is_no_extra_cell():
+    _, rows = read((HEADER + "g-1;st-1;;5;\ng-2;st-2;;4;;\n").encode())
+    assert [(r.broken, r.cells["mark"]) for r in rows] == [(None, "5"), (None, "4")]
+
+
 def test_a_row_narrower_than_the_header_is_still_read_missing_cells_as_empty():
     _, [row] = read((HEADER + "g-1;st-1\n").encode())
     assert row.broken is None and row.cells == {"source_record_id": "g-1", "student_id": "st-1"}
