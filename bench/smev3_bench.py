@@ -84,7 +84,8 @@ async def raw_round_trips(queue: SmevQueue, recipient: str, count: int, concurre
 
     async def reader() -> None:
         nonlocal done
-        while (handed := await queue.take(recipient=recipient, version=Version.V1_2)) is not None:
+        while (handed := await queue.take(recipient=recipient, version=Version.V1_2,
+                                          received=b"<GetRequest/>")) is not None:
             await queue.ack(recipient=recipient, message_id=handed.message_id, accepted=True, received=b"<Ack/>")
             done += 1
 

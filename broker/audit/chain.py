@@ -53,7 +53,7 @@ class Kind(StrEnum):
     SMEV3_RECEIPT = "smev3-receipt"
     """SendRequestResponse: ejx's signed receipt of a request, before its response."""
     SMEV3_TAKE = "smev3-take"
-    """A participant's signed GetRequest or GetResponse that took a message (an empty poll takes none)."""
+    """A participant's signed GetRequest or GetResponse that took a message the first time."""
     ACK = "ack"
 
 

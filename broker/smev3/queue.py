@@ -138,8 +138,10 @@ class SmevQueue:
 
         Never one with an earlier unacknowledged message of its key (handed out or not, of any business
         root): that one is acknowledged first, or handed out again once its visibility timeout passes.
-        ``received`` (the signed GetRequest / GetResponse as it came) goes to the message log with a
-        message it takes, in the same transaction."""
+        ``received`` (the signed GetRequest / GetResponse as it came) goes to the message log when it takes
+        a message for the first time, in the same transaction: who took it, and when. A message handed out
+        again (its Ack not come) is not logged again, so one a reader keeps refusing to acknowledge cannot
+        grow the log by a request per visibility timeout."""
         column = _COLUMN[version]
         with outage_as_failure("the SMEV queue"):
             async with self._pool.acquire() as conn, conn.transaction():
@@ -158,7 +160,7 @@ class SmevQueue:
                             ORDER BY q.seq LIMIT 1 FOR UPDATE OF q SKIP LOCKED)
                         RETURNING message_id, {column} AS request_message, deliveries""",
                     recipient, namespace_uri, root_local_name, self._visibility, kind.value)
-                if row is not None:  # last before the commit: the append holds the log's head until then
+                if row is not None and row["deliveries"] == 1:  # last before the commit: it holds the log's head
                     await message_log.append(conn, [
                         Entry(Direction.IN, recipient, row["message_id"], Kind.SMEV3_TAKE, received)])
         return HandedOut(**dict(row)) if row else None

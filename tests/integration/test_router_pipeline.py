@@ -160,9 +160,10 @@ async def test_term_grade_reaches_portal_and_interagency_once_each_with_verified
     assert {d: metric("ejx_deliveries_total", destination=d, outcome="delivered") - delivered_before[d]
             for d in delivered_before} == {"portal": 2, "interagency": 1}
     assert metric("ejx_relay_delivery_latency_seconds_count", destination="portal") - latencies_before == 2
-    # What ejx signed for the agency (one RequestMessage per protocol version) and the agency's Ack are logged.
+    # What ejx signed for the agency (one RequestMessage per protocol version), the agency's GetRequest that
+    # took it and its Ack are logged.
     logged = await pipeline.pool.fetch(
         "SELECT direction, participant, kind, count(*) AS n FROM message_log WHERE kind <> 'envelope' "
         "GROUP BY 1, 2, 3 ORDER BY 3")
     assert [(r["direction"], r["participant"], r["kind"], r["n"]) for r in logged] == [
-        ("in", "RSMEV", "ack", 1), ("out", "RSMEV", "smev3-request", 2)]
+        ("in", "RSMEV", "ack", 1), ("out", "RSMEV", "smev3-request", 2), ("in", "RSMEV", "smev3-take", 1)]

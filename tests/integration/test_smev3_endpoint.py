@@ -195,6 +195,9 @@ async def test_a_message_handed_out_and_not_acknowledged_comes_back_with_the_sam
     assert _message_id(again) == _message_id(first) == mine
     assert codec.to_bytes(again) == codec.to_bytes(first)
     assert await db_pool.fetchval("SELECT deliveries FROM smev_queue WHERE message_id = $1", uuid.UUID(mine)) == 2
+    # The message log has the first take, signed by its reader; the empty poll and the second take add nothing.
+    taken = await db_pool.fetch("SELECT participant, message_id FROM message_log WHERE kind = 'smev3-take'")
+    assert [(r["participant"], str(r["message_id"])) for r in taken] == [("RSMEV", mine)]
 
 
 async def test_queue_statistics_and_status_of_the_caller(endpoint, db_pool, keys):
