@@ -97,9 +97,6 @@ class ReceivedResponse:
     document: bytes
 
 
-_CERTIFICATE_PROBLEMS = frozenset({"CertificateIsExpired", "CertificateIsNotTrusted"})
-
-
 @dataclass(frozen=True)
 class Pulled:
     """One answer to GetRequest that held a message: verified, or refused with the (unsigned) MessageID hint."""
@@ -111,9 +108,10 @@ class Pulled:
     @property
     def refuse_for_good(self) -> bool:
         """Ack it accepted=false, which SMEV takes as "ignored" and never hands out again: only when its bytes
-        fail (a digest or a value), never for a certificate we do not trust or that expired, which rotating
-        keys or pinning a new certificate mends; such a message comes back after its visibility timeout."""
-        return self.refusal is not None and self.refusal.details.get("reason") not in _CERTIFICATE_PROBLEMS
+        fail (a digest or a SignatureValue), never for anything a rotation, a newly pinned certificate or a
+        clock mends (untrusted, expired or not yet valid certificates, ...): such a message comes back after
+        its visibility timeout."""
+        return self.refusal is not None and self.refusal.details.get("reason") == "SignatureIsInvalid"
 
 
 def pinned_certificates(path: Path) -> frozenset[bytes]:

@@ -220,6 +220,32 @@ def refused(envelope: etree._Element, match: str, *, index: int = 0, at: datetim
         verify_reference(find_signatures(wire(envelope))[index], at=at)
 
 
+def test_only_bad_bytes_make_the_reference_client_refuse_a_message_for_good(gost_key):
+    """accepted=false is final in SMEV: the client sends it for a digest or SignatureValue that does not
+    match, never for a certificate a rotation or the clock mends (the message comes back instead)."""
+    from broker.smev3.client import Pulled
+
+    def refusal(envelope, **options) -> Pulled:  # noqa: ANN001
+        with pytest.raises(SignatureVerificationFault) as caught:
+            verify_reference(find_signatures(wire(envelope))[0], **options)
+        return Pulled(uuid.uuid1(), None, caught.value)
+
+    altered = signed_message(gost_key)
+    altered.find(".//{urn://ejx/diary/1.0}StudentId").text = "43"
+    assert refusal(altered).refuse_for_good
+    value = signed_message(gost_key)
+    node = value.find(".//{http://www.w3.org/2000/09/xmldsig#}SignatureValue")
+    node.text = base64.b64encode(bytes(64)).decode()
+    assert refusal(value).refuse_for_good
+    sound = signed_message(gost_key)
+    verified = verify_reference(find_signatures(wire(sound))[0])
+    for moment in (verified.not_before - timedelta(days=1), verified.not_after + timedelta(seconds=1)):
+        assert not refusal(sound, at=moment).refuse_for_good
+    untrusted = SignatureVerificationFault("signed by untrusted certificates",
+                                           details={"reason": "CertificateIsNotTrusted"})
+    assert not Pulled(uuid.uuid1(), None, untrusted).refuse_for_good
+
+
 def test_altered_content_fails_on_the_digest(gost_key):
     envelope = signed_message(gost_key)
     envelope.find(".//{urn://ejx/diary/1.0}StudentId").text = "43"

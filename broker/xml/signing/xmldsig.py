@@ -122,6 +122,10 @@ class SigningKey:
         return cls(method.uri, certificate.der, certificate.subject, private, method)
 
 
+_BAD_BYTES = {"reason": "SignatureIsInvalid"}
+"""The reason of a digest or SignatureValue that does not match: the signed bytes themselves are wrong."""
+
+
 def sign_reference(target: etree._Element, key: SigningKey, *, transforms: Sequence[str] | None = None
                    ) -> etree._Element:
     """A new ds:Signature over ``target`` by its ``Id``, for the caller to place (it must not go inside target).
@@ -215,11 +219,13 @@ def verify_reference(signature: etree._Element, *, at: datetime | None = None) -
     if not hmac.compare_digest(digest, base64_value(digest_value, "DigestValue")):
         raise SignatureVerificationFault(
             f"digest of {_name(covered)} Id={ref_id!r} does not match its DigestValue: the content was altered "
-            f"after signing, or the signer computed it over other bytes (compare `ejx smev3 transform`)")
+            f"after signing, or the signer computed it over other bytes (compare `ejx smev3 transform`)",
+            details=_BAD_BYTES)
     if not method.verify(public, base64_value(value_el, "SignatureValue"), exclusive_c14n(signed_info)):
         raise SignatureVerificationFault(
             f"SignatureValue over SignedInfo (Reference #{ref_id}) does not verify with the key of "
-            f"{certificate.subject}: SignedInfo was altered, or canonicalized differently when signed")
+            f"{certificate.subject}: SignedInfo was altered, or canonicalized differently when signed",
+            details=_BAD_BYTES)
     moment = at or datetime.now(UTC)
     if not certificate.not_before <= moment <= certificate.not_after:
         raise SignatureVerificationFault(
