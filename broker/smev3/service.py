@@ -87,7 +87,7 @@ def root_part(content_type: str, body: bytes) -> bytes:
         raise InvalidContent(f"a multipart/related request with {len(parts)} parts: attachments are not "
                              "supported, send the SOAP envelope alone (MTOM without attachments is fine)")
     start = package.get_param("start")
-    if start is not None and parts[0].get("Content-ID") not in (None, start):
+    if start is not None and (parts[0].get("Content-ID") or start).strip("<> ") != start.strip("<> "):
         raise InvalidContent(f"the root part {start} named by start is not in the request")
     payload = parts[0].get_payload(decode=True)
     if not isinstance(payload, bytes) or not payload.strip():
