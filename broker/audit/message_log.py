@@ -83,10 +83,11 @@ async def verify(pool: asyncpg.Pool, *, on_start: Callable[[int], None] = lambda
     """Re-compute every record in the table, in one consistent snapshot, and name the first break.
 
     The chain starts at record 1, or, once retention has deleted records, right after the
-    last archive that begins before the table's first row. A stopped or running prune may
-    have deleted that archive only in part: its remaining rows are proven by its file (the
-    database keeps only its last hash). The chain must end where the head row says, and the
-    last hash of every archive still wholly in the table must match it.
+    last archive whose records are gone. A stopped or running prune may have deleted an
+    archive only in part: its remaining rows are then checked from the first one's previous
+    hash, and must reach the last hash the archive recorded (its file proves the rows before).
+    The chain must end where the head row says, and the last hash of every archive still in
+    the table must match it.
     """
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         row = await conn.fetchrow("SELECT last_sequence, last_hash FROM message_log_head")
@@ -96,7 +97,13 @@ async def verify(pool: asyncpg.Pool, *, on_start: Callable[[int], None] = lambda
         first = await conn.fetchval("SELECT min(sequence) FROM message_log")
         boundary = max((r["last_sequence"] for r in archives if first is None or r["first_sequence"] < first),
                        default=0)
-        check = ChainCheck(Head(boundary, archived.get(boundary, GENESIS)))
+        if first is not None and first <= boundary:  # pruned in part: its rows left continue its chain
+            boundary = first - 1
+            anchor = Head(boundary, await conn.fetchval(
+                "SELECT previous_hash FROM message_log WHERE sequence = $1", first))
+        else:
+            anchor = Head(boundary, archived.get(boundary, GENESIS))
+        check = ChainCheck(anchor)
         on_start(max(head.sequence - boundary, 0))
         broken, pending = None, 0
         async for record in _records(conn, after=boundary, until=head.sequence + 1, chunk=chunk):

@@ -45,8 +45,17 @@ async def test_a_prune_stopped_inside_an_archive_leaves_a_sound_chain(db_pool, m
     verdict = await message_log.verify(db_pool)
     assert verdict.broken is None, str(verdict.broken)
     assert verdict.head.sequence == 25
-    archive_end = 10 if through <= 10 else 20
-    assert verdict.checked == 25 - archive_end, "the rows an archive still covers are proven by its file"
+    assert verdict.checked == 25 - through, "the rows left of a pruned archive are checked too"
+
+
+async def test_a_changed_row_left_of_a_half_pruned_archive_is_broken(db_pool, manifest_signer, tmp_path) -> None:
+    await _archived(db_pool, manifest_signer, tmp_path, 10)
+    await append_committed(db_pool, entries(3))  # 11…13
+    await _prune_chunk(db_pool, through=4)
+    await as_superuser_without_triggers(db_pool, "UPDATE message_log SET payload = 'x' WHERE sequence = 7")
+
+    broken = (await message_log.verify(db_pool)).broken
+    assert (broken.sequence, broken.where) == (7, "database")
 
 
 async def test_a_missing_record_after_a_half_pruned_archive_is_still_broken(db_pool, manifest_signer,
