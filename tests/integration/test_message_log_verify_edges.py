@@ -48,26 +48,20 @@ async def test_a_prune_stopped_inside_an_archive_leaves_a_sound_chain(db_pool, m
     assert verdict.checked == 25 - through, "the rows left of a pruned archive are checked too"
 
 
-async def test_a_changed_row_left_of_a_half_pruned_archive_is_broken(db_pool, manifest_signer, tmp_path) -> None:
-    await _archived(db_pool, manifest_signer, tmp_path, 10)
-    await append_committed(db_pool, entries(3))  # 11…13
-    await _prune_chunk(db_pool, through=4)
-    await as_superuser_without_triggers(db_pool, "UPDATE message_log SET payload = 'x' WHERE sequence = 7")
-
-    broken = (await message_log.verify(db_pool)).broken
-    assert (broken.sequence, broken.where) == (7, "database")
-
-
-async def test_a_missing_record_after_a_half_pruned_archive_is_still_broken(db_pool, manifest_signer,
-                                                                            tmp_path) -> None:
+@pytest.mark.parametrize(("tamper", "sequence", "reason"), [
+    ("UPDATE message_log SET payload = 'x' WHERE sequence = 7", 7, "payload"),  # a row left of the archive
+    ("DELETE FROM message_log WHERE sequence = 11", 11, "missing"),  # the first row after it
+], ids=["changed-row-left", "missing-after"])
+async def test_tampering_around_a_half_pruned_archive_is_broken(db_pool, manifest_signer, tmp_path, tamper,
+                                                                sequence, reason) -> None:
     await _archived(db_pool, manifest_signer, tmp_path, 10)
     await append_committed(db_pool, entries(5))  # 11…15
     await _prune_chunk(db_pool, through=4)
-    await as_superuser_without_triggers(db_pool, "DELETE FROM message_log WHERE sequence = 11")
+    await as_superuser_without_triggers(db_pool, tamper)
 
     broken = (await message_log.verify(db_pool)).broken
-    assert (broken.sequence, broken.where) == (11, "database")
-    assert "missing" in broken.reason
+    assert (broken.sequence, broken.where) == (sequence, "database")
+    assert reason in broken.reason
 
 
 async def test_a_gap_not_covered_by_any_archive_is_broken(db_pool, manifest_signer, tmp_path) -> None:
