@@ -67,6 +67,21 @@ async def append(conn: asyncpg.Connection, entries: Sequence[Entry]) -> list[Rec
     return records
 
 
+def _unlike_files(rows: Sequence[asyncpg.Record], files: Sequence[ArchiveSummary]) -> Break | None:
+    """The first of the table's newest archive rows that is not the archive file in its place."""
+    newest = rows[-len(files):] if len(rows) >= len(files) else []
+    if len(newest) < len(files):
+        return Break(None, f"the table registers {len(rows)} archive(s), fewer than the {len(files)} file(s) given")
+    for row, file in zip(newest, files, strict=True):
+        m = file.manifest
+        if (row["number"], row["first_sequence"], row["last_sequence"], bytes(row["manifest_sha256"])) != (
+                m.number, m.first_sequence, m.last_sequence, file.manifest_sha256):
+            return Break(row["first_sequence"], f"archive row {row['number']} (records {row['first_sequence']}…"
+                         f"{row['last_sequence']}) is not the file {file.name} (archive {m.number}, records "
+                         f"{m.first_sequence}…{m.last_sequence}): registered without that signed file")
+    return None
+
+
 @dataclass(frozen=True)
 class LiveVerdict:
     """The outcome of verifying the table."""
@@ -79,8 +94,14 @@ class LiveVerdict:
 
 
 async def verify(pool: asyncpg.Pool, *, on_start: Callable[[int], None] = lambda total: None,
-                 on_progress: Callable[[int], None] = lambda n: None, chunk: int = 2000) -> LiveVerdict:
+                 on_progress: Callable[[int], None] = lambda n: None, chunk: int = 2000,
+                 held_against: Sequence[ArchiveSummary] = ()) -> LiveVerdict:
     """Re-compute every record in the table, in one consistent snapshot, and name the first break.
+
+    The table's own archive rows tell where its chain starts; anyone who can write the table could
+    add one and then delete the records it claims. ``held_against`` (archive files verified already,
+    in order) closes that: the table's newest archive rows must be exactly those files (number,
+    sequences, the SHA-256 of their signed manifests), or the first that differs is the break.
 
     The chain starts at record 1, or, once retention has deleted records, right after the
     last archive whose records are gone. A stopped or running prune may have deleted an
@@ -92,7 +113,12 @@ async def verify(pool: asyncpg.Pool, *, on_start: Callable[[int], None] = lambda
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         row = await conn.fetchrow("SELECT last_sequence, last_hash FROM message_log_head")
         head = Head(row["last_sequence"], row["last_hash"])
-        archives = await conn.fetch("SELECT first_sequence, last_sequence, last_record_hash FROM message_log_archives")
+        archives = await conn.fetch("SELECT number, first_sequence, last_sequence, last_record_hash, manifest_sha256 "
+                                    "FROM message_log_archives ORDER BY number")
+        if held_against:
+            mismatch = _unlike_files(archives, held_against)
+            if mismatch is not None:
+                return LiveVerdict(0, head, mismatch)
         archived = {r["last_sequence"]: r["last_record_hash"] for r in archives}
         first = await conn.fetchval("SELECT min(sequence) FROM message_log")
         boundary = max((r["last_sequence"] for r in archives if first is None or r["first_sequence"] < first),

@@ -67,6 +67,12 @@ def test_archive_verify_and_prune_from_the_command_line(database_url, monkeypatc
     swapped = runner.invoke(main, ["log", "verify", two, one])
     assert swapped.exit_code == 1 and "BROKEN one.tar: record 1: archive 1 does not follow archive 2" in swapped.output
     monkeypatch.setenv("EJX_DATABASE_URL", database_url)
+    held = runner.invoke(main, ["log", "verify", "--live", "--cert", str(cert), one, two])
+    assert held.exit_code == 0, held.output
+    assert "ok: 30 record(s) verified (archives)" in held.output
+    assert "ok: 30 record(s) verified (live table, chain head at record 30)" in held.output
+    short = runner.invoke(main, ["log", "verify", "--live", "--cert", str(cert), one])  # the newest file left out
+    assert short.exit_code == 1 and "archive row 2 (records 26…30) is not the file one.tar" in short.output
 
     pruned = runner.invoke(main, ["log", "prune", "--older-than", "0d"])
     assert pruned.exit_code == 0 and "pruned 30 archived record(s)" in pruned.output, pruned.output

@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from broker.audit import message_log
+from broker.audit.archive import verify_archives
 from broker.audit.manifest import ManifestSigner
 from broker.xml.signing import keys
 from tests.integration.message_log_support import append_committed, as_superuser_without_triggers, entries
@@ -16,9 +17,18 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture(scope="module")
-def manifest_signer() -> ManifestSigner:
-    key = keys.generate_key(keys.KeyAlgorithm.ECDSA)
-    return ManifestSigner(key, keys.self_signed_certificate(key))
+def signing_key():  # noqa: ANN201
+    return keys.generate_key(keys.KeyAlgorithm.ECDSA)
+
+
+@pytest.fixture(scope="module")
+def signing_certificate(signing_key):  # noqa: ANN001, ANN201
+    return keys.self_signed_certificate(signing_key)
+
+
+@pytest.fixture(scope="module")
+def manifest_signer(signing_key, signing_certificate) -> ManifestSigner:  # noqa: ANN001
+    return ManifestSigner(signing_key, signing_certificate)
 
 
 async def _archived(pool: asyncpg.Pool, signer: ManifestSigner, directory, *sizes: int) -> None:
@@ -80,3 +90,31 @@ async def test_records_deleted_from_the_start_of_an_unarchived_log_are_broken(db
 
     broken = (await message_log.verify(db_pool)).broken
     assert broken.sequence == 1 and "missing" in broken.reason
+
+
+async def _forge_an_archive_and_delete_what_it_claims(pool: asyncpg.Pool) -> None:
+    """What anyone with the app's role can do: register records 11…15 as archived, then let retention go
+    (records 1…10 of the real archive with them)."""
+    async with pool.acquire() as conn, conn.transaction():
+        last = await conn.fetchrow("SELECT record_hash, recorded_at FROM message_log WHERE sequence = 15")
+        await conn.execute(
+            "INSERT INTO message_log_archives (number, first_sequence, last_sequence, last_record_hash, "
+            "last_recorded_at, manifest_sha256, file_name) VALUES (2, 11, 15, $1, $2, $3, 'forged.tar')",
+            last["record_hash"], last["recorded_at"], bytes(32))
+        await conn.execute("SET LOCAL ejx.message_log_retention = 'on'")
+        await conn.execute("DELETE FROM message_log WHERE sequence <= 15")
+
+
+async def test_an_archive_row_registered_without_its_file_is_a_break_when_held_against_the_files(
+        db_pool, manifest_signer, signing_certificate, tmp_path) -> None:
+    await _archived(db_pool, manifest_signer, tmp_path, 10)
+    await append_committed(db_pool, entries(7))  # 11…17
+    files = verify_archives([tmp_path / "a1.tar"], trusted=[signing_certificate]).archives
+    sound = await message_log.verify(db_pool, held_against=files)
+    assert (sound.broken, sound.checked) == (None, 17)
+
+    await _forge_an_archive_and_delete_what_it_claims(db_pool)
+    assert (await message_log.verify(db_pool)).broken is None  # the table alone cannot tell
+    broken = (await message_log.verify(db_pool, held_against=files)).broken
+    assert (broken.sequence, broken.where) == (11, "database")
+    assert "archive row 2 (records 11…15) is not the file a1.tar" in broken.reason

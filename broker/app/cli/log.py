@@ -94,11 +94,15 @@ def archive_command(settings: Settings, until: str, key_file: Path | None, cert_
 @log_group.command("verify")
 @click.option("--cert", "cert_files", type=click.Path(path_type=Path, exists=True, dir_okay=False), multiple=True,
               help="Certificate(s) archives were signed with (PEM); default ejx's own (EJX_CERT_FILE).")
+@click.option("--live", is_flag=True,
+              help="With ARCHIVES: then the live table too, its newest archive rows held against those files "
+                   "(give them up to the newest): a row registered without its signed file is a break.")
 @click.argument("archives", nargs=-1, type=click.Path(path_type=Path, dir_okay=False))
 @click.pass_obj
-def verify_command(settings: Settings, cert_files: tuple[Path, ...], archives: tuple[Path, ...]) -> None:
+def verify_command(settings: Settings, cert_files: tuple[Path, ...], live: bool, archives: tuple[Path, ...]) -> None:
     """Re-compute ARCHIVES (offline, in the order given, each linked to the one before) or, with none,
     the live table; name the first broken record and exit 1 if there is one."""
+    held: list[ArchiveSummary] = []
     if archives:
         trusted = [c for path in (cert_files or (settings.signing_cert_file,)) for c in keys.load_certificates(path)]
         with _progress("verify") as progress:
@@ -109,17 +113,20 @@ def verify_command(settings: Settings, cert_files: tuple[Path, ...], archives: t
         if verdict.archives:
             title = "archives verified" if verdict.broken is None else "archives verified before the break"
             _console().print(_archives_table(verdict.archives, title=title))
-        _conclude(verdict.checked, verdict.broken)
-        return
+        if not live or verdict.broken is not None:
+            _conclude(verdict.checked, verdict.broken)
+            return
+        click.echo(f"ok: {verdict.checked} record(s) verified (archives)")
+        held = verdict.archives
 
-    async def live() -> message_log.LiveVerdict:
+    async def table() -> message_log.LiveVerdict:
         with outage_as_failure(), _progress("verify") as progress:
             task = progress.add_task("verify", total=None)
             async with connected(settings, max_size=2, maintenance=True) as pool:
                 return await message_log.verify(pool, on_start=lambda total: progress.update(task, total=total),
-                                                on_progress=lambda n: progress.advance(task, n))
+                                                on_progress=lambda n: progress.advance(task, n), held_against=held)
 
-    verdict = asyncio.run(live())
+    verdict = asyncio.run(table())
     _conclude(verdict.checked, verdict.broken, f"live table, chain head at record {verdict.head.sequence}")
 
 
