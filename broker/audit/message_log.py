@@ -69,10 +69,9 @@ async def append(conn: asyncpg.Connection, entries: Sequence[Entry]) -> list[Rec
 
 def _unlike_files(rows: Sequence[asyncpg.Record], files: Sequence[ArchiveSummary]) -> Break | None:
     """The first of the table's newest archive rows that is not the archive file in its place."""
-    newest = rows[-len(files):] if len(rows) >= len(files) else []
-    if len(newest) < len(files):
+    if len(rows) < len(files):
         return Break(None, f"the table registers {len(rows)} archive(s), fewer than the {len(files)} file(s) given")
-    for row, file in zip(newest, files, strict=True):
+    for row, file in zip(rows[len(rows) - len(files):], files, strict=True):
         m = file.manifest
         if (row["number"], row["first_sequence"], row["last_sequence"], bytes(row["manifest_sha256"])) != (
                 m.number, m.first_sequence, m.last_sequence, file.manifest_sha256):
