@@ -69,6 +69,17 @@ async def _ejx(*args: str, settings) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
+async def _registered_agency(settings, directory: Path, pinned: dict) -> None:
+    """RSMEV registered by `ejx participants add`, its key and certificate in ``directory`` (rsmev.key,
+    rsmev.crt) beside the exchange certificates it pins (``<name>.crt``)."""
+    agency = gost_pair("RSMEV")
+    for name, pair in (*pinned.items(), ("rsmev", agency)):
+        (directory / f"{name}.crt").write_bytes(pair.cert_pem)
+    (directory / "rsmev.key").write_bytes(agency.key_pem)
+    assert (await _ejx("participants", "add", "RSMEV", "--cert", str(directory / "rsmev.crt"),
+                       settings=settings))[0] == 0
+
+
 async def test_zeep_from_the_served_wsdl_drives_get_request_then_ack(db_settings, db_pool, tmp_path):
     ejx_smev, agency = gost_pair("ejx SMEV"), gost_pair("RSMEV")
     (tmp_path / "rsmev.crt").write_bytes(agency.cert_pem)
@@ -110,12 +121,8 @@ async def test_zeep_from_the_served_wsdl_drives_get_request_then_ack(db_settings
 
 
 async def test_ejx_smev3_pull_records_durably_then_acks(db_settings, db_pool, tmp_path):
-    ejx_smev, agency = gost_pair("ejx SMEV"), gost_pair("RSMEV")
-    for name, pair in (("ejx-smev", ejx_smev), ("rsmev", agency)):
-        (tmp_path / f"{name}.crt").write_bytes(pair.cert_pem)
-    (tmp_path / "rsmev.key").write_bytes(agency.key_pem)
-    assert (await _ejx("participants", "add", "RSMEV", "--cert", str(tmp_path / "rsmev.crt"),
-                       settings=db_settings))[0] == 0
+    ejx_smev = gost_pair("ejx SMEV")
+    await _registered_agency(db_settings, tmp_path, {"ejx-smev": ejx_smev})
     mine = await enqueue(db_pool, ejx_smev.key)
     inbox = tmp_path / "inbox"
 
@@ -168,12 +175,8 @@ async def test_ejx_smev3_pull_does_not_refuse_for_good_a_message_signed_by_a_cer
         db_settings, db_pool, tmp_path):
     """accepted=false is final in SMEV ("ignored"): a client pinning the exchange's next certificate must not
     throw away the backlog signed by the current one. The message stays queued and comes back."""
-    ejx_smev, agency, next_smev = gost_pair("ejx SMEV"), gost_pair("RSMEV"), gost_pair("ejx SMEV next")
-    for name, pair in (("next-smev", next_smev), ("rsmev", agency)):
-        (tmp_path / f"{name}.crt").write_bytes(pair.cert_pem)
-    (tmp_path / "rsmev.key").write_bytes(agency.key_pem)
-    assert (await _ejx("participants", "add", "RSMEV", "--cert", str(tmp_path / "rsmev.crt"),
-                       settings=db_settings))[0] == 0
+    ejx_smev = gost_pair("ejx SMEV")
+    await _registered_agency(db_settings, tmp_path, {"next-smev": gost_pair("ejx SMEV next")})
     mine = await enqueue(db_pool, ejx_smev.key)
 
     async with AsyncExitStack() as stack:
