@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import tempfile
@@ -66,7 +67,10 @@ async def serving(app: FastAPI) -> AsyncIterator[str]:
 
 
 def browser(profile: str, *, offline: bool = False):  # noqa: ANN201 - a selenium WebDriver
-    """Debian's headless Chromium; ``offline`` makes every host but 127.0.0.1 unresolvable."""
+    """Debian's headless Chromium; ``offline`` makes every host but 127.0.0.1 unresolvable.
+
+    The browser runs in a zone far from Moscow (and from UTC), so a time shown in the browser's zone is seen.
+    """
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
         pytest.fail(f"{', '.join(missing)} missing: install Debian's browser with "
@@ -80,7 +84,8 @@ def browser(profile: str, *, offline: bool = False):  # noqa: ANN201 - a seleniu
     for flag in (*CHROMIUM_FLAGS, *offline_flags, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    service = Service(executable_path=str(CHROMEDRIVER), env={**os.environ, "TZ": "America/Vancouver"})
+    return webdriver.Chrome(service=service, options=options)
 
 
 def sign_in(driver, token: str) -> None:  # noqa: ANN001 - a selenium WebDriver
@@ -126,6 +131,7 @@ def read_page(url: str, token: str) -> dict[str, object]:
             "state_text": driver.find_element(By.ID, "state").text,
             "districts": cells("#district-counts tbody tr[data-district]", "data-district"),
             "schools": cells("#schools tbody tr[data-school]", "data-school"),
+            "schools_note": driver.find_element(By.ID, "schools-note").text,
             "outbox": cells("#outbox tbody tr[data-destination]", "data-destination"),
             "lag": [td.text for td in driver.find_elements(By.CSS_SELECTOR, "#consumer-lag td[data-key=lag]")],
             "mean": bars("chart-mean"), "distribution": bars("chart-distribution"),
@@ -179,14 +185,17 @@ async def test_dashboard_shows_the_journal_without_console_errors(db_settings, d
         "Северный": {"district": "Северный", "live": "0", "silent": "0", "never_connected": "1", "total": "1"},
         "Центральный": {"district": "Центральный", "live": "1", "silent": "1", "never_connected": "0", "total": "2"},
     }
+    # times are Moscow's, as the schools keep them: sch-001's last event is 12:00 UTC, sch-002's 09:10 UTC
     assert seen["schools"] == {
-        "sch-003": {"school_id": "sch-003", "status": "не подключена", "events": "0", "events_per_day": "0",
-                    "timeliness": "—"},
-        "sch-001": {"school_id": "sch-001", "status": "работает", "events": "22", "events_per_day": "1,5",
-                    "timeliness": "83,3 %"},
-        "sch-002": {"school_id": "sch-002", "status": "молчит", "events": "3", "events_per_day": "0,21",
-                    "timeliness": "50 %"},
+        "sch-003": {"school_id": "sch-003", "status": "не подключена", "last_event_at": "—", "events": "0",
+                    "events_per_day": "0", "timeliness": "—"},
+        "sch-001": {"school_id": "sch-001", "status": "работает", "last_event_at": "09.03.2026, 15:00:00 МСК",
+                    "events": "22", "events_per_day": "1,5", "timeliness": "83,3 %"},
+        "sch-002": {"school_id": "sch-002", "status": "молчит", "last_event_at": "01.03.2026, 12:10:00 МСК",
+                    "events": "3", "events_per_day": "0,21", "timeliness": "50 %"},
     }
+    assert seen["schools_note"].startswith("На 10.03.2026, 15:00:00 МСК:")
+    assert seen["state_text"].endswith(" МСК")
     assert seen["silent_only"] == ["sch-002"]
     assert seen["outbox"][destination] == {"pending": "4", "dead": "2", "delivered": "3", "rate": "0,05"}
     assert "7" in seen["lag"]

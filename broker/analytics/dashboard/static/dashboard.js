@@ -8,6 +8,7 @@ const STATUS_LABELS = { live: "работает", silent: "молчит", never_
 const MARK_LABELS = ["5", "4", "3", "2", "1", "зач", "незач"];
 const SVG_NS = "http://www.w3.org/2000/svg";
 const REFRESH_MS = 30000;
+const SCHOOL_ZONE = "Europe/Moscow";
 
 const query = new URLSearchParams(window.location.search);
 
@@ -34,7 +35,10 @@ function number(value, digits) {
 
 function percent(value) { return value === null || value === undefined ? "—" : number(value * 100, 1) + " %"; }
 
-function moment(iso) { return iso ? new Date(iso).toLocaleString("ru-RU", { timeZone: "UTC" }) + " UTC" : "—"; }
+// Times as the schools keep them (Europe/Moscow, like the days of the series), whatever the browser's zone.
+function moment(iso) {
+  return iso ? new Date(iso).toLocaleString("ru-RU", { timeZone: SCHOOL_ZONE }) + " МСК" : "—";
+}
 
 async function getJson(path, params, optional) {
   const url = new URL(path, window.location.origin);
@@ -126,7 +130,8 @@ function renderSchools(data) {
   fillBody($("#schools"), shown.map((s) => {
     const tr = row([{ text: s.school_id, key: "school_id" }, { text: s.name }, { text: s.district },
       { text: s.vendor_id }, { text: STATUS_LABELS[s.status] || s.status, className: "status status-" + s.status, key: "status" },
-      { text: moment(s.last_event_at) }, { text: number(s.events), className: "number", key: "events" },
+      { text: moment(s.last_event_at), key: "last_event_at" },
+      { text: number(s.events), className: "number", key: "events" },
       { text: number(s.events_per_day), className: "number", key: "events_per_day" },
       { text: percent(s.timeliness), className: "number", key: "timeliness" }, { node: sparkline(s.daily) }]);
     tr.dataset.school = s.school_id;
@@ -222,7 +227,7 @@ async function load() {
     renderPipeline(pipeline);
     renderGrades(bySubject, byDistrict);
     state.dataset.state = "ready";
-    state.textContent = "Обновлено " + new Date().toLocaleTimeString("ru-RU");
+    state.textContent = "Обновлено " + new Date().toLocaleTimeString("ru-RU", { timeZone: SCHOOL_ZONE }) + " МСК";
   } catch (error) {
     state.dataset.state = "error";
     state.textContent = "Ошибка загрузки: " + error.message;
