@@ -23,11 +23,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import KafkaError
 
 from broker.analytics import projections
 from broker.domain.faults import Fault
@@ -44,6 +44,7 @@ from consumers.loop import (
     consume,
     dead_letter,
     is_test_message,
+    report_lag,
 )
 
 log = structlog.get_logger(__name__)
@@ -123,7 +124,8 @@ class AnalyticsConsumer:
                 kafka.running(self._producer_factory()) as dlq:
             log.info("analytics.started", group_id=self._options.group_id, topic=self._settings.events_topic)
             await consume(consumer, lambda read: self._process_read(read, dlq), stop=stop, name=CONSUMER,
-                          options=self._options, after_poll=self._report_lag, prepare=self._read_all)
+                          options=self._options, after_poll=partial(report_lag, name=CONSUMER),
+                          prepare=self._read_all)
             log.info("analytics.stopped", group_id=self._options.group_id)
 
     async def handle(self, record: ConsumerRecord, dlq: AIOKafkaProducer | None = None) -> Outcome:
@@ -224,21 +226,6 @@ class AnalyticsConsumer:
         if dlq is not None:
             await dead_letter(dlq, self._settings.dlq_topic, [(item.record, item.fault) for item in rejected],
                               consumer=CONSUMER)
-
-    async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
-        """Best effort: a metric must never stop the consumer (a partition revoked while its position is
-        looked up raises IllegalStateError, and the partitions after it, asked from the assignment as it
-        was, fail aiokafka's "is assigned" assertion; the next poll reports them again)."""
-        for tp in consumer.assignment():
-            try:
-                highwater = consumer.highwater(tp)
-                if highwater is None:
-                    continue
-                position = await consumer.position(tp)
-            except (KafkaError, AssertionError) as error:
-                log.debug("analytics.lag_unknown", topic=tp.topic, partition=tp.partition, error=repr(error))
-                continue
-            metrics.CONSUMER_LAG.labels(CONSUMER, tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
 
 _LOG_EVENT = {outcome: "analytics.event_" + outcome.value for outcome in Outcome}

@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 from broker.domain.faults import Failure, Fault
 from broker.infra import kafka
 from broker.infra.backoff import Backoff, pause
+from broker.ops import metrics
 from broker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -153,6 +154,24 @@ async def _poll(consumer: AIOKafkaConsumer, *, stop: asyncio.Event, name: str, o
     if after_poll is not None:
         await after_poll(consumer)
     return polled
+
+
+async def report_lag(consumer: AIOKafkaConsumer, *, name: str) -> None:
+    """Set ``ejx_consumer_lag`` of consumer ``name`` for each assigned partition (an ``after_poll``).
+
+    Best effort: a metric must never stop the consumer (a partition revoked while its position is
+    looked up raises IllegalStateError, and the partitions after it, asked from the assignment as it
+    was, fail aiokafka's "is assigned" assertion; the next poll reports them again)."""
+    for tp in consumer.assignment():
+        try:
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = await consumer.position(tp)
+        except (KafkaError, AssertionError) as error:
+            log.debug(f"{name}.lag_unknown", topic=tp.topic, partition=tp.partition, error=repr(error))
+            continue
+        metrics.CONSUMER_LAG.labels(name, tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
 
 async def _raise(fault: Fault) -> None:

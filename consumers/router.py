@@ -23,6 +23,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import asyncpg
 import structlog
@@ -51,12 +52,13 @@ from consumers.loop import (
     dead_letter,
     events_consumer,
     is_test_message,
+    report_lag,
 )
 
 log = structlog.get_logger(__name__)
 
 CONSUMER = "router"
-"""Name in the inbox and in DLQ headers."""
+"""Name in the inbox, in metrics and in DLQ headers."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ class Router:
         async with kafka.running(consumer):
             log.info("router.started", topic=self._settings.events_topic, group_id=self._options.group_id)
             await consume(consumer, self._route_read, stop=stop, name=CONSUMER, options=self._options,
-                          prepare=self._read)
+                          after_poll=partial(report_lag, name=CONSUMER), prepare=self._read)
         log.info("router.stopped")
 
     async def process(self, records: Sequence[ConsumerRecord], *, redeliver: bool = False,

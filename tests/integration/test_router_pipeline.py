@@ -17,6 +17,7 @@ from broker.devtools.receivers import (
     portal_receiver_app,
 )
 from broker.infra import kafka
+from broker.ops import metrics
 from broker.smev3.client import Smev3Client
 from broker.smev3.outgoing import RequestMessages
 from broker.smev3.queue import SmevQueue
@@ -107,6 +108,21 @@ async def test_invalid_events_go_to_the_dlq_with_fault_headers_and_are_committed
 async def _dlq(pipeline, n):
     records = await read_all(pipeline.settings, pipeline.settings.dlq_topic)
     return records if len(records) >= n else None
+
+
+async def test_the_router_reports_its_lag(pipeline):
+    """ejx_consumer_lag{consumer="router"} (which /v1/monitoring/pipeline shows): behind while the backlog is
+    worked off, 0 once it is routed."""
+    await pipeline.produce(*(event_xml(f"lag-{i}") for i in range(25)))
+    topic = pipeline.settings.events_topic
+    seen: list[int | None] = []
+
+    async def after_commit(outcome):
+        seen.append(metrics.consumer_lag("router").get(topic))
+    router = pipeline.router(after_commit=after_commit)
+    await run_until(router, lambda: _inbox_full(pipeline.pool, 25))
+    assert seen[0] is not None and seen[0] > 0  # 10 records a batch: the first commit leaves some behind
+    assert metrics.consumer_lag("router")[topic] == 0
 
 
 async def test_test_message_flag_reaches_the_envelope_and_keeps_its_own_inbox_key(pipeline):
