@@ -279,21 +279,29 @@ async def http_app(settings: Settings, built: Runtime, wanted: set[str], stack: 
     return app
 
 
-def shared_listener(settings: Settings) -> socket.socket:
-    """A listening socket on the configured address that other processes may listen on too (SO_REUSEPORT)."""
-    family, kind, protocol, _, address = socket.getaddrinfo(settings.http_host, settings.http_port,
-                                                            type=socket.SOCK_STREAM)[0]
-    listener = socket.socket(family, kind, protocol)
+def listener(settings: Settings) -> socket.socket:
+    """The HTTP server's listening socket on the configured address, bound before any component starts: a port
+    in use is then a Failure (one line, exit 1), where uvicorn, binding by itself, would ``sys.exit`` from its
+    task, past every component's stop. With ``http_reuse_port`` other processes may listen on it too
+    (SO_REUSEPORT)."""
+    where = f"{settings.http_host}:{settings.http_port}"
     try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        listener.bind(address)
-        listener.listen(2048)
+        family, kind, protocol, _, address = socket.getaddrinfo(settings.http_host, settings.http_port,
+                                                                type=socket.SOCK_STREAM)[0]
     except OSError as error:
-        listener.close()
-        raise Failure(f"cannot listen on {settings.http_host}:{settings.http_port} ({error.strerror}); is a "
-                      "server without EJX_HTTP_REUSE_PORT on that port?") from error
-    return listener
+        raise Failure(f"cannot listen on {where} ({error.strerror})") from error
+    bound = socket.socket(family, kind, protocol)
+    try:
+        bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if settings.http_reuse_port:
+            bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        bound.bind(address)
+        bound.listen(2048)
+    except OSError as error:
+        bound.close()
+        hint = "; is a server without EJX_HTTP_REUSE_PORT on that port?" if settings.http_reuse_port else ""
+        raise Failure(f"cannot listen on {where} ({error.strerror}){hint}") from error
+    return bound
 
 
 def http_server(settings: Settings, app: FastAPI) -> uvicorn.Server:
@@ -319,6 +327,7 @@ async def serve(settings: Settings, components: Iterable[str], *, stop: asyncio.
         if built is None:
             log.info("serve.stopped", components=list(names), reason="stopped while starting")
             return
+        sockets = [listener(settings)] if built.app is not None else None
         # A loop's own Kafka clients start in its run(), which raises Failure only if they could not.
         tasks = [asyncio.create_task(until_started(settings, partial(component.run, stop), stop=stop,
                                                    what=type(component).__name__), name=type(component).__name__)
@@ -327,7 +336,6 @@ async def serve(settings: Settings, components: Iterable[str], *, stop: asyncio.
         if built.app is not None:
             asyncio.get_running_loop().set_exception_handler(accept_error_handler())
             server = http_server(settings, built.app)
-            sockets = [shared_listener(settings)] if settings.http_reuse_port else None
             tasks.append(asyncio.create_task(server.serve(sockets=sockets), name="http"))
         log.info("serve.started", components=list(names), http=f"{settings.http_host}:{settings.http_port}"
                  if server else None)

@@ -1,5 +1,6 @@
 """``ejx serve`` under PostgreSQL outages: SIGTERM ends it within its grace period even with the database
-frozen, and a dependency down at start is waited for (or, with --fail-fast, is an immediate exit).
+frozen, and a dependency down at start is waited for (or, with --fail-fast, is an immediate exit); a port
+in use is an exit before any component starts.
 
 Each component runs as its own subprocess with PostgreSQL behind the fault proxy, so freezing the proxy
 freezes PostgreSQL for that process only (the suite's PostgreSQL is shared and never touched).
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 
 import pytest
 
@@ -94,3 +96,20 @@ async def test_fail_fast_exits_at_once_while_postgresql_is_down(serve_settings, 
         served.kill()
     assert code == 1
     assert "unreachable" in served.tail() and not served.events("startup.waiting")
+
+
+async def test_a_port_in_use_is_a_one_line_exit_before_any_component_starts(serve_settings) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", serve_settings.http_port))
+        held.listen()
+        served = Served(["--components", "analytics,dashboard"],
+                        environment(serve_settings, EJX_HTTP_HOST="127.0.0.1"))
+        try:
+            code = await served.exit(within=30)
+        finally:
+            served.kill()
+    assert code == 1, served.tail()
+    assert served.lines[-1].startswith(f"Failure: cannot listen on 127.0.0.1:{serve_settings.http_port} "), \
+        served.tail()
+    assert "Traceback" not in served.tail()
+    assert not served.events("serve.started") and not served.events("analytics.started")

@@ -1,4 +1,5 @@
-"""``EJX_HTTP_REUSE_PORT``: several servers listen on one port; a server that did not ask for it cannot."""
+"""``EJX_HTTP_REUSE_PORT``: several servers listen on one port; a server that did not ask for it cannot, and
+a port in use is a one-line Failure either way."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import socket
 
 import pytest
 
-from broker.app.bootstrap import shared_listener
+from broker.app.bootstrap import listener
 from broker.devtools.demo.setup import free_port
 from broker.domain.faults import Failure
 from broker.settings import Settings
@@ -15,8 +16,8 @@ from broker.settings import Settings
 
 def test_two_shared_listeners_take_one_port_and_a_plain_bind_is_refused() -> None:
     settings = Settings(http_host="127.0.0.1", http_port=free_port(), http_reuse_port=True)
-    first = shared_listener(settings)
-    second = shared_listener(settings)
+    first = listener(settings)
+    second = listener(settings)
     try:
         assert first.getsockname() == second.getsockname() == ("127.0.0.1", settings.http_port)
         with socket.socket() as plain, pytest.raises(OSError) as refused:
@@ -36,4 +37,13 @@ def test_a_port_held_by_a_server_without_it_is_a_one_line_failure() -> None:
         plain.bind(("127.0.0.1", settings.http_port))
         plain.listen()
         with pytest.raises(Failure, match="cannot listen on 127.0.0.1:.*EJX_HTTP_REUSE_PORT"):
-            shared_listener(settings)
+            listener(settings)
+
+
+def test_a_port_in_use_without_reuse_port_is_a_one_line_failure() -> None:
+    settings = Settings(http_host="127.0.0.1", http_port=free_port())
+    with socket.socket() as plain:
+        plain.bind(("127.0.0.1", settings.http_port))
+        plain.listen()
+        with pytest.raises(Failure, match=r"cannot listen on 127.0.0.1:\d+ \(Address already in use\)$"):
+            listener(settings)
