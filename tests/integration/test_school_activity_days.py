@@ -1,4 +1,4 @@
-"""School activity counts the schools' (Moscow) days, not UTC days, on a real PostgreSQL.
+"""School activity counts the schools' (Moscow) days, not UTC days, on a real PostgreSQL; status is judged at as-of.
 
 Every event here is recorded between 00:00 and 03:00 Moscow, when the UTC date
 is still the day before: the hours that tell the two apart.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from broker.analytics.projections.school_activity import SchoolMonitor, window
+from broker.analytics.projections.school_activity import SchoolMonitor, SchoolStatus, window
 from broker.xml.schemas import Schemas
 from consumers.analytics import AnalyticsConsumer, Outcome
 from tests.fixtures.analytics.journal import Delivery, posted, register
@@ -51,3 +51,11 @@ async def test_events_count_on_their_moscow_day_up_to_the_moscow_today(db_settin
     assert [tuple(d) for d in days] == [(date(2026, 3, 6), 2)]
     school = await _school(db_pool)
     assert school.daily[-2:] == [(date(2026, 3, 5), 0), (date(2026, 3, 6), 2)]
+
+
+async def test_a_school_judged_before_its_first_event_had_never_connected(db_settings, db_pool) -> None:  # noqa: ANN001
+    await _consume(db_settings, db_pool)  # sch-001's first event: 22:30 UTC on 5 March
+    before = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)
+    [school] = [s for s in await SchoolMonitor(db_pool).schools(as_of=before) if s.school_id == "sch-001"]
+    assert school.status is SchoolStatus.NEVER_CONNECTED
+    assert (await _school(db_pool)).status is SchoolStatus.LIVE  # at AS_OF, 30 minutes after it

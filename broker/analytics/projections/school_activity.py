@@ -40,9 +40,11 @@ class ActivityOptions:
     """Days of the per-day event series, ending on the as-of day."""
 
 
-def school_status(last_event_at: datetime | None, *, as_of: datetime, silent_after_days: int) -> SchoolStatus:
-    """live / silent / never connected, from the latest event of a school."""
-    if last_event_at is None:
+def school_status(last_event_at: datetime | None, *, as_of: datetime, silent_after_days: int,
+                  first_event_at: datetime | None = None) -> SchoolStatus:
+    """live / silent / never connected, from the latest event of a school; judged at an as-of before the
+    school's first event, it had not connected yet."""
+    if last_event_at is None or (first_event_at is not None and first_event_at > as_of):
         return SchoolStatus.NEVER_CONNECTED
     if as_of - last_event_at > timedelta(days=silent_after_days):
         return SchoolStatus.SILENT
@@ -187,8 +189,8 @@ class SchoolMonitor:
             days[0], days[-1], SCHOOL_TIMEZONE)
         found = []
         for row in rows:
-            state = school_status(row["last_event_at"], as_of=as_of,
-                                  silent_after_days=self.options.silent_after_days)
+            state = school_status(row["last_event_at"], as_of=as_of, silent_after_days=self.options.silent_after_days,
+                                  first_event_at=row["first_event_at"])
             if status is not None and state is not status:
                 continue
             per_day = dict(zip(row["daily_days"], row["daily_counts"], strict=True))
