@@ -141,13 +141,18 @@ def signed_block(
         raise InvalidContent("SendingTimestamp's offset must be whole minutes (xs:dateTime)")
     reference = ("" if reference_message_id is None else
                  f"<ReferenceMessageID>{_message_id(reference_message_id, 'ReferenceMessageID')}</ReferenceMessageID>")
+    try:
+        content = etree.tostring(event, method="c14n", exclusive=True, with_comments=False)
+    except etree.C14NError:  # a relative namespace URI, even one declared and never used; the XSD lets it pass
+        raise InvalidContent(f"primary content {etree.QName(event).localname} cannot be canonicalized "
+                             "(exclusive XML c14n): every namespace URI in it must be absolute") from None
     return b"".join((
         f'<SenderProvidedData xmlns="{ENVELOPE_NS}" Id="{SIGNED_DATA_ID}"><Header><MessageID>{mid}</MessageID>'
         f"{reference}<MessageType>{MessageType(message_type).value}</MessageType>"
         f"<Sender>{_mnemonic(sender, 'Sender')}</Sender><Recipient>{_mnemonic(recipient, 'Recipient')}</Recipient>"
         f"<SendingTimestamp>{sent.isoformat(timespec='milliseconds')}</SendingTimestamp>"
         f"{'<TestMessage></TestMessage>' if test else ''}</Header><MessagePrimaryContent>".encode(),
-        etree.tostring(event, method="c14n", exclusive=True, with_comments=False),
+        content,
         b"</MessagePrimaryContent></SenderProvidedData>"))
 
 

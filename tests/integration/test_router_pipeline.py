@@ -125,6 +125,24 @@ async def test_the_router_reports_its_lag(pipeline):
     assert metrics.consumer_lag("router")[topic] == 0
 
 
+BAD_ENVELOPE_CONTENT = {
+    "relative namespace": lambda xml: xml.replace(b'xmlns="urn://ejx/events/1"',
+                                                  b'xmlns="urn://ejx/events/1" xmlns:r="relative"', 1),
+}
+"""Events valid against their schema that no valid envelope can carry."""
+
+
+@pytest.mark.parametrize("spoil", BAD_ENVELOPE_CONTENT.values(), ids=list(BAD_ENVELOPE_CONTENT))
+async def test_an_event_no_valid_envelope_can_carry_goes_to_the_dlq_and_the_rest_is_routed(pipeline, spoil):
+    await pipeline.produce(spoil(event_xml("bad-1")), event_xml("ok-1"))
+    outcome = await pipeline.router().process(await read_all(pipeline.settings, pipeline.settings.events_topic))
+    assert (outcome.routed, outcome.rejected) == (1, 1)
+    (dead,) = await eventually(lambda: _dlq(pipeline, 1))
+    assert dict(dead.headers)["fault_code"] == b"InvalidContent"
+    for row in await pipeline.pool.fetch("SELECT payload FROM outbox"):
+        pipeline.schemas.validate_envelope(hardened.parse(row["payload"]))
+
+
 async def test_test_message_flag_reaches_the_envelope_and_keeps_its_own_inbox_key(pipeline):
     await pipeline.produce(event_xml("t-1"), headers=[("test_message", b"true")])
     await pipeline.produce(event_xml("t-1"))

@@ -165,6 +165,17 @@ def test_only_events_go_in(event):
         build_envelope(etree.Element("{urn:other}Thing"), recipient="EPGU")
 
 
+def test_an_event_that_cannot_be_canonicalized_is_invalid_content_not_a_crash(schemas):
+    """A relative namespace URI, declared and never used, passes the parser, the XSD and the model, but
+    exclusive c14n refuses it: the router must get a fault it dead-letters, not lxml's C14NError."""
+    document = (EXAMPLES / "events" / "valid" / "GradePosted.xml").read_bytes().replace(
+        b'xmlns="urn://ejx/events/1"', b'xmlns="urn://ejx/events/1" xmlns:r="relative"', 1)
+    event = hardened.parse(document)
+    schemas.validate_event(event)
+    with pytest.raises(InvalidContent, match="every namespace URI in it must be absolute"):
+        signed_block(event, recipient="EPGU")
+
+
 def test_read_refuses_broken_structure(event):
     envelope = build_envelope(event, recipient="EPGU")
     content = envelope.find(f".//{ENV}MessagePrimaryContent")
