@@ -50,6 +50,8 @@ _SENDING_TIMESTAMP = f"{{{ENVELOPE_NS}}}SendingTimestamp"
 _TEST_MESSAGE = f"{{{ENVELOPE_NS}}}TestMessage"
 _MNEMONIC = re.compile(r"[A-Z0-9][A-Z0-9_\-]{1,63}", re.ASCII)
 _DECLARATION = b"<?xml version='1.0' encoding='UTF-8'?>\n"
+_XSI_TYPE = etree.XPath("boolean(descendant-or-self::*/@xsi:type)",
+                        namespaces={"xsi": "http://www.w3.org/2001/XMLSchema-instance"})
 
 
 class MessageType(StrEnum):
@@ -141,6 +143,10 @@ def signed_block(
         raise InvalidContent("SendingTimestamp's offset must be whole minutes (xs:dateTime)")
     reference = ("" if reference_message_id is None else
                  f"<ReferenceMessageID>{_message_id(reference_message_id, 'ReferenceMessageID')}</ReferenceMessageID>")
+    if _XSI_TYPE(event):
+        # events.xsd admits it, but its value is a QName, and exclusive c14n keeps only the namespaces that
+        # tags and attribute names use: a prefix used in the value alone ends up unbound in the envelope.
+        raise InvalidContent("primary content must not carry xsi:type (canonical events have no attributes)")
     try:
         content = etree.tostring(event, method="c14n", exclusive=True, with_comments=False)
     except etree.C14NError:  # a relative namespace URI, even one declared and never used; the XSD lets it pass

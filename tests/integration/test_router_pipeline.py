@@ -128,6 +128,9 @@ async def test_the_router_reports_its_lag(pipeline):
 BAD_ENVELOPE_CONTENT = {
     "relative namespace": lambda xml: xml.replace(b'xmlns="urn://ejx/events/1"',
                                                   b'xmlns="urn://ejx/events/1" xmlns:r="relative"', 1),
+    "xsi:type": lambda xml: xml.replace(b'xmlns="urn://ejx/events/1"', b'xmlns="urn://ejx/events/1" '
+                                        b'xmlns:ev="urn://ejx/events/1" xmlns:xsi="http://www.w3.org/2001/'
+                                        b'XMLSchema-instance" xsi:type="ev:GradePostedType"', 1),
 }
 """Events valid against their schema that no valid envelope can carry."""
 

@@ -176,6 +176,18 @@ def test_an_event_that_cannot_be_canonicalized_is_invalid_content_not_a_crash(sc
         signed_block(event, recipient="EPGU")
 
 
+def test_an_event_with_xsi_type_is_refused_since_its_envelope_would_break_the_schema(schemas):
+    """events.xsd admits ``xsi:type="ev:GradePostedType"``; exclusive c14n drops the ``ev`` declaration that
+    only the value uses, so the signed envelope would fail envelope.xsd at every receiver."""
+    document = (EXAMPLES / "events" / "valid" / "GradePosted.xml").read_bytes().replace(
+        b"<Mark>", b'<Mark xmlns:ev="urn://ejx/events/1" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+                   b'xsi:type="ev:MarkType">', 1)
+    event = hardened.parse(document)
+    schemas.validate_event(event)
+    with pytest.raises(InvalidContent, match="must not carry xsi:type"):
+        signed_block(event, recipient="EPGU")
+
+
 def test_read_refuses_broken_structure(event):
     envelope = build_envelope(event, recipient="EPGU")
     content = envelope.find(f".//{ENV}MessagePrimaryContent")
