@@ -131,6 +131,7 @@ BAD_ENVELOPE_CONTENT = {
     "xsi:type": lambda xml: xml.replace(b'xmlns="urn://ejx/events/1"', b'xmlns="urn://ejx/events/1" '
                                         b'xmlns:ev="urn://ejx/events/1" xmlns:xsi="http://www.w3.org/2001/'
                                         b'XMLSchema-instance" xsi:type="ev:GradePostedType"', 1),
+    "batch of one": lambda xml: b'<EventBatch xmlns="urn://ejx/events/1">' + xml + b"</EventBatch>",
 }
 """Events valid against their schema that no valid envelope can carry."""
 
