@@ -279,8 +279,9 @@ def encode_headers(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
 
 
 def decode_headers(headers: Iterable[tuple[str, bytes | None]]) -> dict[str, str]:
-    """Headers of a consumed record as strings; for a repeated key the last value wins."""
-    return {key: (value or b"").decode() for key, value in headers}
+    """Headers of a consumed record as strings; for a repeated key the last value wins. Bytes that are not
+    UTF-8 are replaced: any producer may set headers, and one that raised here stopped the consumer."""
+    return {key: (value or b"").decode(errors="replace") for key, value in headers}
 
 
 Batches = Mapping[TopicPartition, list[ConsumerRecord]]

@@ -147,6 +147,12 @@ async def test_an_event_no_valid_envelope_can_carry_goes_to_the_dlq_and_the_rest
         pipeline.schemas.validate_envelope(hardened.parse(row["payload"]))
 
 
+async def test_a_header_that_is_not_utf8_does_not_stop_the_router(pipeline):
+    await pipeline.produce(event_xml("h-1"), headers=[("traceparent", b"\xff\xfe")])
+    outcome = await pipeline.router().process(await read_all(pipeline.settings, pipeline.settings.events_topic))
+    assert (outcome.routed, outcome.rejected) == (1, 0)
+
+
 async def test_test_message_flag_reaches_the_envelope_and_keeps_its_own_inbox_key(pipeline):
     await pipeline.produce(event_xml("t-1"), headers=[("test_message", b"true")])
     await pipeline.produce(event_xml("t-1"))
