@@ -72,6 +72,7 @@ def test_district_and_school_conditions():
     ("[recipients.EPGU]\nchannel='portal'\n[[rules]]\nrecipients=['EPGU']\nschool=['x']", "unknown keys"),
     ("[recipients.EPGU]\nchannel='portal'\n[[rules]]\nrecipients=[]", "non-empty"),
     ("not toml at all =", "routing"),
+    ("[recipients.epgu]\nchannel='portal'\n[[rules]]\nrecipients=['epgu']", "'epgu' is not a mnemonic"),
 ])
 def test_bad_tables_are_refused_at_load(text, complaint):
     with pytest.raises(InvalidContent, match=complaint):
