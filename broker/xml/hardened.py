@@ -33,6 +33,7 @@ from broker.domain.faults import InvalidContent
 _XINCLUDE = ("{http://www.w3.org/2001/XInclude}", "{http://www.w3.org/2003/XInclude}")
 
 _DECLARATION = re.compile(rb"<\?xml[ \t\r\n][^>]{0,200}?\?>")
+_DECLARATION_STARTS = (b"<?xml ", b"<?xml\t", b"<?xml\r", b"<?xml\n")
 _PSEUDO_ATTRIBUTE = re.compile(rb"""(version|encoding|standalone)\s*=\s*["']([^"']*)["']""")
 _WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -153,6 +154,8 @@ def _check_bytes(data: bytes, limits: XmlLimits) -> _Scanned:
         encoding = pseudo.get("encoding", "UTF-8")
         if encoding.upper() != "UTF-8":
             raise InvalidContent(f"encoding {encoding!r} is not accepted; send UTF-8")
+    elif body.startswith(_DECLARATION_STARTS):  # unchecked, its version and encoding would pass to libxml2
+        raise InvalidContent("the XML declaration is malformed or longer than 200 characters")
     doctype = data.find(b"<!DOCTYPE")
     if doctype >= 0:
         # Anywhere, even inside a comment or CDATA: cheaper and safer than finding the prolog's end.

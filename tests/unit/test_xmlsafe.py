@@ -69,6 +69,16 @@ def test_what_the_tree_walk_finds_is_found_in_small_documents(document, reason):
         hardened.parse(document)
 
 
+@pytest.mark.parametrize("document", [
+    b'<?xml version="1.1"' + b" " * 200 + b"?><a/>",
+    b'<?xml version="1.0"' + b" " * 200 + b'encoding="windows-1251"?><a>ok</a>',
+], ids=["xml 1.1", "windows-1251"])
+def test_a_declaration_too_long_to_check_is_refused(document):
+    """The declaration's version and encoding are read by a bounded scan; one past it was parsed unchecked."""
+    with pytest.raises(InvalidContent, match="declaration is malformed or longer than 200"):
+        hardened.parse(document)
+
+
 def test_doctype_is_refused_even_when_harmless():
     with pytest.raises(InvalidContent, match="DOCTYPE"):
         hardened.parse(b"<!DOCTYPE a><a/>")
