@@ -18,7 +18,6 @@ import structlog
 
 from broker.access.credentials import Credentials, Kind, check_name
 from broker.domain.faults import (
-    AccessDenied,
     InvalidContent,
     SenderIsNotRegistered,
 )
@@ -90,21 +89,12 @@ class Registry:
             raise SenderIsNotRegistered(f"no enabled vendor {vendor_id[:64]!r}; see `ejx vendors list`")
         return Vendor(row["vendor_id"], row["created_at"])
 
-    async def school_vendor(self, school_id: str) -> str | None:
-        """The vendor serving ``school_id``, or None for an unknown school."""
-        return await self._pool.fetchval("SELECT vendor_id FROM schools WHERE school_id = $1", school_id)
-
     async def school_vendors(self, school_ids: Iterable[str]) -> dict[str, str]:
-        """``school_vendor`` for many schools in one round trip; unknown schools are absent."""
+        """The vendor serving each school, in one round trip; unknown schools are absent."""
         with outage_as_failure("the registry"):
             rows = await self._pool.fetch(
                 "SELECT school_id, vendor_id FROM schools WHERE school_id = ANY($1::text[])", sorted(set(school_ids)))
         return {row["school_id"]: row["vendor_id"] for row in rows}
-
-    async def authorise(self, vendor: Vendor, school_id: str) -> None:
-        """Raise AccessDenied unless ``school_id`` is registered to ``vendor``."""
-        if await self.school_vendor(school_id) != vendor.vendor_id:
-            raise AccessDenied(f"school {school_id!r} is not registered to vendor {vendor.vendor_id!r}")
 
     async def import_schools(self, schools: Iterable[School]) -> tuple[int, int]:
         """Upsert schools in one transaction; return (inserted or changed, unchanged).

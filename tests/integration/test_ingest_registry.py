@@ -6,7 +6,7 @@ import pytest
 
 from broker.access.credentials import Credentials, Kind, token_hash
 from broker.access.registry import Registry, read_schools_csv
-from broker.domain.faults import AccessDenied, InvalidContent, SenderIsNotRegistered
+from broker.domain.faults import InvalidContent, SenderIsNotRegistered
 
 
 async def test_token_is_shown_once_and_only_its_hash_is_stored(db_pool):
@@ -53,15 +53,8 @@ async def test_schools_import_is_idempotent_and_accepts_russian_cp1251(db_pool):
     assert await registry.import_schools(schools) == (2, 0)
     assert await registry.import_schools(schools) == (0, 2)
     assert await db_pool.fetchval("SELECT count(*) FROM schools") == 2
-    assert await registry.school_vendor("sch-002") == "shkola-online"
-    assert await registry.school_vendors(["sch-001", "sch-404"]) == {"sch-001": "dnevnik-plus"}
-
-    vendor = await registry.vendor("dnevnik-plus")
-    await registry.authorise(vendor, "sch-001")
-    with pytest.raises(AccessDenied):
-        await registry.authorise(vendor, "sch-002")
-    with pytest.raises(AccessDenied):
-        await registry.authorise(vendor, "sch-404")
+    assert await registry.school_vendors(["sch-001", "sch-002", "sch-404"]) == {
+        "sch-001": "dnevnik-plus", "sch-002": "shkola-online"}
 
 
 async def test_schools_of_an_unknown_vendor_are_refused_whole(db_pool):
