@@ -72,7 +72,7 @@ class SendResponse(Call):
 
 
 def parse_request(root: etree._Element) -> Call:
-    """Identify and read a SOAP 1.1 request (root from ``broker.xmlsafe.parse``); refuse anything else.
+    """Identify and read a SOAP 1.1 request (root from ``broker.xml.hardened.parse``); refuse anything else.
     Dispatch is on the Body's element, never on SOAPAction, which some clients leave out."""
     element = body_element(root)
     name = etree.QName(element)

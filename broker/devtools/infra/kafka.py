@@ -95,7 +95,7 @@ def node_ports(settings: Settings, node_id: int) -> tuple[int, int]:
 
 def render_properties(properties: dict[str, str]) -> str:
     """Java properties text; values here never need escaping beyond backslashes."""
-    lines = ["# Written by ejx (broker/localinfra/kafka.py) at every start; edits are overwritten."]
+    lines = ["# Written by ejx (broker/devtools/infra/kafka.py) at every start; edits are overwritten."]
     lines += [f"{key}={value.replace(chr(92), chr(92) * 2)}" for key, value in properties.items()]
     return "\n".join(lines) + "\n"
 
