@@ -64,7 +64,8 @@ class Settings(BaseSettings):
         "Exit at once when PostgreSQL or Kafka is down at start, instead of waiting with backoff."))
     startup_retry_cap_s: float = Field(default=30.0, gt=0, description="Longest pause between start-up tries.")
     relay_lease_s: float = Field(default=60.0, gt=0, description=(
-        "How long a served relay reserves a claimed outbox row; above the portal's and the database's timeouts."))
+        "How long the relay (served or `ejx relay`) reserves a claimed outbox row; above the portal's and the "
+        "database's timeouts."))
     shutdown_grace_s: float = Field(default=15.0, gt=0, description=(
         "On SIGTERM, seconds the components get to finish their batch; then they are cancelled."))
     outbox_retention_s: float = Field(default=7 * DAY_S, gt=0, description=(

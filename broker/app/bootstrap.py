@@ -218,8 +218,7 @@ async def runtime(settings: Settings, components: Iterable[str]) -> AsyncIterato
             built.loops.append(router(settings, pool=pool, producer=producer, schemas=built.schemas))
         if "relay" in wanted:
             found = await stack.enter_async_context(destinations(settings, pool=pool, producer=producer))
-            built.loops.append(Relay(pool, found, options=RelayOptions(lease_s=settings.relay_lease_s,
-                                                                       retention=retention(settings))))
+            built.loops.append(relay(pool, found, options=relay_options(settings)))
         if "analytics" in wanted:
             built.loops.append(AnalyticsConsumer(settings=settings, pool=pool, schemas=built.schemas))
         if wanted & HTTP_COMPONENTS:
@@ -237,8 +236,16 @@ def retention(settings: Settings) -> RetentionOptions:
                             every_s=settings.retention_sweep_every_s)
 
 
+def relay_options(settings: Settings, *, batch_size: int = RelayOptions.batch_size,
+                  max_attempts: int = RelayOptions.max_attempts) -> RelayOptions:
+    """The relay's lease and retention sweep from settings, for ``ejx serve`` and ``ejx relay`` alike
+    (``ejx relay`` also sets its batch size and attempts)."""
+    return RelayOptions(batch_size=batch_size, max_attempts=max_attempts, lease_s=settings.relay_lease_s,
+                        retention=retention(settings))
+
+
 def relay(pool: asyncpg.Pool, found: dict[str, Destination], *, options: RelayOptions = RelayOptions()) -> Relay:
-    """The relay over ``found`` destinations (``ejx relay`` sets its own batch size and attempts)."""
+    """The relay over ``found`` destinations, served or ``ejx relay``'s (options: :func:`relay_options`)."""
     return Relay(pool, found, options=options)
 
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from pydantic import ValidationError
 
-from broker.app.bootstrap import retention
+from broker.app.bootstrap import relay_options, retention
 from broker.settings import Settings
 
 
@@ -31,3 +31,11 @@ def test_a_soak_may_go_below_the_minimums_but_never_forget_origins_before_inbox_
         Settings(retention_minimums=False, inbox_retention_s=120, message_origin_retention_s=60)
     with pytest.raises(ValidationError, match="ingest_record_retention_s must be at least ingest_key_retention_s"):
         Settings(retention_minimums=False, ingest_key_retention_s=120, ingest_record_retention_s=60)
+
+
+def test_ejx_relay_takes_the_lease_and_retention_of_settings_as_the_served_relay_does() -> None:
+    settings = Settings(relay_lease_s=7.0, outbox_retention_s=7200.0)
+    served, command = relay_options(settings), relay_options(settings, batch_size=5, max_attempts=3)
+    assert served.lease_s == command.lease_s == 7.0
+    assert served.retention == command.retention == retention(settings)
+    assert (command.batch_size, command.max_attempts) == (5, 3)

@@ -48,7 +48,7 @@ console = Console(stderr=False)
 @click.pass_obj
 def relay_command(settings: Settings, batch_size: int, max_attempts: int) -> None:
     """Deliver outbox rows to the portal and the interagency exchange until stopped."""
-    options = RelayOptions(batch_size=batch_size, max_attempts=max_attempts, retention=bootstrap.retention(settings))
+    options = bootstrap.relay_options(settings, batch_size=batch_size, max_attempts=max_attempts)
 
     async def main(stop: asyncio.Event) -> None:
         async with connected(settings) as pool, kafka.running(kafka.producer(settings)) as producer, \
