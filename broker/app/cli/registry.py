@@ -17,6 +17,7 @@ import click
 
 from broker.access.credentials import Credentials, Kind
 from broker.access.registry import Registry, read_schools_csv
+from broker.app.cli.moments import shown
 from broker.infra.postgres import connected
 from broker.settings import Settings
 
@@ -57,12 +58,12 @@ def credential_group(kind: Kind, name: str, about: str) -> click.Group:
     @group.command("list")
     @click.pass_obj
     def listed(settings: Settings) -> None:
-        """Registered holders, their scope and state (tokens are never shown)."""
+        """Registered holders, their scope and state, times in Moscow time (tokens are never shown)."""
         for info in _on_pool(settings, lambda credentials, _: credentials.listed(kind)):
             state = "revoked" if info.revoked else "active"
             scope = ",".join(info.districts) or ("all districts" if kind is Kind.AUTHORITY else "-")
-            rotated = info.rotated_at.isoformat() if info.rotated_at else "-"
-            click.echo(f"{info.name}\t{state}\t{scope}\t{info.created_at.isoformat()}\trotated {rotated}")
+            rotated = shown(info.rotated_at) if info.rotated_at else "-"
+            click.echo(f"{info.name}\t{state}\t{scope}\t{shown(info.created_at)}\trotated {rotated}")
 
     @group.command("revoke")
     @click.argument("holder")
