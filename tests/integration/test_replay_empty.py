@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
+from broker.domain.faults import InvalidContent
 from consumers.replay import ReplayRange, replay
 from tests.integration.router_support import pair, pipeline, schemas  # noqa: F401  (fixtures)
 
@@ -25,3 +28,10 @@ async def test_dry_run_replay_of_an_empty_topic_from_offset_zero_ends_at_once(pi
     assert report.records == 0 and set(report.partitions.values()) == {(0, 0)}
     assert seconds < PROMPT_S
 
+
+
+async def test_replay_of_a_topic_that_does_not_exist_says_so_at_once(pipeline):
+    """A mistyped --topic is InvalidContent at once, not a 30 s wait ending in "Kafka is unreachable"."""
+    selection = ReplayRange(topic=f"{pipeline.settings.events_topic}.mistyped", from_offset=0)
+    with pytest.raises(InvalidContent, match="does not exist"):
+        await _timed_replay(pipeline, selection)
