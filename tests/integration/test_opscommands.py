@@ -99,3 +99,35 @@ def test_a_discarded_dead_row_frees_its_key_and_is_never_delivered(database_url,
     assert result.exit_code == 0 and "discarded: 1 row(s)" in result.output
     assert asyncio.run(claimed()) == sorted([later, pending])
     assert "redriven: 0 row(s)" in runner.invoke(main, ["outbox", "redrive", "--dead"]).output
+
+
+def test_redrive_since_without_a_zone_is_moscow_time(database_url, monkeypatch):
+    """An operator types the wall-clock time they read: 10:00 is 10:00 in Moscow (07:00 UTC), not UTC."""
+    import asyncio
+
+    monkeypatch.setenv("EJX_DATABASE_URL", database_url)
+    before, after = new_message_id(), new_message_id()
+
+    async def seed() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            for message_id, created in ((before, "2026-10-14T06:30:00Z"), (after, "2026-10-14T08:00:00Z")):
+                await conn.execute(
+                    """INSERT INTO outbox (message_id, destination, partition_key, payload, status, created_at)
+                       VALUES ($1, 'portal', $2, '<x/>', 'dead', $3::text::timestamptz)""",
+                    message_id, str(message_id), created)
+        finally:
+            await conn.close()
+    asyncio.run(seed())
+
+    redrive = CliRunner().invoke(main, ["outbox", "redrive", "--dead", "--since", "2026-10-14T10:00:00"])
+    assert redrive.exit_code == 0 and "redriven: 1 row(s)" in redrive.output, redrive.output
+
+    async def pending() -> list:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return [row["message_id"] for row in await conn.fetch(
+                "SELECT message_id FROM outbox WHERE status = 'pending'")]
+        finally:
+            await conn.close()
+    assert asyncio.run(pending()) == [after]

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from click.testing import CliRunner
+
+from broker.app.cli import main
+from broker.app.cli.moments import MOSCOW
 from broker.delivery.destinations import PortalDestination
 from broker.delivery.relay import Relay
 from broker.devtools.receivers import ReceiverLog, portal_receiver_app
@@ -80,3 +84,16 @@ async def test_replay_of_one_partition_up_to_a_time_reads_only_that(pipeline):
         topic=pipeline.settings.events_topic, from_offset=0, partition=0,
         to_time=datetime.now(UTC) - timedelta(days=1)), dry_run=True)
     assert report.records == 0 and list(report.partitions) == [0]
+
+
+async def test_replay_from_a_time_without_a_zone_reads_it_as_moscow_time(pipeline, monkeypatch):
+    """`ejx replay --from-time` with the wall-clock time an operator reads in Moscow replays from then; read as
+    UTC it would start three hours later and leave out what was just published."""
+    await pipeline.produce(event_xml("moscow-1", school="sch-1"), key=b"sch-1")
+    a_minute_ago = (datetime.now(MOSCOW) - timedelta(minutes=1)).replace(tzinfo=None).isoformat(timespec="seconds")
+    monkeypatch.setenv("EJX_DATABASE_URL", pipeline.settings.database_dsn)
+    result = await asyncio.to_thread(CliRunner().invoke, main, [
+        "replay", "--topic", pipeline.settings.events_topic, "--from-time", a_minute_ago, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    counts = next(line for line in result.output.splitlines() if line.startswith("│"))
+    assert counts.split("│")[1].strip() == "1", result.output

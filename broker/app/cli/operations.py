@@ -25,7 +25,7 @@ from rich.progress import (
 from rich.table import Table
 
 from broker.app import bootstrap
-from broker.app.cli.moments import parse_moment, shown
+from broker.app.cli.moments import MOSCOW, parse_moment, shown
 from broker.delivery import outbox
 from broker.delivery.relay import RelayOptions
 from broker.domain.faults import InvalidContent
@@ -98,13 +98,13 @@ def _summary_table(rows: list[outbox.DestinationSummary]) -> Table:
 @outbox_group.command("redrive")
 @click.option("--dead", "dead", is_flag=True, required=True, help="Redrive dead rows (the only kind there is).")
 @click.option("--destination", default=None, help="Only this destination, e.g. portal.")
-@click.option("--since", default=None, help="Only rows created at or after this ISO 8601 time.")
+@click.option("--since", default=None, help="Only rows created at or after this ISO 8601 time (no zone: Moscow).")
 @click.pass_obj
 def outbox_redrive_command(settings: Settings, dead: bool, destination: str | None, since: str | None) -> None:
     """Return dead rows to pending with a fresh attempt budget; MessageIDs stay the same."""
     async def main() -> int:
         async with connected(settings) as pool:
-            return await outbox.redrive(pool, destination=destination, since=parse_moment(since))
+            return await outbox.redrive(pool, destination=destination, since=parse_moment(since, zone=MOSCOW))
     click.echo(f"redriven: {asyncio.run(main())} row(s)")
 
 
@@ -122,9 +122,10 @@ def outbox_discard_command(settings: Settings, message_ids: tuple[uuid.UUID, ...
 
 @click.command("replay")
 @click.option("--topic", default=None, help="Default: the events topic.")
-@click.option("--from-time", default=None, help="First record at or after this ISO 8601 time.")
+@click.option("--from-time", default=None, help="First record at or after this ISO 8601 time (no zone: Moscow).")
 @click.option("--from-offset", type=int, default=None, help="First offset in every selected partition.")
-@click.option("--to-time", default=None, help="Stop before this ISO 8601 time (default: the current end).")
+@click.option("--to-time", default=None,
+              help="Stop before this ISO 8601 time (no zone: Moscow; default: the current end).")
 @click.option("--partition", type=int, default=None, help="Only this partition.")
 @click.option("--dry-run", is_flag=True, help="Do everything, then roll back: report what would happen.")
 @click.option("--redeliver", is_flag=True,
@@ -137,8 +138,9 @@ def replay_command(settings: Settings, topic: str | None, from_time: str | None,
                    routing_file: Path | None) -> None:
     """Re-feed events through the router; the inbox keeps it from delivering anything twice."""
     try:
-        selection = ReplayRange(topic=topic or settings.events_topic, from_time=parse_moment(from_time),
-                                from_offset=from_offset, to_time=parse_moment(to_time), partition=partition)
+        selection = ReplayRange(topic=topic or settings.events_topic,
+                                from_time=parse_moment(from_time, zone=MOSCOW), from_offset=from_offset,
+                                to_time=parse_moment(to_time, zone=MOSCOW), partition=partition)
     except InvalidContent as fault:
         raise click.UsageError(fault.description) from None
 
