@@ -49,10 +49,12 @@ def _rejects_path(source: Path, given: Path | None) -> Path:
     return given or source.with_name(source.name.rstrip("/") + ".rejects.csv")
 
 
-def _summary(console: Console, report: ImportReport, rejects: Path) -> None:
+def _summary(console: Console, report: ImportReport, rejects: Path, *, skipped: int = 0) -> None:
+    """Every row is counted once: accepted, accepted before, skipped (OneRoster's ungraded results) or rejected."""
     console.print(f"{report.rows} row(s): [green]{report.accepted} accepted[/], "
                   f"{report.duplicates} already accepted before, "
-                  f"[{'red' if report.rejected else 'green'}]{report.rejected} rejected[/]"
+                  + (f"{skipped} skipped (not submitted, or exempt without a score), " if skipped else "")
+                  + f"[{'red' if report.rejected else 'green'}]{report.rejected} rejected[/]"
                   + (f" → {rejects}" if report.rejected else ""))
 
 
@@ -113,16 +115,17 @@ def import_oneroster_command(settings: Settings, directory: Path, vendor: str, r
     rejects_path = _rejects_path(directory, rejects)
     console = Console(stderr=True)
 
-    async def run() -> ImportReport:
+    async def run() -> tuple[ImportReport, int]:
         bundle = read_bundle(directory)
         async with bootstrap.ingest_service(settings) as service:
             sender = await service.registry.vendor(vendor)
             mapping = await mapper.map(bundle, source_system=sender.vendor_id, ledger=service.ledger)
             return await _publish_mapped(service, sender, mapping.events, mapping.problems, mapping.skipped,
-                                         rejects_path, batch_size, console, total=len(bundle["results"]))
+                                         rejects_path, batch_size, console,
+                                         total=len(bundle["results"])), mapping.skipped
 
-    report = asyncio.run(run())
-    _summary(console, report, rejects_path)
+    report, skipped = asyncio.run(run())
+    _summary(console, report, rejects_path, skipped=skipped)
 
 
 async def _publish_mapped(service: IngestService, sender, events, problems: list[Problem], skipped: int,  # noqa: ANN001
