@@ -65,7 +65,8 @@ async def replay(settings: Settings, router: Router, selection: ReplayRange, *, 
                  on_start: Callable[[int], None] | None = None,
                  on_progress: Callable[[int], None] | None = None) -> ReplayReport:
     """Replay ``selection``; ``on_start(total_records)`` then ``on_progress(n)`` per batch (progress bars)."""
-    await _require_topic(settings, selection.topic)
+    if not await kafka.topic_exists(settings, selection.topic):
+        raise InvalidContent(f"topic {selection.topic} does not exist")
     # Subscribed at start only so that the client fetches the topic's metadata; reading is by assignment.
     consumer = kafka.consumer(settings, selection.topic, group_id=None, max_poll_records=batch_size)
     report = ReplayReport()
@@ -104,15 +105,6 @@ async def replay(settings: Settings, router: Router, selection: ReplayRange, *, 
              skipped=report.total.skipped, rejected=report.total.rejected,
              redelivered=report.total.redelivered, messages=report.total.messages, dry_run=dry_run)
     return report
-
-
-async def _require_topic(settings: Settings, topic: str) -> None:
-    """Asked first: a consumer subscribed to a missing topic waits at start for it to be created, until
-    the start times out and a mistyped --topic reads as "Kafka is unreachable"."""
-    probe = kafka.consumer(settings, group_id=None)
-    async with kafka.running(probe):
-        if topic not in await probe.topics():
-            raise InvalidContent(f"topic {topic} does not exist")
 
 
 async def _bounds(consumer: AIOKafkaConsumer, selection: ReplayRange) -> dict[TopicPartition, tuple[int, int]]:

@@ -176,6 +176,14 @@ async def ensure_topics(
             _raise_for(code, f"creating topic {name}", message[0] if message else None)
 
 
+async def topic_exists(settings: Settings, topic: str) -> bool:
+    """Asked before subscribing: a consumer subscribed to a missing topic waits at start for it to be created,
+    until the start times out and a mistyped or not yet created topic reads as "Kafka is unreachable"."""
+    probe = consumer(settings, group_id=None)
+    async with running(probe):
+        return topic in await probe.topics()
+
+
 async def delete_topics(settings: Settings, names: Iterable[str]) -> None:
     """Delete topics; ones already gone are not an error (tests and readiness probes clean up with it)."""
     names = list(names)

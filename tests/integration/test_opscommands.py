@@ -131,3 +131,17 @@ def test_redrive_since_without_a_zone_is_moscow_time(database_url, monkeypatch):
         finally:
             await conn.close()
     assert asyncio.run(pending()) == [after]
+
+
+def test_status_of_an_events_topic_that_does_not_exist_says_so_at_once(database_url, monkeypatch):
+    """Before `ejx serve` created it (or with EJX_EVENTS_TOPIC mistyped): the topic is named, not a 30 s wait
+    ending in "Kafka is unreachable"."""
+    import time
+    import uuid
+
+    monkeypatch.setenv("EJX_DATABASE_URL", database_url)
+    monkeypatch.setenv("EJX_EVENTS_TOPIC", f"ejx.test.missing.{uuid.uuid4().hex[:12]}")
+    started = time.monotonic()
+    result = CliRunner().invoke(main, ["status"])
+    assert result.exit_code == 1 and "does not exist" in result.stderr, result.output
+    assert time.monotonic() - started < 10

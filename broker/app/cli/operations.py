@@ -173,6 +173,9 @@ def replay_command(settings: Settings, topic: str | None, from_time: str | None,
 def status_command(settings: Settings, groups: tuple[str, ...]) -> None:
     """Consumer-group lag per partition of the events topic, and the outbox summary."""
     async def main() -> None:
+        if not await kafka.topic_exists(settings, settings.events_topic):
+            raise InvalidContent(f"topic {settings.events_topic} does not exist (EJX_EVENTS_TOPIC; `ejx serve` "
+                                 "creates it)")
         table = Table(title=f"lag on {settings.events_topic}")
         for column in ("group", "partition", "committed", "end", "lag"):
             table.add_column(column, justify="right" if column != "group" else "left")
