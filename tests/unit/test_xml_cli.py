@@ -68,6 +68,12 @@ def test_keys_init_writes_a_pair_and_never_overwrites(ejx, tmp_path):
     assert key.read_bytes() == before
 
 
+def test_keys_init_into_a_directory_it_cannot_create_is_one_fault_line(ejx, tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
+    line = assert_fault(ejx("keys", "init", "--dir", tmp_path / "a-file" / "keys"), "Failure")
+    assert "cannot write a key pair into" in line
+
+
 def test_keys_init_rsa_into_a_directory(ejx, tmp_path):
     assert ejx("keys", "init", "--dir", tmp_path / "k", "--algorithm", "rsa").exit_code == 0
     assert b"BEGIN PRIVATE KEY" in (tmp_path / "k" / "ejx.key").read_bytes()

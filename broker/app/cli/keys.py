@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from broker.domain.faults import Failure
 from broker.settings import Settings
 from broker.xml.signing import keys
 
@@ -23,8 +24,11 @@ def keys_group() -> None:
 @click.pass_obj
 def keys_init(settings: Settings, directory: Path | None, algorithm: str) -> None:
     """Mint a development key and self-signed certificate; never overwrites."""
-    key_path, cert_path = keys.write_dev_pair(directory or settings.keys_dir,
-                                              algorithm=keys.KeyAlgorithm(algorithm))
+    target = directory or settings.keys_dir
+    try:
+        key_path, cert_path = keys.write_dev_pair(target, algorithm=keys.KeyAlgorithm(algorithm))
+    except OSError as error:  # a directory ejx may not create or write (permissions, a file in the path)
+        raise Failure(f"cannot write a key pair into {target}: {error.strerror or error}") from None
     click.echo(f"{key_path}\n{cert_path}")
 
 
