@@ -54,6 +54,16 @@ def test_replay_needs_exactly_one_start(database_url, monkeypatch):
     assert result.exit_code != 0 and "exactly one" in result.output
 
 
+def test_relay_refuses_a_batch_or_attempts_below_one(database_url, monkeypatch):
+    """Checked before anything starts: --max-attempts 0 would kill rows at their first failure, --batch-size -1
+    claim nothing and idle."""
+    monkeypatch.setenv("EJX_DATABASE_URL", database_url)
+    for option in ("--batch-size", "--max-attempts"):
+        for value in ("0", "-1"):
+            result = CliRunner().invoke(main, ["relay", option, value])
+            assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output
+
+
 def test_a_discarded_dead_row_frees_its_key_and_is_never_delivered(database_url, monkeypatch):
     """A dead row holds back its key; one that must never be delivered is discarded, and the key goes on."""
     import asyncio

@@ -39,11 +39,10 @@ log = structlog.get_logger(__name__)
 console = Console(stderr=False)
 
 
-
-
 @click.command("relay")
-@click.option("--batch-size", default=RelayOptions.batch_size, show_default=True, help="Rows claimed per round.")
-@click.option("--max-attempts", default=RelayOptions.max_attempts, show_default=True,
+@click.option("--batch-size", default=RelayOptions.batch_size, show_default=True, type=click.IntRange(min=1),
+              help="Rows claimed per round.")
+@click.option("--max-attempts", default=RelayOptions.max_attempts, show_default=True, type=click.IntRange(min=1),
               help="Failed attempts before a row is dead.")
 @click.pass_obj
 def relay_command(settings: Settings, batch_size: int, max_attempts: int) -> None:
