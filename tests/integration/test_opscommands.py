@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 from click.testing import CliRunner
 
@@ -10,8 +12,6 @@ from broker.xml.envelope import new_message_id
 
 
 def _seed(database_url: str) -> None:
-    import asyncio
-
     async def seed():
         conn = await asyncpg.connect(database_url)
         try:
@@ -66,7 +66,6 @@ def test_relay_refuses_a_batch_or_attempts_below_one(database_url, monkeypatch):
 
 def test_a_discarded_dead_row_frees_its_key_and_is_never_delivered(database_url, monkeypatch):
     """A dead row holds back its key; one that must never be delivered is discarded, and the key goes on."""
-    import asyncio
     from datetime import timedelta
 
     from broker.delivery import outbox
@@ -113,7 +112,6 @@ def test_a_discarded_dead_row_frees_its_key_and_is_never_delivered(database_url,
 
 def test_redrive_since_without_a_zone_is_moscow_time(database_url, monkeypatch):
     """An operator types the wall-clock time they read: 10:00 is 10:00 in Moscow (07:00 UTC), not UTC."""
-    import asyncio
 
     monkeypatch.setenv("EJX_DATABASE_URL", database_url)
     before, after = new_message_id(), new_message_id()
@@ -155,3 +153,28 @@ def test_status_of_an_events_topic_that_does_not_exist_says_so_at_once(database_
     result = CliRunner().invoke(main, ["status"])
     assert result.exit_code == 1 and "does not exist" in result.stderr, result.output
     assert time.monotonic() - started < 10
+
+
+async def test_status_lag_counts_from_the_log_start_not_offset_zero(database_url, monkeypatch, kafka_settings,
+                                                                   fresh_topic):
+    """Records retention deleted are not left to read: a group without a commit starts at the log's start."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+
+    from broker.infra import kafka
+
+    async with kafka.running(kafka.producer(kafka_settings)) as producer:
+        for n in range(5):
+            await producer.send_and_wait(fresh_topic, b"x%d" % n, partition=0)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_settings.kafka_address)
+    await admin.start()
+    try:
+        await admin.delete_records({TopicPartition(fresh_topic, 0): RecordsToDelete(before_offset=3)})
+    finally:
+        await admin.close()
+    monkeypatch.setenv("EJX_DATABASE_URL", database_url)
+    monkeypatch.setenv("EJX_EVENTS_TOPIC", fresh_topic)
+    result = await asyncio.to_thread(CliRunner().invoke, main, ["status", "--group", "ejx-never-committed"])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if "ejx-never-committed" in line)
+    assert [cell.strip() for cell in row.split("│")[1:6]] == ["ejx-never-committed", "0", "-", "5", "2"]

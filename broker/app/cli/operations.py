@@ -184,11 +184,14 @@ def status_command(settings: Settings, groups: tuple[str, ...]) -> None:
                 tps = [TopicPartition(settings.events_topic, p)
                        for p in sorted(consumer.partitions_for_topic(settings.events_topic) or ())]
                 ends = await consumer.end_offsets(tps) if tps else {}
+                starts = await consumer.beginning_offsets(tps) if tps else {}
             reader = kafka.consumer(settings, group_id=group)
             async with kafka.running(reader):
                 for tp in tps:
                     committed = await reader.committed(tp)
-                    lag = ends[tp] - (committed or 0)
+                    # What is left to read: a group without a commit, or one behind retention, starts at the log's
+                    # start (auto_offset_reset earliest), not at offset 0.
+                    lag = ends[tp] - max(committed or 0, starts[tp])
                     table.add_row(group, str(tp.partition), "-" if committed is None else str(committed),
                                   str(ends[tp]), str(lag))
         console.print(table)
