@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -85,6 +86,19 @@ async def test_a_changed_field_with_its_payload_hash_recomputed_is_named(db_pool
         db_pool, "UPDATE message_log SET payload = 'forged', payload_sha256 = sha256('forged') WHERE sequence = 4")
     broken = (await message_log.verify(db_pool)).broken
     assert broken.sequence == 4 and "record hash" in broken.reason
+
+
+async def test_the_last_record_rewritten_with_every_hash_recomputed_is_named_by_the_head(db_pool: asyncpg.Pool) -> None:
+    """No later record chains to the last one: only the head row's hash tells that it was rewritten."""
+    await append_committed(db_pool, entries(5))
+    last = await db_pool.fetchrow("SELECT * FROM message_log WHERE sequence = 5")
+    forged = Record(**{**dict(last), "payload": b"forged", "payload_sha256": hashlib.sha256(b"forged").digest()})
+    await as_superuser_without_triggers(
+        db_pool, "UPDATE message_log SET payload = $1, payload_sha256 = $2, record_hash = $3 WHERE sequence = 5",
+        forged.payload, forged.payload_sha256, record_hash(forged))
+    verdict = await message_log.verify(db_pool)
+    assert verdict.checked == 5, "every record is sound on its own"
+    assert verdict.broken.sequence == 5 and "recorded for the end of the chain" in verdict.broken.reason
 
 
 async def test_a_deleted_record_is_named_in_the_middle_and_at_the_end(db_pool: asyncpg.Pool) -> None:
