@@ -1,17 +1,21 @@
 """PostgreSQL fixtures: every test gets a fresh, migrated database of its own.
 
 A missing PostgreSQL fails the test (never skips it): the suite's integration
-tier means nothing without the real thing.
+tier means nothing without the real thing. So does, in CI, a missing PostgreSQL
+server for the tests that run (and kill) a cluster of their own.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 
+from broker.devtools.infra import postgres as local_postgres
 from broker.devtools.migrations import RECEIVER_TABLES
 from broker.infra.migrations import PRODUCTION, migrate
 from broker.infra.postgres import create_pool
@@ -34,6 +38,20 @@ async def _admin(settings: Settings) -> asyncpg.Connection:
     except (OSError, asyncpg.PostgresError, TimeoutError) as error:
         pytest.fail(f"PostgreSQL at {settings.database_dsn} is unreachable ({error}); "
                     "run `ejx infra up` or set EJX_DATABASE_URL", pytrace=False)
+
+
+@pytest.fixture
+def postgres_server() -> Path:
+    """Debian's PostgreSQL server binaries, for tests that start and kill a throwaway cluster. Missing, they fail
+    the test in CI (``CI=true``, as ``.ci/run`` sets it) and skip it elsewhere: a developer may run the suite on
+    ``EJX_DATABASE_URL`` alone, but CI must not count a crash test it never ran as passed."""
+    found = local_postgres.find_bin_dir()
+    if found is None:
+        reason = f"Debian's PostgreSQL server is not installed (apt-get install -y {local_postgres.DEBIAN_PACKAGE})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    return found
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import time
 import asyncpg
 import pytest
 
-from broker.devtools.infra.postgres import LocalPostgres, find_bin_dir
+from broker.devtools.infra.postgres import LocalPostgres
 from broker.devtools.migrations import RECEIVER_TABLES
 from broker.infra.migrations import PRODUCTION, migrate
 from broker.settings import Settings
@@ -24,7 +24,7 @@ from tests.delivery_support import counting_portal, eventually, serving
 from tests.faults.serve_support import Served, environment
 from tests.faults.stall_support import LEASE_S, LIMITS, backlog, first_copies_in_key_order
 
-pytestmark = pytest.mark.skipif(find_bin_dir() is None, reason="Debian's PostgreSQL server is not installed")
+pytestmark = pytest.mark.usefixtures("postgres_server")
 
 PORTS = range(35000, 36000)
 

@@ -15,11 +15,11 @@ import time
 import asyncpg
 import pytest
 
-from broker.devtools.infra.postgres import LocalPostgres, find_bin_dir
+from broker.devtools.infra.postgres import LocalPostgres
 from broker.settings import Settings
 from tests.delivery_support import free_port
 
-pytestmark = pytest.mark.skipif(find_bin_dir() is None, reason="Debian's PostgreSQL server is not installed")
+pytestmark = pytest.mark.usefixtures("postgres_server")
 
 
 @pytest.fixture
