@@ -225,3 +225,30 @@ async def test_a_refusal_of_the_whole_batch_kills_no_envelope_and_they_are_retri
         finally:
             await destination.close()
     assert {row["status"] for row in await db_pool.fetch("SELECT status FROM outbox")} == {"delivered"}
+
+
+@pytest.mark.parametrize("receipts", [
+    [{"message_id": None, "status": "received"}, {"message_id": None, "status": "queued"},
+     {"message_id": None, "status": "received"}],  # a status the relay does not know
+    [{"message_id": None, "status": "received"}] * 2,  # one receipt short
+], ids=["unknown-status", "receipt-missing"])
+async def test_a_batch_answer_that_does_not_vouch_for_every_envelope_delivers_none_of_them(db_pool, pair, receipts):
+    """Only "received", "duplicate" or a refusal's code is a verdict on an envelope: an answer without one for each
+    is no proof that the portal holds any of them, so the whole batch stays pending and goes again."""
+    messages = [signed_message(pair[0], partition_key=f"k{n}") for n in range(3)]
+    await _enqueue(db_pool, *messages)
+    app = FastAPI()
+
+    @app.post("/envelopes/batch")
+    async def receive(request: Request) -> JSONResponse:
+        return JSONResponse({"receipts": receipts})
+    async with serving(app) as base:
+        destination = PortalDestination(f"{base}/envelopes", batch_url=f"{base}/envelopes/batch")
+        try:
+            answered = await Relay(db_pool, {"portal": destination}, options=FAST).run_once()
+        finally:
+            await destination.close()
+    assert (answered.delivered, answered.retried, answered.dead) == (0, 3, 0)
+    rows = await db_pool.fetch("SELECT status, last_error FROM outbox")
+    assert {row["status"] for row in rows} == {"pending"}
+    assert all("without its receipts" in row["last_error"] for row in rows)
