@@ -36,6 +36,18 @@ def test_a_fault_code_in_the_body_decides_over_the_status() -> None:
     assert isinstance(fault, AccessDenied) and not fault.retriable
 
 
+@pytest.mark.parametrize(("status", "content_type", "body"), [
+    (500, "application/json", b'{"code": "InvalidContent", "description": "could not store it"}'),
+    (503, "application/xml", fault_xml(AccessDenied("backend down, token store unreadable"))),
+], ids=["json", "xml"])
+def test_a_5xx_is_retried_whatever_fault_its_body_names(status: int, content_type: str, body: bytes) -> None:
+    """A portal failing mid-request may name any code: taken as a verdict, it would park the row dead and hold
+    back its key until an operator redrives it."""
+    fault = answer_fault(status, content_type, body)
+    assert type(fault) is Failure and fault.retriable
+    assert fault.description.startswith(f"HTTP {status}: ")
+
+
 @pytest.mark.parametrize("body", [b"[" * 200_000, b"{\"code\": " * 50_000, b"\xff\xfe not utf-8", b"{"])
 def test_a_body_no_json_reader_can_take_names_no_fault_and_raises_nothing(body: bytes) -> None:
     """A proxy's page or a hostile portal answer must not crash the relay (a RecursionError would stop it)."""
