@@ -79,11 +79,30 @@ async def test_replay_delivers_nothing_twice_and_redeliver_references_the_origin
 
 
 async def test_replay_of_one_partition_up_to_a_time_reads_only_that(pipeline):
-    await pipeline.produce(event_xml("p-1", school="sch-1"), key=b"sch-1")
+    """Two records of partition 0 before the cut, one after it, and records of the other partitions on both
+    sides: exactly the two are replayed."""
+    topic = pipeline.settings.events_topic
+
+    async def send(record: str, partition: int) -> int:
+        sent = await pipeline.producer.send_and_wait(topic, event_xml(record, school="sch-1"), partition=partition)
+        return sent.timestamp
+    before = [await send(f"before-{i}", partition) for i, partition in enumerate((0, 1, 2, 0))]
+    cut_ms = max(before) + 1
+    while datetime.now(UTC).timestamp() * 1000 <= cut_ms:  # a millisecond or two: every later record is after it
+        await asyncio.sleep(0.001)
+    for partition in (0, 1, 2):
+        await send(f"after-{partition}", partition)
+    cut = datetime.fromtimestamp(cut_ms / 1000, UTC)
+
     report = await replay(pipeline.settings, pipeline.router(), ReplayRange(
-        topic=pipeline.settings.events_topic, from_offset=0, partition=0,
-        to_time=datetime.now(UTC) - timedelta(days=1)), dry_run=True)
-    assert report.records == 0 and list(report.partitions) == [0]
+        topic=topic, from_offset=0, partition=0, to_time=cut), dry_run=True)
+    assert (report.records, report.partitions) == (2, {0: (0, 2)})
+    assert report.total.routed == 2
+    assert await pipeline.pool.fetchval("SELECT count(*) FROM outbox") == 0  # a dry run
+
+    nothing_yet = await replay(pipeline.settings, pipeline.router(), ReplayRange(
+        topic=topic, from_offset=0, partition=0, to_time=datetime.now(UTC) - timedelta(days=1)), dry_run=True)
+    assert nothing_yet.records == 0 and list(nothing_yet.partitions) == [0]
 
 
 async def test_replay_from_a_time_without_a_zone_reads_it_as_moscow_time(pipeline, monkeypatch):
