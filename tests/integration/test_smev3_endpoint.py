@@ -200,6 +200,23 @@ async def test_a_message_handed_out_and_not_acknowledged_comes_back_with_the_sam
     assert [(r["participant"], str(r["message_id"])) for r in taken] == [("RSMEV", mine)]
 
 
+async def test_the_first_ack_is_final_and_a_repeat_that_says_otherwise_changes_nothing(endpoint, db_pool, keys):
+    """A refusal (accepted=false) is final in SMEV: a later Ack, accepted or not, is answered and ignored."""
+    mine = await enqueue(db_pool, keys["ejx"].key)
+    answer_of(await _post(endpoint, V12, get_request(V12, keys["rsmev"].key)), V12)
+    answer_of(await _post(endpoint, V12, ack(V12, keys["rsmev"].key, mine, accepted=False)), V12)
+    first = await db_pool.fetchrow("SELECT acked_at, accepted FROM smev_queue WHERE message_id = $1", uuid.UUID(mine))
+    assert first["accepted"] is False
+
+    repeated = await _post(endpoint, V12, ack(V12, keys["rsmev"].key, mine, accepted=True))
+    assert repeated.status_code == 200
+    answer_of(repeated, V12)
+    after = await db_pool.fetchrow("SELECT acked_at, accepted FROM smev_queue WHERE message_id = $1", uuid.UUID(mine))
+    assert dict(after) == dict(first)
+    await db_pool.execute("UPDATE smev_queue SET visible_at = now()")  # its visibility timeout over, at once
+    assert _message_id(answer_of(await _post(endpoint, V12, get_request(V12, keys["rsmev"].key)), V12)) is None
+
+
 async def test_queue_statistics_and_status_of_the_caller(endpoint, db_pool, keys):
     await enqueue(db_pool, keys["ejx"].key)
     await enqueue(db_pool, keys["ejx"].key, record="term-2")
