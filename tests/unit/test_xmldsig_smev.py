@@ -19,6 +19,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from lxml import etree
 
 from broker.domain.faults import Failure, InvalidContent, SignatureVerificationFault
@@ -374,6 +378,26 @@ def test_a_method_that_does_not_fit_the_key_is_refused(gost_key, w3c_pair):
     ds(signature, "ds:SignedInfo/ds:SignatureMethod").set("Algorithm", GOST_2012_256)
     ds(signature, "ds:SignedInfo/ds:Reference/ds:DigestMethod").set("Algorithm", STREEBOG_256)
     refused(envelope, "does not fit the certificate")
+
+
+def test_a_certificate_whose_key_usage_excludes_signing_is_refused():
+    """A caller's key certified for encryption only: its signatures mean nothing, however well they verify."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "encryption only")])
+    now = datetime.now(UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+                   .not_valid_after(now + timedelta(days=30))
+                   .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                                key_encipherment=True, data_encipherment=False, key_agreement=False,
+                                                key_cert_sign=False, crl_sign=False, encipher_only=False,
+                                                decipher_only=False), critical=True)
+                   .sign(private, hashes.SHA256()))
+    key = SigningKey.from_pem(
+        private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()),
+        certificate.public_bytes(serialization.Encoding.PEM))
+    refused(signed_message(key), "certificate CN=encryption only is not for signatures")
 
 
 def test_signing_refuses_what_would_not_verify(gost_key, gost_pair, w3c_pair):
