@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from aiokafka import TopicPartition
+
 from broker.delivery import outbox
 from broker.delivery.destinations import PortalDestination
 from broker.delivery.relay import Relay, RelayOptions
 from broker.devtools.receivers import ReceiverLog, portal_receiver_app
 from broker.domain.routing import RoutingTable
+from broker.infra import kafka
 from broker.infra.backoff import Backoff
 from broker.infra.postgres import UnitOfWork, create_pool
 from consumers.router import Router, RouterOptions
@@ -67,16 +70,23 @@ async def test_a_commit_whose_answer_is_cut_is_retried_and_the_inbox_deduplicate
         pool = await create_pool(proxied, max_size=4)
         try:
             cut = proxy.cut_answer(b"COMMIT", after_bytes=0)
+            group = f"router-{uuid.uuid4().hex[:8]}"
             router = Router(proxied, pool=pool, producer=pipeline.producer, signer=pipeline.signer,
                             schemas=pipeline.schemas, routing=RoutingTable.load(),
-                            options=RouterOptions(group_id=f"router-{uuid.uuid4().hex[:8]}", max_records=ROWS))
+                            options=RouterOptions(group_id=group, max_records=ROWS))
             stop = asyncio.Event()
             task = asyncio.create_task(router.run(stop))
             try:
-                async def all_routed() -> bool:
-                    return await pipeline.pool.fetchval("SELECT count(*) FROM inbox") == ROWS and cut.is_set()
-                await eventually(all_routed, timeout=60, every=0.1)
-                await asyncio.sleep(1.0)  # a second, doubled write would land now
+                async with kafka.running(kafka.consumer(pipeline.settings, group_id=group)) as probe:
+                    partitions = [TopicPartition(pipeline.settings.events_topic, p) for p in range(3)]
+
+                    async def retried_and_committed() -> bool:
+                        """Offsets are committed only after a batch succeeded: past the cut commit, that is the
+                        retry, done (with its doubled write, had the inbox let one through)."""
+                        if not cut.is_set():
+                            return False
+                        return sum([await probe.committed(tp) or 0 for tp in partitions]) == ROWS
+                    await eventually(retried_and_committed, timeout=60, every=0.1)
             finally:
                 stop.set()
                 await task
