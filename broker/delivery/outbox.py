@@ -255,16 +255,33 @@ async def redrive(pool: asyncpg.Pool, *, destination: str | None = None, since: 
     return count
 
 
-async def discard(pool: asyncpg.Pool, message_ids: Sequence[uuid.UUID], *, destination: str | None = None) -> int:
+@dataclass(frozen=True)
+class Discarded:
+    """What ``discard`` did: rows discarded, and each MessageID asked for whose rows it left as they were."""
+
+    rows: int
+    kept: dict[uuid.UUID, str | None]
+    """MessageID → the statuses of its rows (none dead), or None if the outbox has no row of it."""
+
+
+async def discard(pool: asyncpg.Pool, message_ids: Sequence[uuid.UUID], *, destination: str | None = None
+                  ) -> Discarded:
     """Give up on dead rows for good: never delivered, and no longer holding back their keys. Only dead
     rows: a pending one may be in flight, and a delivered one has arrived."""
-    status = await pool.execute(
-        """UPDATE outbox SET status = 'discarded', lease_id = NULL
-           WHERE status = 'dead' AND message_id = ANY($1::uuid[]) AND ($2::text IS NULL OR destination = $2)""",
-        list(message_ids), destination)
-    count = rows_affected(status)
+    async with pool.acquire() as conn, conn.transaction():
+        discarded = await conn.fetch(
+            """UPDATE outbox SET status = 'discarded', lease_id = NULL
+               WHERE status = 'dead' AND message_id = ANY($1::uuid[]) AND ($2::text IS NULL OR destination = $2)
+               RETURNING message_id""", list(message_ids), destination)
+        done = {row["message_id"] for row in discarded}
+        left = [m for m in dict.fromkeys(message_ids) if m not in done]
+        found = {row["message_id"]: row["statuses"] for row in await conn.fetch(
+            """SELECT message_id, string_agg(DISTINCT status, ', ' ORDER BY status) AS statuses FROM outbox
+               WHERE message_id = ANY($1::uuid[]) AND ($2::text IS NULL OR destination = $2) GROUP BY 1""",
+            left, destination)} if left else {}
+    count = len(discarded)
     log.warning("outbox.discarded", rows=count, message_ids=[str(m) for m in message_ids], destination=destination)
-    return count
+    return Discarded(rows=count, kept={m: found.get(m) for m in left})
 
 
 async def summary(pool: asyncpg.Pool) -> list[DestinationSummary]:

@@ -103,7 +103,13 @@ def test_a_discarded_dead_row_frees_its_key_and_is_never_delivered(database_url,
 
     assert asyncio.run(seed_and_claim()) == [pending]  # rec-1 waits behind its dead row
     runner = CliRunner()
-    assert "discarded: 0 row(s)" in runner.invoke(main, ["outbox", "discard", str(later)]).output  # pending
+    unknown = new_message_id()
+    refused = runner.invoke(main, ["outbox", "discard", str(later), str(unknown)])
+    assert refused.exit_code == 1 and "discarded: 0 row(s)" in refused.stdout
+    assert refused.stderr.splitlines()[-1] == (f"InvalidContent: no dead row to discard: {later} (pending); "
+                                      f"{unknown} (not in the outbox)")
+    refused = runner.invoke(main, ["outbox", "discard", "--destination", "interagency", str(dead)])
+    assert refused.exit_code == 1 and f"for interagency: {dead} (not in the outbox)" in refused.stderr
     result = runner.invoke(main, ["outbox", "discard", str(dead)])
     assert result.exit_code == 0 and "discarded: 1 row(s)" in result.output
     assert asyncio.run(claimed()) == sorted([later, pending])

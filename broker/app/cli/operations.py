@@ -112,11 +112,17 @@ def outbox_redrive_command(settings: Settings, dead: bool, destination: str | No
 @click.option("--destination", default=None, help="Only this destination's row of each MessageID.")
 @click.pass_obj
 def outbox_discard_command(settings: Settings, message_ids: tuple[uuid.UUID, ...], destination: str | None) -> None:
-    """Give up on dead rows that must never be delivered; the later rows of their keys go on."""
-    async def main() -> int:
+    """Give up on dead rows that must never be delivered; the later rows of their keys go on. Exit 1 naming
+    each MessageID that had no dead row to discard."""
+    async def main() -> outbox.Discarded:
         async with connected(settings) as pool:
             return await outbox.discard(pool, message_ids, destination=destination)
-    click.echo(f"discarded: {asyncio.run(main())} row(s)")
+    done = asyncio.run(main())
+    click.echo(f"discarded: {done.rows} row(s)")
+    if done.kept:
+        where = f" for {destination}" if destination else ""
+        raise InvalidContent("no dead row to discard" + where + ": " + "; ".join(
+            f"{m} ({statuses or 'not in the outbox'})" for m, statuses in done.kept.items()))
 
 
 @click.command("replay")
