@@ -47,3 +47,13 @@ async def test_a_retry_recorded_under_a_lost_lease_leaves_the_new_holders_row_al
 
     assert await _row(db_pool, second) == held, "a stale lease rescheduled the row another lease is delivering"
     assert recorded is False
+
+
+async def test_a_dead_row_recorded_under_a_lost_lease_leaves_the_new_holders_row_alone(db_pool) -> None:
+    first, second = await _taken_over(db_pool)
+    held = await _row(db_pool, second)
+
+    recorded = await outbox.mark_dead(db_pool, first, error="SignatureVerificationFault (too late)")
+
+    assert await _row(db_pool, second) == held, "a stale lease killed the row another lease is delivering"
+    assert recorded is False
