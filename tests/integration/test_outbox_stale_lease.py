@@ -57,3 +57,15 @@ async def test_a_dead_row_recorded_under_a_lost_lease_leaves_the_new_holders_row
 
     assert await _row(db_pool, second) == held, "a stale lease killed the row another lease is delivering"
     assert recorded is False
+
+
+async def test_a_release_under_a_lost_lease_leaves_the_new_holders_row_alone(db_pool) -> None:
+    """Released, the row would be due at once with its attempt given back: a third claim would send it while
+    the second lease still delivers it."""
+    first, second = await _taken_over(db_pool)
+    held = await _row(db_pool, second)
+
+    await outbox.release(db_pool, [first])
+
+    assert await _row(db_pool, second) == held, "a stale lease gave back the row another lease is delivering"
+    assert await outbox.claim(db_pool, "portal", keys=1, lease=LEASE) == []
