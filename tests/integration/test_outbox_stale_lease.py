@@ -69,3 +69,14 @@ async def test_a_release_under_a_lost_lease_leaves_the_new_holders_row_alone(db_
 
     assert await _row(db_pool, second) == held, "a stale lease gave back the row another lease is delivering"
     assert await outbox.claim(db_pool, "portal", keys=1, lease=LEASE) == []
+
+
+async def test_a_lost_lease_is_not_renewed_and_no_longer_holds_the_row(db_pool) -> None:
+    """Renewed, the first relay would go on sending the key's rows beside the second one."""
+    first, second = await _taken_over(db_pool)
+    held = await _row(db_pool, second)
+
+    still_held = await outbox.renew(db_pool, [first], lease=LEASE)
+
+    assert await _row(db_pool, second) == held, "a stale lease extended the row another lease is delivering"
+    assert still_held == set()
