@@ -286,26 +286,32 @@ async def http_app(settings: Settings, built: Runtime, wanted: set[str], stack: 
     return app
 
 
-def listener(settings: Settings) -> socket.socket:
-    """The HTTP server's listening socket on the configured address, bound before any component starts: a port
-    in use is then a Failure (one line, exit 1), where uvicorn, binding by itself, would ``sys.exit`` from its
-    task, past every component's stop. With ``http_reuse_port`` other processes may listen on it too
-    (SO_REUSEPORT)."""
+def listeners(settings: Settings) -> list[socket.socket]:
+    """The HTTP server's listening sockets, bound before any component starts: a port in use is then a Failure
+    (one line, exit 1), where uvicorn, binding by itself, would ``sys.exit`` from its task, past every
+    component's stop. One socket per address the host resolves to, as asyncio's own server binds (``localhost``
+    on both loopbacks, an empty host on every interface, IPv6 sockets IPv6 only). With ``http_reuse_port``
+    other processes may listen on the port too (SO_REUSEPORT)."""
     where = f"{settings.http_host}:{settings.http_port}"
     try:
-        family, kind, protocol, _, address = socket.getaddrinfo(settings.http_host, settings.http_port,
-                                                                type=socket.SOCK_STREAM)[0]
+        found = socket.getaddrinfo(settings.http_host or None, settings.http_port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
     except OSError as error:
         raise Failure(f"cannot listen on {where} ({error.strerror})") from error
-    bound = socket.socket(family, kind, protocol)
+    bound: list[socket.socket] = []
     try:
-        bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if settings.http_reuse_port:
-            bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        bound.bind(address)
-        bound.listen(2048)
+        for family, kind, protocol, _, address in dict.fromkeys(found):
+            bound.append(listening := socket.socket(family, kind, protocol))
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if settings.http_reuse_port:
+                listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listening.bind(address)
+            listening.listen(2048)
     except OSError as error:
-        bound.close()
+        for listening in bound:
+            listening.close()
         hint = "; is a server without EJX_HTTP_REUSE_PORT on that port?" if settings.http_reuse_port else ""
         raise Failure(f"cannot listen on {where} ({error.strerror}){hint}") from error
     return bound
@@ -334,7 +340,7 @@ async def serve(settings: Settings, components: Iterable[str], *, stop: asyncio.
         if built is None:
             log.info("serve.stopped", components=list(names), reason="stopped while starting")
             return
-        sockets = [listener(settings)] if built.app is not None else None
+        sockets = listeners(settings) if built.app is not None else None
         # A loop's own Kafka clients start in its run(), which raises Failure only if they could not.
         tasks = [asyncio.create_task(until_started(settings, partial(component.run, stop), stop=stop,
                                                    what=type(component).__name__), name=type(component).__name__)
