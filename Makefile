@@ -29,7 +29,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # A medium chaos run on a Kafka and a PostgreSQL of its own (never the shared ones): 12,000 events at 50/s,
-# a seeded SIGKILL every 10 s of ingest, router, relay, smev, Kafka or PostgreSQL; exit 1 on any loss or doubling.
+# a seeded SIGKILL every 10 s of ingest, router, relay, smev, Kafka or PostgreSQL; exit 1 on any loss, doubling
+# or refused envelope.
 chaos: $(VENV)/.installed
 	$(EJX) chaos --rate 50 --seconds 240 --every 10 --seed 1 --json chaos.json
 

@@ -61,6 +61,17 @@ def test_a_receipt_at_the_other_destination_does_not_count_as_received() -> None
     assert report.destinations["portal"].lost == 0
 
 
+def test_an_envelope_a_receiver_refused_fails_the_run_though_every_event_arrived_once() -> None:
+    event = uuid.uuid4()
+    report = ChaosReport(options={})
+    report.destinations = destination_figures({"portal": {event}}, [Receipt("portal", event, uuid.uuid4(), 1)],
+                                              bad_signatures={"portal": 2}, dead_rows={}, pending_rows={},
+                                              drain_s={"portal": 1.0})
+
+    assert report.destinations["portal"].lost == 0
+    assert report.problems == ["portal: 2 envelope(s) refused (signature or structure)"]
+
+
 def test_a_run_that_acknowledged_nothing_fails() -> None:
     assert _figures({}, []).problems == ["nothing was acknowledged"]
 

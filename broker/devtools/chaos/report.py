@@ -3,8 +3,8 @@
 Counted from the reference receivers' durable records, matched by the event id the
 signed content carries: *lost* = acknowledged but never received, *doubled* = one
 event under two MessageIDs (a receiver's dedup by MessageID cannot catch that),
-*repeats* = the same MessageID again (harmless: receivers dedup it). Loss or
-doubling fails the run.
+*repeats* = the same MessageID again (harmless: receivers dedup it). Loss,
+doubling or a refused signature fails the run.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class ChaosReport:
 
     @property
     def problems(self) -> list[str]:
-        """Loss or doubling at any destination: what makes the run fail."""
+        """Loss, doubling or a refused envelope at any destination: what makes the run fail."""
         out = []
         for name, figures in self.destinations.items():
             if figures.lost:
@@ -102,6 +102,8 @@ class ChaosReport:
                            + (f" ({figures.pending_rows} outbox row(s) still pending)" if figures.pending_rows else ""))
             if figures.doubled:
                 out.append(f"{name}: {figures.doubled} event(s) received under two MessageIDs")
+            if figures.bad_signatures:
+                out.append(f"{name}: {figures.bad_signatures} envelope(s) refused (signature or structure)")
         if not self.destinations:
             out.append("nothing was acknowledged")
         return out
