@@ -110,7 +110,7 @@ def chaos_command(settings: Settings, events: int, rate: float | None, seconds: 
                   retention_s: float | None, batch: int, keep_logs: bool, json_file: Path | None) -> None:
     """Components, Kafka and PostgreSQL (its own) as separate processes under a vendor's REST load, killed
     (SIGKILL) and restarted at random; then drain and count per destination. Exit 1 on any loss, doubling or
-    refused envelope."""
+    refused envelope, or a target never killed."""
     if (rate is None) != (seconds is None):
         raise click.UsageError("--rate and --seconds go together")
     chosen = tuple(t.strip() for t in targets.split(",") if t.strip())

@@ -72,6 +72,18 @@ def test_an_envelope_a_receiver_refused_fails_the_run_though_every_event_arrived
     assert report.problems == ["portal: 2 envelope(s) refused (signature or structure)"]
 
 
+def test_a_target_of_the_plan_never_killed_fails_the_run_though_nothing_was_lost() -> None:
+    event = uuid.uuid4()
+    report = ChaosReport(options={"targets": ["ingest", "postgres"]}, kills={"ingest": 3})
+    report.destinations = destination_figures({"portal": {event}}, [Receipt("portal", event, uuid.uuid4(), 1)],
+                                              bad_signatures={}, dead_rows={}, pending_rows={},
+                                              drain_s={"portal": 1.0})
+
+    assert report.problems == ["postgres: never killed (the load ended first: lengthen it or shorten --every)"]
+    report.kills["postgres"] = 1
+    assert report.problems == []
+
+
 def test_a_run_that_acknowledged_nothing_fails() -> None:
     assert _figures({}, []).problems == ["nothing was acknowledged"]
 

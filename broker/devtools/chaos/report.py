@@ -4,7 +4,7 @@ Counted from the reference receivers' durable records, matched by the event id t
 signed content carries: *lost* = acknowledged but never received, *doubled* = one
 event under two MessageIDs (a receiver's dedup by MessageID cannot catch that),
 *repeats* = the same MessageID again (harmless: receivers dedup it). Loss,
-doubling or a refused signature fails the run.
+doubling, a refused signature or a target of the plan never killed fails the run.
 """
 
 from __future__ import annotations
@@ -94,8 +94,10 @@ class ChaosReport:
 
     @property
     def problems(self) -> list[str]:
-        """Loss, doubling or a refused envelope at any destination: what makes the run fail."""
-        out = []
+        """Loss, doubling or a refused envelope at any destination, or a target never killed (the run proved
+        nothing about it): what makes the run fail."""
+        out = [f"{target}: never killed (the load ended first: lengthen it or shorten --every)"
+               for target in self.options.get("targets", []) if not self.kills.get(target)]
         for name, figures in self.destinations.items():
             if figures.lost:
                 out.append(f"{name}: {figures.lost} acknowledged event(s) never received"
