@@ -106,6 +106,9 @@ class Process:
                                           stdin=subprocess.DEVNULL)
 
     async def kill(self) -> None:
+        """SIGKILL; one that exited on its own is recorded and started first, so the exit is not taken for the
+        kill and the kill hits a running process."""
+        self.revive_if_exited()
         self.killed = True
         if self.popen and self.popen.poll() is None:
             self.popen.send_signal(signal.SIGKILL)
