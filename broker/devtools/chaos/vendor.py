@@ -114,8 +114,10 @@ class Vendor:
                 await asyncio.sleep(1.0)
                 continue
             if answer.status_code == 202:
-                for event, event_id in zip(events, answer.json()["event_ids"], strict=True):
-                    self.acknowledged.destinations[uuid.UUID(event_id)] = self._destinations(event)
+                for event, event_id in zip(events, map(uuid.UUID, answer.json()["event_ids"]), strict=True):
+                    if event_id in self.acknowledged.destinations:  # the expected set would hold one for two
+                        raise Failure(f"ejx acknowledged two of our events as one, event id {event_id}")
+                    self.acknowledged.destinations[event_id] = self._destinations(event)
                 return
             if answer.status_code not in RETRIED:
                 raise Failure(f"ejx refused a valid batch: {answer.status_code} {answer.text[:500]}")
