@@ -53,6 +53,9 @@ class FaultSchedule:
         self._rng = random.Random(plan.seed)
         self._round: list[str] = []
         self.log = FaultLog()
+        self.every_target_hit = asyncio.Event()
+        """Set once each target of the plan has been killed and started again: a load that ends sooner waits
+        for it, so a short run still proves something of every target."""
 
     def next_target(self) -> str:
         if not self._round:
@@ -76,6 +79,8 @@ class FaultSchedule:
             self.log.faults.append({"target": name, "at_s": round(killed_at - started, 1),
                                     "down_s": round(down_s, 1),
                                     "restart_s": round(time.monotonic() - restart_began, 1)})
+            if all(self.log.kills[target] for target in self._plan.targets):
+                self.every_target_hit.set()
 
 
 async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:

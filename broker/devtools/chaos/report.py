@@ -96,7 +96,7 @@ class ChaosReport:
     def problems(self) -> list[str]:
         """Loss, doubling or a refused envelope at any destination, or a target never killed (the run proved
         nothing about it): what makes the run fail."""
-        out = [f"{target}: never killed (the load ended first: lengthen it or shorten --every)"
+        out = [f"{target}: never killed (the run proved nothing about it)"
                for target in self.options.get("targets", []) if not self.kills.get(target)]
         for name, figures in self.destinations.items():
             if figures.lost:

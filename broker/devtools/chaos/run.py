@@ -93,7 +93,8 @@ class Chaos:
         return self.report
 
     async def _load(self) -> tuple[Acknowledged, float]:
-        """The vendor's load while faults run and exited processes are revived; faults end with the load."""
+        """The vendor's load while faults run and exited processes are revived; faults end with the load, once
+        every target has been killed (a short load waits for that)."""
         settings = self._cluster.settings
         vendor = Vendor(self._cluster.ingest_url, self._cluster.token, schools=SCHOOLS, source_system=VENDOR,
                         routing=RoutingTable.load(settings.routing_file), run_id=uuid.uuid4().hex[:8])
@@ -107,6 +108,9 @@ class Chaos:
             with self._progress() as progress:
                 task = progress.add_task("acknowledged (202)", total=self._options.load.events)
                 acknowledged = await vendor.send(self._options.load, advance=lambda n: progress.advance(task, n))
+            if schedule is not None and not schedule.every_target_hit.is_set():
+                self._console.print("load done; the faults go on until every target has been killed once")
+                await schedule.every_target_hit.wait()
         finally:
             stop.set()
             await asyncio.gather(*background)
