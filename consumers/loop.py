@@ -156,19 +156,29 @@ async def _poll(consumer: AIOKafkaConsumer, *, stop: asyncio.Event, name: str, o
     return polled
 
 
-async def report_lag(consumer: AIOKafkaConsumer, *, name: str) -> None:
-    """Set ``ejx_consumer_lag`` of consumer ``name`` for each assigned partition (an ``after_poll``).
+LAG_LOOKUP_S = 0.05
+"""Longest wait for one partition's position: a position being reset (the consumer behind retention) is asked
+of the broker, and a metric must not hold up the poll loop, its commits or its stop for that."""
 
-    Best effort: a metric must never stop the consumer (a partition revoked while its position is
+
+async def report_lag(consumer: AIOKafkaConsumer, *, name: str) -> None:
+    """Set ``ejx_consumer_lag`` of consumer ``name`` for each assigned partition (an ``after_poll``), and drop
+    the partitions it no longer has (their new owner reports them; a stale one would be summed forever).
+
+    Best effort: a metric must never stop or stall the consumer (a partition revoked while its position is
     looked up raises IllegalStateError, and the partitions after it, asked from the assignment as it
     was, fail aiokafka's "is assigned" assertion; the next poll reports them again)."""
-    for tp in consumer.assignment():
+    assigned = consumer.assignment()
+    for topic, partition in metrics.lag_partitions(name) - {(tp.topic, str(tp.partition)) for tp in assigned}:
+        metrics.CONSUMER_LAG.remove(name, topic, partition)
+    for tp in assigned:
         try:
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue
-            position = await consumer.position(tp)
-        except (KafkaError, AssertionError) as error:
+            async with asyncio.timeout(LAG_LOOKUP_S):
+                position = await consumer.position(tp)
+        except (KafkaError, AssertionError, TimeoutError) as error:
             log.debug(f"{name}.lag_unknown", topic=tp.topic, partition=tp.partition, error=repr(error))
             continue
         metrics.CONSUMER_LAG.labels(name, tp.topic, str(tp.partition)).set(max(0, highwater - position))

@@ -278,3 +278,46 @@ async def test_the_lag_metric_never_stops_its_consumer():
     await asyncio.wait_for(consume(consumer, process, stop=stop, name="analytics", options=OPTIONS,
                                    after_poll=report_then_stop), 5)
     assert [offsets[TP] for offsets in consumer.committed] == [1, 2, 3]
+
+
+class _Lagging(FakeConsumer):
+    """An assignment that can change, a high watermark of 10, positions per partition (None: never answers)."""
+
+    def __init__(self, positions: dict[TopicPartition, int | None]) -> None:
+        super().__init__()
+        self.positions = positions
+
+    def assignment(self) -> set:
+        return set(self.positions)
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return 10
+
+    async def position(self, tp: TopicPartition) -> int:
+        if self.positions[tp] is None:  # a reset asked of the broker, up to its request timeout
+            await asyncio.Event().wait()
+        return self.positions[tp]
+
+
+async def test_the_lag_of_a_partition_no_longer_assigned_is_dropped():
+    """After a rebalance its new owner reports it; a series left behind would be summed into the view forever."""
+    from broker.ops import metrics
+
+    other = TopicPartition("events", 1)
+    consumer = _Lagging({TP: 4, other: 7})
+    await report_lag(consumer, name="lag-test-revoked")
+    assert metrics.lag_partitions("lag-test-revoked") == {("events", "0"), ("events", "1")}
+    del consumer.positions[other]
+    await report_lag(consumer, name="lag-test-revoked")
+    assert metrics.lag_partitions("lag-test-revoked") == {("events", "0")}
+    assert metrics.consumer_lag("lag-test-revoked") == {"events": 6}
+
+
+async def test_a_position_that_does_not_answer_holds_up_the_loop_a_moment_only():
+    from broker.ops import metrics
+
+    consumer = _Lagging({TP: None, TopicPartition("events", 1): 9})
+    started = time.monotonic()
+    await asyncio.wait_for(report_lag(consumer, name="lag-test-hung"), 5)
+    assert time.monotonic() - started < 1
+    assert metrics.consumer_lag("lag-test-hung") == {"events": 1}  # the partition that answered
