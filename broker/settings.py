@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from broker.domain.faults import InvalidContent
+from broker.domain.mnemonics import mnemonic
 
 DAY_S = 86_400.0
 RETENTION_MINIMUMS_S = {"outbox_retention_s": 3600.0, "inbox_retention_s": 8 * DAY_S,
@@ -140,6 +143,15 @@ class Settings(BaseSettings):
         if recorded.is_file():
             data = {**data, "kafka_brokers": recorded.read_text().strip()}
         return data
+
+    @field_validator("sender")
+    @classmethod
+    def _sender_is_a_mnemonic(cls, value: str) -> str:
+        """Every envelope carries it as Sender: one the schema refuses sent every event to the DLQ."""
+        try:
+            return mnemonic(value, "EJX_SENDER")
+        except InvalidContent as refused:
+            raise ValueError(refused.description.removeprefix("EJX_SENDER ")) from None
 
     @model_validator(mode="after")
     def _safe_retention(self) -> Settings:

@@ -11,7 +11,6 @@ an operator can register a successor before it starts.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -25,11 +24,11 @@ from broker.domain.faults import (
     SenderIsNotRegistered,
     SignatureVerificationFault,
 )
+from broker.domain.mnemonics import mnemonic as checked_mnemonic
 from broker.infra.postgres import outage_as_failure
 
 log = structlog.get_logger(__name__)
 
-_MNEMONIC = re.compile(r"[A-Z0-9_]{2,64}\Z")
 
 
 @dataclass(frozen=True)
@@ -88,8 +87,7 @@ class Participants:
         A certificate belongs to one participant: registering it for another is refused. Without
         ``service``, a new certificate of a known mnemonic takes the service its newest certificate has:
         a rotation done the same way as the first registration keeps the e-diary open to it."""
-        if not _MNEMONIC.match(mnemonic):
-            raise InvalidContent(f"mnemonic {mnemonic!r} must be 2-64 capital letters, digits or '_'")
+        checked_mnemonic(mnemonic, "participant")
         key = fingerprint(certificate.der)
         with outage_as_failure("the participant registry"):
             owner = await self._pool.fetchval(

@@ -7,7 +7,6 @@ not on the first event that needs it.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -15,12 +14,11 @@ from importlib import resources
 from pathlib import Path
 
 from broker.domain.faults import InvalidContent
+from broker.domain.mnemonics import mnemonic
 from broker.domain.model import EVENT_TYPES
 
 CHANNELS = frozenset({"portal", "interagency"})
 """Delivery channels, named like ``outbox.destination`` and the relay's destinations."""
-_MNEMONIC = re.compile(r"[A-Z0-9][A-Z0-9_\-]{1,63}", re.ASCII)
-"""The envelope schema's MnemonicType: a recipient the envelope refuses would send every event it gets to the DLQ."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +54,7 @@ class RoutingTable:
         self.rules = tuple(rules)
         self.channels = dict(channels)
         for name, channel in self.channels.items():
-            if not _MNEMONIC.fullmatch(name):
-                raise InvalidContent(f"routing: recipient {name!r} is not a mnemonic ([A-Z0-9][A-Z0-9_-]{{1,63}})")
+            mnemonic(name, "routing: recipient")
             if channel not in CHANNELS:
                 raise InvalidContent(f"routing: recipient {name} has unknown channel {channel!r} "
                                      f"(known: {', '.join(sorted(CHANNELS))})")

@@ -14,7 +14,6 @@ per event before). Every envelope, unsigned ones included, is made from it.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import threading
 import time
@@ -26,6 +25,7 @@ from enum import StrEnum
 from lxml import etree
 
 from broker.domain.faults import InvalidContent, UnknownMessageType
+from broker.domain.mnemonics import mnemonic
 from broker.xml import hardened
 
 ENVELOPE_NS = "urn://ejx/envelope/1"
@@ -48,7 +48,6 @@ _SENDER = f"{{{ENVELOPE_NS}}}Sender"
 _RECIPIENT = f"{{{ENVELOPE_NS}}}Recipient"
 _SENDING_TIMESTAMP = f"{{{ENVELOPE_NS}}}SendingTimestamp"
 _TEST_MESSAGE = f"{{{ENVELOPE_NS}}}TestMessage"
-_MNEMONIC = re.compile(r"[A-Z0-9][A-Z0-9_\-]{1,63}", re.ASCII)
 _DECLARATION = b"<?xml version='1.0' encoding='UTF-8'?>\n"
 _XSI_TYPE = etree.XPath("boolean(descendant-or-self::*/@xsi:type)",
                         namespaces={"xsi": "http://www.w3.org/2001/XMLSchema-instance"})
@@ -155,7 +154,7 @@ def signed_block(
     return b"".join((
         f'<SenderProvidedData xmlns="{ENVELOPE_NS}" Id="{SIGNED_DATA_ID}"><Header><MessageID>{mid}</MessageID>'
         f"{reference}<MessageType>{MessageType(message_type).value}</MessageType>"
-        f"<Sender>{_mnemonic(sender, 'Sender')}</Sender><Recipient>{_mnemonic(recipient, 'Recipient')}</Recipient>"
+        f"<Sender>{mnemonic(sender, 'Sender')}</Sender><Recipient>{mnemonic(recipient, 'Recipient')}</Recipient>"
         f"<SendingTimestamp>{sent.isoformat(timespec='milliseconds')}</SendingTimestamp>"
         f"{'<TestMessage></TestMessage>' if test else ''}</Header><MessagePrimaryContent>".encode(),
         content,
@@ -244,13 +243,6 @@ def _only(parent: etree._Element, children: dict[str, list[etree._Element]], tag
 
 def _text(parent: etree._Element, children: dict[str, list[etree._Element]], tag: str) -> str:
     return (_only(parent, children, tag).text or "").strip()
-
-
-def _mnemonic(value: str, field: str) -> str:
-    """An information system's mnemonic (the schema's MnemonicType), or InvalidContent."""
-    if not _MNEMONIC.fullmatch(value):
-        raise InvalidContent(f"{field} {value!r} is not a mnemonic ([A-Z0-9][A-Z0-9_-]{{1,63}})")
-    return value
 
 
 def _message_id(value: uuid.UUID | str, field: str) -> uuid.UUID:

@@ -268,6 +268,15 @@ async def test_a_certificate_belongs_to_one_participant(db_pool, keys):
     assert [p.mnemonic for p in await participants.all()] == ["RSMEV"]
 
 
+async def test_a_participant_mnemonic_follows_the_envelopes_rule(db_pool, keys):
+    """One rule with routing and the envelope: a recipient routing accepts can be registered to read its queue,
+    and a name no envelope may carry cannot be registered."""
+    participants = Participants(db_pool)
+    with pytest.raises(InvalidContent, match="not a mnemonic"):
+        await participants.add("_RSMEV", keys["rsmev"].facts)
+    assert await participants.add("RS-MEV", keys["rsmev"].facts) is True
+
+
 async def test_a_rotated_certificate_keeps_its_participants_service(db_pool, keys):
     """The e-diary is granted by the service: a rotation registered like the first certificate but without
     --service must not lock the portal out of it."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from click.testing import CliRunner
 from pydantic import ValidationError
 
 from broker.app.bootstrap import relay_options, retention
+from broker.app.cli import main
 from broker.settings import Settings
 
 
@@ -39,3 +41,14 @@ def test_ejx_relay_takes_the_lease_and_retention_of_settings_as_the_served_relay
     assert served.lease_s == command.lease_s == 7.0
     assert served.retention == command.retention == retention(settings)
     assert (command.batch_size, command.max_attempts) == (5, 3)
+
+
+def test_a_bad_setting_is_one_line_naming_its_variable_not_a_traceback(monkeypatch) -> None:
+    """EJX_SENDER is every envelope's Sender: one the schema refuses would send every event to the DLQ."""
+    for variable, value, says in (
+            ("EJX_SENDER", "ejx-broker", "EJX_SENDER: 'ejx-broker' is not a mnemonic"),
+            ("EJX_OUTBOX_RETENTION_S", "1", "retention below the safe minimum")):
+        result = CliRunner().invoke(main, ["outbox", "status"], env={variable: value})
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith("InvalidContent: settings: ") and says in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1

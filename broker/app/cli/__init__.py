@@ -9,9 +9,12 @@ entry point, so nothing here imports them.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from importlib.metadata import entry_points
+from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from broker.app.cli import (
     database,
@@ -25,7 +28,7 @@ from broker.app.cli import (
     serve,
     smev3,
 )
-from broker.domain.faults import Fault
+from broker.domain.faults import Fault, InvalidContent
 from broker.ops import logs
 from broker.settings import Settings
 
@@ -48,9 +51,17 @@ class FaultAwareGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """ejx — exchange broker for school e-journals."""
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as error:  # an EJX_* variable: one line naming each, not pydantic's traceback
+        raise InvalidContent("settings: " + "; ".join(_setting_error(e) for e in error.errors())) from None
     logs.configure(settings.log_level)
     ctx.obj = settings
+
+
+def _setting_error(error: Mapping[str, Any]) -> str:
+    where = "".join(f"EJX_{str(part).upper()}: " for part in error["loc"][:1])
+    return where + str(error["msg"]).removeprefix("Value error, ")
 
 
 for _module in (database, keys, documents, smev3, registry, participants, imports, serve, operations, log):
