@@ -106,7 +106,10 @@ def test_verify_at_accepts_an_archived_message_whose_certificate_expired(ejx, tm
     assert "matches, but certificate" in line and "is valid only 2021-05-31T23:55:00Z .. 2021-06-30" in line
     result = ejx("verify", tmp_path / "archive.xml", "--at", "2021-06-07T08:31:00+03:00")
     assert result.exit_code == 0 and result.stdout.count("\n") == 2, result.stderr
-    assert ejx("verify", tmp_path / "archive.xml", "--at", "2021-06-07T08:31:00").exit_code == 0  # UTC
+    assert ejx("verify", tmp_path / "archive.xml", "--at", "2021-06-07T08:31:00").exit_code == 0
+    # Without a zone, Moscow time: 02:00 there is 23:00 UTC the day before, ahead of the certificate.
+    assert fault_line(ejx("verify", tmp_path / "archive.xml", "--at", "2021-06-01T02:00:00"),
+                      "SignatureVerificationFault")
     assert fault_line(ejx("verify", tmp_path / "archive.xml", "--at", "2021-07-07"), "SignatureVerificationFault")
     assert ejx("verify", tmp_path / "archive.xml", "--at", "last week").exit_code == 2  # a usage error
 

@@ -94,7 +94,7 @@ def envelope_sign(settings: Settings, envelope_file: str, key_file: Path | None,
                    "SMEV 3 messages: every signer must be one of them].")
 @click.option("--at", "at", metavar="TIME", callback=lambda _ctx, _param, value: parse_moment(value), default=None,
               help="SMEV 3: check certificates' validity at this ISO 8601 time (an archived message), "
-                   "not now; without a zone, UTC.")
+                   "not now; without a zone, Moscow time.")
 @click.pass_obj
 def verify(settings: Settings, file: str, trust_file: Path | None, at: datetime | None) -> None:
     """Check an ejx envelope (print its MessageID) or every signature of an SMEV 3 message.

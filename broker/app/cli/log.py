@@ -72,7 +72,7 @@ def log_group() -> None:
 @click.pass_obj
 def archive_command(settings: Settings, until: str, key_file: Path | None, cert_file: Path | None, out: Path) -> None:
     """Write the records up to --until not archived yet into OUT, one signed tar file; never overwrites."""
-    moment = parse_moment(until, zone=MOSCOW)
+    moment = parse_moment(until)
     signer = ManifestSigner.from_pem_files(key_file or settings.signing_key_file,
                                            cert_file or settings.signing_cert_file)
 

@@ -25,7 +25,7 @@ from rich.progress import (
 from rich.table import Table
 
 from broker.app import bootstrap
-from broker.app.cli.moments import MOSCOW, parse_moment, shown
+from broker.app.cli.moments import parse_moment, shown
 from broker.delivery import outbox
 from broker.delivery.relay import RelayOptions
 from broker.domain.faults import InvalidContent
@@ -103,7 +103,7 @@ def outbox_redrive_command(settings: Settings, dead: bool, destination: str | No
     """Return dead rows to pending with a fresh attempt budget; MessageIDs stay the same."""
     async def main() -> int:
         async with connected(settings) as pool:
-            return await outbox.redrive(pool, destination=destination, since=parse_moment(since, zone=MOSCOW))
+            return await outbox.redrive(pool, destination=destination, since=parse_moment(since))
     click.echo(f"redriven: {asyncio.run(main())} row(s)")
 
 
@@ -144,8 +144,8 @@ def replay_command(settings: Settings, topic: str | None, from_time: str | None,
     """Re-feed events through the router; the inbox keeps it from delivering anything twice."""
     try:
         selection = ReplayRange(topic=topic or settings.events_topic,
-                                from_time=parse_moment(from_time, zone=MOSCOW), from_offset=from_offset,
-                                to_time=parse_moment(to_time, zone=MOSCOW), partition=partition)
+                                from_time=parse_moment(from_time), from_offset=from_offset,
+                                to_time=parse_moment(to_time), partition=partition)
     except InvalidContent as fault:
         raise click.UsageError(fault.description) from None
 
