@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import os
 import signal
 import socket
@@ -116,8 +117,9 @@ def vendor_batch(run: str, start: int, count: int) -> bytes:
 
 
 def percentile(values: list[float], q: float) -> float:
+    """Nearest rank: the smallest value with at least ``q`` of them at or below it (p99 of 100 is the 99th)."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else float("nan")
 
 
 # --- CPU of a process tree -----------------------------------------------------------------------------------
