@@ -33,6 +33,7 @@ from rich.table import Table
 
 from broker.access.participants import CertificateFacts, Participants
 from broker.analytics.projections.diary import DiaryPeriod, DiaryReader
+from broker.devtools.latency import percentile
 from broker.devtools.scratch import create_database, drop_database, scratch_name
 from broker.infra.postgres import create_pool
 from broker.ops import logs
@@ -125,11 +126,6 @@ async def raw_reads(pool, asked: list[str], concurrency: int) -> float:
     return len(asked) / (time.perf_counter() - started)
 
 
-def percentile(values: list[float], percent: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(percent / 100 * len(ordered)) - 1))]
-
-
 async def main(pupils: int, requests: int, concurrency: int, port: int) -> None:
     settings = Settings()
     logs.configure("warning")
@@ -171,7 +167,7 @@ async def main(pupils: int, requests: int, concurrency: int, port: int) -> None:
     for column in ("path", "requests/s", "p50 ms", "p99 ms", "vs raw"):
         table.add_column(column, justify="right")
     table.add_row("SendRequest → GetResponse → Ack (reference requester ↔ ejx, GOST)", f"{rate:,.0f}",
-                  f"{percentile(latencies, 50):.1f}", f"{percentile(latencies, 99):.1f}", f"{rate / raw:.2f}")
+                  f"{percentile(latencies, 0.5):.1f}", f"{percentile(latencies, 0.99):.1f}", f"{rate / raw:.2f}")
     table.add_row("raw DiaryReader.diary (SQL only)", f"{raw:,.0f}", "", "", "1.00")
     console.print(table)
 

@@ -35,9 +35,10 @@ from rich.table import Table
 
 from adapters.ingest import Canonicaliser
 from bench import targets
-from bench.pipeline_bench import SCHOOLS, VENDOR, Processes, Scratch, percentile, tree_cpu_s, vendor_batch
+from bench.pipeline_bench import SCHOOLS, VENDOR, Processes, Scratch, tree_cpu_s, vendor_batch
 from broker.access.registry import Registry, School
 from broker.app.cli.moments import MOSCOW
+from broker.devtools.latency import percentile
 from broker.infra import kafka
 from broker.ops import logs
 from broker.settings import Settings

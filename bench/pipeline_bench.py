@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import math
 import os
 import signal
 import socket
@@ -72,6 +71,7 @@ from adapters import examples
 from bench import targets
 from broker.access.registry import Registry, School
 from broker.app.cli.moments import MOSCOW
+from broker.devtools.latency import percentile
 from broker.devtools.scratch import create_database, drop_database, dsn_of
 from broker.domain.model import GradePosted, Mark, MarkScale
 from broker.infra import kafka
@@ -115,12 +115,6 @@ def vendor_batch(run: str, start: int, count: int) -> bytes:
     base = examples.EVENTS["GradePosted"]
     return json.dumps([{**base, "source_system": VENDOR, "source_record_id": f"{run}-{n}",
                         "school_id": SCHOOLS[n % len(SCHOOLS)]} for n in range(start, start + count)]).encode()
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest rank: the smallest value with at least ``q`` of them at or below it (p99 of 100 is the 99th)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else float("nan")
 
 
 # --- CPU of a process tree -----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from broker.devtools.latency import percentile
 from broker.ops import logs
 from broker.xml import hardened
 from broker.xml.envelope import build_envelope, envelope_document, signed_block
@@ -57,9 +58,8 @@ class Result:
     def per_second(self) -> float:
         return 1e9 / statistics.fmean(self.latencies_ns)
 
-    def percentile_us(self, q: int) -> float:
-        ordered = sorted(self.latencies_ns)
-        return ordered[min(len(ordered) - 1, len(ordered) * q // 100)] / 1000
+    def percentile_us(self, q: float) -> float:
+        return percentile(self.latencies_ns, q) / 1000
 
 
 def operations(algorithm: keys.KeyAlgorithm, event: etree._Element, schemas: Schemas) -> list[Operation]:
@@ -134,7 +134,7 @@ def report(results: list[Result], console: Console) -> None:
         table.add_column(column, justify="left" if column in ("algorithm", "operation") else "right")
     for result in results:
         table.add_row(result.algorithm, result.name, f"{result.per_second:,.0f}",
-                      f"{result.percentile_us(50):,.1f}", f"{result.percentile_us(99):,.1f}")
+                      f"{result.percentile_us(0.5):,.1f}", f"{result.percentile_us(0.99):,.1f}")
     console.print(table)
     for algorithm in dict.fromkeys(r.algorithm for r in results):
         rate = {r.name: r.per_second for r in results if r.algorithm == algorithm}

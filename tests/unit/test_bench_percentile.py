@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from bench.pipeline_bench import percentile
+from broker.devtools.latency import percentile
 
 
 def test_a_percentile_is_the_smallest_value_with_that_share_at_or_below_it() -> None:

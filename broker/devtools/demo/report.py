@@ -72,11 +72,6 @@ class DemoReport:
         return json.dumps({**asdict(self), "problems": self.problems}, ensure_ascii=False, indent=2)
 
 
-def percentile(sorted_values: list[float], percent: float) -> float:
-    index = min(len(sorted_values) - 1, max(0, round(percent / 100 * len(sorted_values)) - 1))
-    return sorted_values[index]
-
-
 def render(report: DemoReport, console: Console) -> None:
     """The report as a table a person reads at a glance."""
     table = Table(title=f"ejx demo {report.run_id}", show_header=False)

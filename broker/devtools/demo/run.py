@@ -34,7 +34,7 @@ from broker.access.registry import Registry, School
 from broker.app import bootstrap
 from broker.devtools.demo.diary import diary_round
 from broker.devtools.demo.payloads import csv_row, fault_code, oneroster_bundle
-from broker.devtools.demo.report import DemoReport, percentile
+from broker.devtools.demo.report import DemoReport
 from broker.devtools.demo.setup import (
     demo_settings,
     ensure_keys,
@@ -43,6 +43,7 @@ from broker.devtools.demo.setup import (
     start_processes,
     stop_processes,
 )
+from broker.devtools.latency import percentile
 from broker.devtools.scratch import create_database
 from broker.devtools.simulation import SchoolDay, simulate
 from broker.domain.faults import Failure
@@ -342,8 +343,8 @@ class Demo:
             (row["first_received_at"].timestamp() - self._wall(self.accepted_at[row["event_id"]])) * 1000
             for row in rows if row["event_id"] in self.accepted_at)
         if latencies:
-            self.report.latency_p50_ms = round(percentile(latencies, 50), 1)
-            self.report.latency_p99_ms = round(percentile(latencies, 99), 1)
+            self.report.latency_p50_ms = round(percentile(latencies, 0.5), 1)
+            self.report.latency_p99_ms = round(percentile(latencies, 0.99), 1)
         schools = (await client.get("/v1/monitoring/schools",
                                     headers={"Authorization": f"Bearer {self.authority_token}"})).json()
         self.report.school_statuses = dict(sorted(Counter(s["status"] for s in schools["schools"]).items()))
