@@ -244,7 +244,7 @@ def relay_options(settings: Settings, *, batch_size: int = RelayOptions.batch_si
                         retention=retention(settings))
 
 
-def relay(pool: asyncpg.Pool, found: dict[str, Destination], *, options: RelayOptions = RelayOptions()) -> Relay:
+def relay(pool: asyncpg.Pool, found: dict[str, Destination], *, options: RelayOptions) -> Relay:
     """The relay over ``found`` destinations, served or ``ejx relay``'s (options: :func:`relay_options`)."""
     return Relay(pool, found, options=options)
 
