@@ -59,3 +59,18 @@ async def test_a_school_judged_before_its_first_event_had_never_connected(db_set
     [school] = [s for s in await SchoolMonitor(db_pool).schools(as_of=before) if s.school_id == "sch-001"]
     assert school.status is SchoolStatus.NEVER_CONNECTED
     assert (await _school(db_pool)).status is SchoolStatus.LIVE  # at AS_OF, 30 minutes after it
+
+
+async def test_a_school_judged_at_a_past_instant_goes_by_its_events_up_to_then(db_settings, db_pool) -> None:  # noqa: ANN001
+    """Events on 6 March (Moscow) and 20 March: on 10 March it had been silent for days, whatever came later."""
+    await _consume(db_settings, db_pool)
+    later = posted("n3", 1, "2026-03-20T09:00:00", student="st-anna1", subject="MATH", lesson="2026-03-19", mark="5")
+    assert await AnalyticsConsumer(settings=db_settings, pool=db_pool, schemas=SCHEMAS).handle(
+        record(Delivery(later), 2)) is Outcome.APPLIED
+
+    async def status_at(moment: datetime) -> SchoolStatus:
+        [school] = [s for s in await SchoolMonitor(db_pool).schools(as_of=moment) if s.school_id == "sch-001"]
+        return school.status
+    assert await status_at(datetime(2026, 3, 10, 12, 0, tzinfo=UTC)) is SchoolStatus.SILENT
+    assert await status_at(datetime(2026, 3, 7, 12, 0, tzinfo=UTC)) is SchoolStatus.LIVE
+    assert await status_at(datetime(2026, 3, 21, 12, 0, tzinfo=UTC)) is SchoolStatus.LIVE

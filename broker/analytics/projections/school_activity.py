@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 
 import asyncpg
@@ -170,7 +170,9 @@ class SchoolMonitor:
                       a.vendor_id AS last_vendor_id, a.first_event_at, a.last_event_at,
                       coalesce(a.events, 0) AS events,
                       coalesce(g.grades, 0) AS grades, coalesce(g.timely, 0) AS timely,
-                      coalesce(d.daily, '{}') AS daily_days, coalesce(d.counts, '{}') AS daily_counts
+                      coalesce(d.daily, '{}') AS daily_days, coalesce(d.counts, '{}') AS daily_counts,
+                      (SELECT max(day) FROM school_activity_daily
+                        WHERE school_id = s.school_id AND day <= $5) AS last_day_by_as_of
                  FROM schools s
                  LEFT JOIN school_activity a ON a.school_id = s.school_id
                  LEFT JOIN LATERAL (
@@ -189,7 +191,8 @@ class SchoolMonitor:
             days[0], days[-1], SCHOOL_TIMEZONE)
         found = []
         for row in rows:
-            state = school_status(row["last_event_at"], as_of=as_of, silent_after_days=self.options.silent_after_days,
+            state = school_status(_latest_by(as_of, row["last_event_at"], row["last_day_by_as_of"]), as_of=as_of,
+                                  silent_after_days=self.options.silent_after_days,
                                   first_event_at=row["first_event_at"])
             if status is not None and state is not status:
                 continue
@@ -201,6 +204,16 @@ class SchoolMonitor:
                 daily=[(d, per_day.get(d, 0)) for d in days], grades=row["grades"],
                 timely_grades=row["timely"], last_vendor_id=row["last_vendor_id"]))
         return found
+
+
+def _latest_by(as_of: datetime, last_event_at: datetime | None, last_day: date | None) -> datetime | None:
+    """The school's latest event at ``as_of``: the latest of all, unless it came later (a past as-of). Then only
+    days are kept: the end of the latest school day with events up to as-of's day, or as-of itself if sooner."""
+    if last_event_at is None or last_event_at <= as_of:
+        return last_event_at
+    if last_day is None:
+        return None
+    return min(as_of, datetime.combine(last_day + timedelta(days=1), time(), SCHOOL_ZONE))
 
 
 def counts_by_district(schools: list[SchoolActivity]) -> list[dict[str, object]]:
