@@ -49,8 +49,8 @@ _RECIPIENT = f"{{{ENVELOPE_NS}}}Recipient"
 _SENDING_TIMESTAMP = f"{{{ENVELOPE_NS}}}SendingTimestamp"
 _TEST_MESSAGE = f"{{{ENVELOPE_NS}}}TestMessage"
 _DECLARATION = b"<?xml version='1.0' encoding='UTF-8'?>\n"
-_XSI_TYPE = etree.XPath("boolean(descendant-or-self::*/@xsi:type)",
-                        namespaces={"xsi": "http://www.w3.org/2001/XMLSchema-instance"})
+_XSI_NS = b"http://www.w3.org/2001/XMLSchema-instance"
+_XSI_TYPE = etree.XPath("boolean(descendant-or-self::*/@xsi:type)", namespaces={"xsi": _XSI_NS.decode()})
 
 
 class MessageType(StrEnum):
@@ -142,15 +142,16 @@ def signed_block(
         raise InvalidContent("SendingTimestamp's offset must be whole minutes (xs:dateTime)")
     reference = ("" if reference_message_id is None else
                  f"<ReferenceMessageID>{_message_id(reference_message_id, 'ReferenceMessageID')}</ReferenceMessageID>")
-    if _XSI_TYPE(event):
-        # events.xsd admits it, but its value is a QName, and exclusive c14n keeps only the namespaces that
-        # tags and attribute names use: a prefix used in the value alone ends up unbound in the envelope.
-        raise InvalidContent("primary content must not carry xsi:type (canonical events have no attributes)")
     try:
         content = etree.tostring(event, method="c14n", exclusive=True, with_comments=False)
     except etree.C14NError:  # a relative namespace URI, even one declared and never used; the XSD lets it pass
         raise InvalidContent(f"primary content {etree.QName(event).localname} cannot be canonicalized "
                              "(exclusive XML c14n): every namespace URI in it must be absolute") from None
+    # An xsi:type attribute keeps its namespace's declaration in the c14n: the tree is searched only then.
+    if _XSI_NS in content and _XSI_TYPE(event):
+        # events.xsd admits it, but its value is a QName, and exclusive c14n keeps only the namespaces that
+        # tags and attribute names use: a prefix used in the value alone ends up unbound in the envelope.
+        raise InvalidContent("primary content must not carry xsi:type (canonical events have no attributes)")
     return b"".join((
         f'<SenderProvidedData xmlns="{ENVELOPE_NS}" Id="{SIGNED_DATA_ID}"><Header><MessageID>{mid}</MessageID>'
         f"{reference}<MessageType>{MessageType(message_type).value}</MessageType>"
