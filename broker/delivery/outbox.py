@@ -216,14 +216,13 @@ async def release(pool: asyncpg.Pool, messages: Sequence[OutboxMessage]) -> None
 
 
 MARK_DELIVERED = """UPDATE outbox SET status = 'delivered', delivered_at = now(), last_error = NULL, lease_id = NULL
-                     WHERE id = ANY($1::bigint[]) AND status = 'pending' RETURNING id"""
+                     WHERE id = ANY($1::bigint[]) AND status = 'pending'"""
 """Rows found by id, through the primary key: no partial index of pending rows applies (migration 0015)."""
 
 
-async def mark_delivered(pool: asyncpg.Pool, ids: Iterable[int]) -> set[int]:
-    """Delivered is final, whichever lease got there first; the ids this call marked (not those another
-    lease marked before it: that delivery is counted once)."""
-    return {row["id"] for row in await pool.fetch(MARK_DELIVERED, list(ids))}
+async def mark_delivered(pool: asyncpg.Pool, ids: Iterable[int]) -> None:
+    """Delivered is final, whichever lease got there first."""
+    await pool.execute(MARK_DELIVERED, list(ids))
 
 
 async def mark_retry(pool: asyncpg.Pool, message: OutboxMessage, *, delay: timedelta, error: str) -> bool:

@@ -276,14 +276,11 @@ class Relay:
         db = db or self._pool
         result = RoundResult()
         delivered = [m for chain in outcomes for m in chain[0]]
-        marked = await outbox.mark_delivered(db, (m.id for m in delivered)) if delivered else set()
-        result.delivered = len(marked)
+        if delivered:
+            await outbox.mark_delivered(db, (m.id for m in delivered))
+        result.delivered = len(delivered)
         now = datetime.now(UTC)
         for message in delivered:
-            if message.id not in marked:  # a lease that ran out; the row's new holder marked it first
-                log.info("outbox.delivered_again", message_id=str(message.message_id),
-                         destination=message.destination, attempts=message.attempts)
-                continue
             metrics.DELIVERIES.labels(message.destination, "delivered").inc()
             if message.created_at is not None:
                 metrics.RELAY_DELIVERY_LATENCY.labels(message.destination).observe(

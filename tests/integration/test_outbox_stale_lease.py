@@ -4,8 +4,7 @@ A delivery can outlast its lease (a dead socket, a pause, an outage that skipped
 renewals); the row is then claimed again, by another relay or by this one, under a
 new lease. The first holder's outcome arrives late and must leave the row exactly as
 the new holder has it: not rescheduled, not dead, no attempt given back, its error
-not overwritten. Delivered is the one exception: final whichever lease got there first,
-but counted once. Each test claims a row, lets its lease run out, claims it again and
+not overwritten. Each test claims a row, lets its lease run out, claims it again and
 records the first claim's outcome.
 """
 
@@ -14,10 +13,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from broker.delivery import outbox
-from broker.delivery.relay import Relay, RelayOptions
 from broker.infra.postgres import UnitOfWork
 from broker.xml.envelope import new_message_id
-from tests.delivery_support import metric
 
 LEASE = timedelta(seconds=30)
 
@@ -83,26 +80,3 @@ async def test_a_lost_lease_is_not_renewed_and_no_longer_holds_the_row(db_pool) 
 
     assert await _row(db_pool, second) == held, "a stale lease extended the row another lease is delivering"
     assert still_held == set()
-
-
-async def test_a_delivery_recorded_twice_is_marked_and_counted_once(db_pool) -> None:
-    """Delivered is final whichever lease got there first (the receiver deduplicates the second copy); the
-    later recording marks nothing, so the relay counts and logs one delivery, not two."""
-    first, second = await _taken_over(db_pool)
-
-    assert await outbox.mark_delivered(db_pool, [second.id]) == {second.id}
-    delivered = await _row(db_pool, second)
-    assert await outbox.mark_delivered(db_pool, [first.id]) == set()
-    assert await _row(db_pool, second) == delivered and delivered["status"] == "delivered"
-
-
-async def test_the_relay_counts_a_delivery_another_lease_recorded_first_once(db_pool) -> None:
-    """The relay whose lease ran out records its (deduplicated) second copy as delivered again, not delivered."""
-    first, second = await _taken_over(db_pool)
-    assert await outbox.mark_delivered(db_pool, [second.id]) == {second.id}
-    before = metric("ejx_deliveries_total", destination="portal", outcome="delivered")
-
-    result = await Relay(db_pool, {}, options=RelayOptions())._record([([first], None, [])])
-
-    assert result.delivered == 0
-    assert metric("ejx_deliveries_total", destination="portal", outcome="delivered") == before
