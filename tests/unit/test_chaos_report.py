@@ -7,6 +7,7 @@ import uuid
 
 from broker.devtools.chaos.faults import FaultPlan, FaultSchedule
 from broker.devtools.chaos.report import ChaosReport, Receipt, destination_figures
+from broker.devtools.chaos.run import every_target_hit
 
 
 class _Target:
@@ -123,3 +124,18 @@ async def test_the_schedule_says_when_every_target_has_been_killed_once() -> Non
     finally:
         stop.set()
         await running
+
+
+async def test_a_schedule_that_fails_ends_the_wait_for_every_target():
+    """A restart that raises stops the schedule before every target was hit: the load's wait must not hang."""
+    class Broken(_Target):
+        async def kill(self) -> None: ...
+
+        async def restart(self) -> None:
+            raise RuntimeError("PostgreSQL would not start")
+
+    schedule = FaultSchedule({"postgres": Broken("postgres"), "router": Broken("router")},
+                             FaultPlan(targets=("postgres", "router"), every_s=0.01, down_s=(0.0, 0.0)))
+    faulting = asyncio.create_task(schedule.run(asyncio.Event()))
+    await asyncio.wait_for(every_target_hit(schedule, faulting), timeout=5)
+    assert not schedule.every_target_hit.is_set() and isinstance(faulting.exception(), RuntimeError)

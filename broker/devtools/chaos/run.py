@@ -1,8 +1,8 @@
 """One chaos run: start the cluster, load it while the fault schedule kills, drain, count, stop.
 
-Faults end with the load; every target is running again before the drain, which
-waits until each acknowledged event reached each of its destinations (or the
-drain timeout). Samples of memory and table sizes are taken at the start, every
+Faults end with the load, once every target has been killed; every target is running
+again before the drain, which waits until each acknowledged event reached each of its
+destinations (or the drain timeout). Samples of memory and table sizes are taken at the start, every
 minute and at the end.
 """
 
@@ -31,6 +31,16 @@ from broker.infra import kafka
 from broker.settings import Settings
 
 WATCH_EVERY_S = 1.0
+
+
+async def every_target_hit(schedule: FaultSchedule, running: asyncio.Task) -> None:
+    """Until each target has been killed once, or the schedule ``running`` ended first (a restart that raised:
+    whoever awaits ``running`` gets its error, and no one waits forever)."""
+    hit = asyncio.create_task(schedule.every_target_hit.wait())
+    try:
+        await asyncio.wait({hit, running}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hit.cancel()
 
 
 @dataclass(frozen=True)
@@ -101,16 +111,17 @@ class Chaos:
         stop = asyncio.Event()
         schedule = FaultSchedule(self._cluster.targets, self._options.faults) if self._options.faults else None
         background = [asyncio.create_task(self._revive_until(stop))]
-        if schedule is not None:
-            background.append(asyncio.create_task(schedule.run(stop)))
+        faulting = asyncio.create_task(schedule.run(stop)) if schedule is not None else None
+        if faulting is not None:
+            background.append(faulting)
         began = time.monotonic()
         try:
             with self._progress() as progress:
                 task = progress.add_task("acknowledged (202)", total=self._options.load.events)
                 acknowledged = await vendor.send(self._options.load, advance=lambda n: progress.advance(task, n))
-            if schedule is not None and not schedule.every_target_hit.is_set():
+            if faulting is not None and not schedule.every_target_hit.is_set():
                 self._console.print("load done; the faults go on until every target has been killed once")
-                await schedule.every_target_hit.wait()
+                await every_target_hit(schedule, faulting)
         finally:
             stop.set()
             await asyncio.gather(*background)
