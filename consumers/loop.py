@@ -157,8 +157,11 @@ async def _poll(consumer: AIOKafkaConsumer, *, stop: asyncio.Event, name: str, o
 
 
 LAG_LOOKUP_S = 0.05
-"""Longest wait for one partition's position: a position being reset (the consumer behind retention) is asked
-of the broker, and a metric must not hold up the poll loop, its commits or its stop for that."""
+"""Longest wait for the partitions' positions after a poll: a position being reset (the consumer behind
+retention) is asked of the broker, and a metric must not hold up the poll loop, its commits or its stop for that."""
+
+_REPORTED: dict[str, set[tuple[str, str]]] = {}
+"""Per consumer name, the (topic, partition) series its last report set."""
 
 
 async def report_lag(consumer: AIOKafkaConsumer, *, name: str) -> None:
@@ -169,19 +172,24 @@ async def report_lag(consumer: AIOKafkaConsumer, *, name: str) -> None:
     looked up raises IllegalStateError, and the partitions after it, asked from the assignment as it
     was, fail aiokafka's "is assigned" assertion; the next poll reports them again)."""
     assigned = consumer.assignment()
-    for topic, partition in metrics.lag_partitions(name) - {(tp.topic, str(tp.partition)) for tp in assigned}:
+    series = {(tp.topic, str(tp.partition)) for tp in assigned}
+    for topic, partition in _REPORTED.get(name, set()) - series:
         metrics.CONSUMER_LAG.remove(name, topic, partition)
-    for tp in assigned:
-        try:
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
-            async with asyncio.timeout(LAG_LOOKUP_S):
-                position = await consumer.position(tp)
-        except (KafkaError, AssertionError, TimeoutError) as error:
-            log.debug(f"{name}.lag_unknown", topic=tp.topic, partition=tp.partition, error=repr(error))
-            continue
-        metrics.CONSUMER_LAG.labels(name, tp.topic, str(tp.partition)).set(max(0, highwater - position))
+    _REPORTED[name] = series
+    try:
+        async with asyncio.timeout(LAG_LOOKUP_S):
+            for tp in assigned:
+                try:
+                    highwater = consumer.highwater(tp)
+                    if highwater is None:
+                        continue
+                    position = await consumer.position(tp)
+                except (KafkaError, AssertionError) as error:
+                    log.debug(f"{name}.lag_unknown", topic=tp.topic, partition=tp.partition, error=repr(error))
+                    continue
+                metrics.CONSUMER_LAG.labels(name, tp.topic, str(tp.partition)).set(max(0, highwater - position))
+    except TimeoutError:
+        log.debug(f"{name}.lag_unknown", error=f"positions not known within {LAG_LOOKUP_S} s")
 
 
 async def _raise(fault: Fault) -> None:

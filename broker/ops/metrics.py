@@ -78,12 +78,6 @@ def event_rejected(code: str, count: int = 1) -> None:
     EVENTS_REJECTED.labels(FAULTS.get(code, Failure).code).inc(count)
 
 
-def lag_partitions(consumer: str) -> set[tuple[str, str]]:
-    """(topic, partition) of every lag series of one consumer."""
-    return {(sample.labels["topic"], sample.labels["partition"]) for metric in CONSUMER_LAG.collect()
-            for sample in metric.samples if sample.labels.get("consumer") == consumer}
-
-
 def consumer_lag(consumer: str) -> dict[str, int]:
     """Total lag per topic of one consumer, as last reported by it (the dashboard's view)."""
     totals: dict[str, int] = {}
