@@ -301,12 +301,17 @@ def listeners(settings: Settings) -> list[socket.socket]:
     bound: list[socket.socket] = []
     try:
         for family, kind, protocol, _, address in dict.fromkeys(found):
-            bound.append(listening := socket.socket(family, kind, protocol))
+            try:
+                listening = socket.socket(family, kind, protocol)
+            except OSError:  # a family the kernel does not offer (IPv6 switched off): skipped, as asyncio does
+                continue
+            bound.append(listening)
             listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if settings.http_reuse_port:
                 listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            where = f"{address[0]}:{address[1]}" if family == socket.AF_INET else f"[{address[0]}]:{address[1]}"
             listening.bind(address)
             listening.listen(2048)
     except OSError as error:
@@ -314,6 +319,8 @@ def listeners(settings: Settings) -> list[socket.socket]:
             listening.close()
         hint = "; is a server without EJX_HTTP_REUSE_PORT on that port?" if settings.http_reuse_port else ""
         raise Failure(f"cannot listen on {where} ({error.strerror}){hint}") from error
+    if not bound:
+        raise Failure(f"cannot listen on {where}: no address family of it is available")
     return bound
 
 
