@@ -208,7 +208,8 @@ class SchoolMonitor:
 
 def _latest_by(as_of: datetime, last_event_at: datetime | None, last_day: date | None) -> datetime | None:
     """The school's latest event at ``as_of``: the latest of all, unless it came later (a past as-of). Then only
-    days are kept: the end of the latest school day with events up to as-of's day, or as-of itself if sooner."""
+    days are kept: the end of the latest school day with events up to as-of's day, or as-of itself if sooner,
+    so a past as-of's own school day counts whole (its later events as seen by then)."""
     if last_event_at is None or last_event_at <= as_of:
         return last_event_at
     if last_day is None:
