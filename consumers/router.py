@@ -34,16 +34,15 @@ from broker.audit import message_log
 from broker.audit.chain import Direction, Entry, Kind
 from broker.delivery import outbox
 from broker.delivery.outbox import NewMessage
-from broker.domain.faults import Fault, InvalidContent, UnknownMessageType
+from broker.domain.faults import Fault, UnknownMessageType
 from broker.domain.model import Event
 from broker.domain.routing import Route, RoutingTable
 from broker.infra import kafka
 from broker.infra.postgres import UnitOfWork, outage_as_failure
 from broker.ops import metrics
 from broker.settings import Settings
-from broker.xml import hardened
 from broker.xml.envelope import envelope_document, new_message_id, signed_block
-from broker.xml.schemas import Schemas, read_events
+from broker.xml.schemas import Schemas
 from broker.xml.signing import Signer
 from consumers.loop import (
     LoopOptions,
@@ -253,18 +252,14 @@ class Router:
         accepted, rejected = [], []
         for record in records:
             try:
-                root = hardened.parse(record.value or b"")
-                self._schemas.validate_event(root)
-                if etree.QName(root).localname == "EventBatch":  # even of one: the envelope carries one event
-                    raise InvalidContent("expected one event per record, not an EventBatch")
-                events = read_events(root)
+                root, event = self._schemas.parse_event(record.value or b"")
             except Fault as fault:
                 if fault.retriable:
                     raise
                 rejected.append(_Rejected(record, fault))
                 continue
             headers = kafka.decode_headers(record.headers or ())
-            accepted.append(_Accepted(record, root, events[0], is_test_message(headers)))
+            accepted.append(_Accepted(record, root, event, is_test_message(headers)))
         return accepted, rejected
 
     def _build_all(self, plans, origins) -> list[list[NewMessage] | Fault]:

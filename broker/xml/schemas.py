@@ -90,13 +90,19 @@ class Schemas:
             raise UnknownMessageType(f"{element.tag} is not a {{{DIARY_NS}}}{root_name}")
         self._diary.check(element)
 
-    def check_event(self, data: bytes, *, limits: hardened.XmlLimits = hardened.XmlLimits()) -> Event:
-        """Parse, validate and read one event document: the whole way in for untrusted bytes."""
+    def parse_event(self, data: bytes, *, limits: hardened.XmlLimits = hardened.XmlLimits()
+                    ) -> tuple[etree._Element, Event]:
+        """Parse, validate and read one event document: its root and its event. An EventBatch, even of one,
+        is refused: an envelope carries one event."""
         root = hardened.parse(data, limits=limits)
         self.validate_event(root)
         if etree.QName(root).localname == "EventBatch":
             raise InvalidContent("expected one event, not an EventBatch")
-        return read_events(root)[0]
+        return root, read_events(root)[0]
+
+    def check_event(self, data: bytes, *, limits: hardened.XmlLimits = hardened.XmlLimits()) -> Event:
+        """Parse, validate and read one event document: the whole way in for untrusted bytes."""
+        return self.parse_event(data, limits=limits)[1]
 
     def check_events(self, data: bytes, *, limits: hardened.XmlLimits = hardened.XmlLimits()
                      ) -> tuple[Event, ...]:
