@@ -30,7 +30,6 @@ from broker.infra.postgres import outage_as_failure
 log = structlog.get_logger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Participant:
     """One registered certificate of an information system."""

@@ -17,9 +17,9 @@ RULE = r"[A-Z0-9][A-Z0-9_\-]{1,63}"
 _PATTERN = re.compile(RULE, re.ASCII)
 
 
-def mnemonic(value: str, what: str) -> str:
-    """``value`` if it is a mnemonic, else InvalidContent naming ``what`` it was meant to be."""
+def mnemonic(value: str, what: str = "") -> str:
+    """``value`` if it is a mnemonic, else InvalidContent naming ``what`` it was meant to be, if said."""
     if not _PATTERN.fullmatch(value):
-        raise InvalidContent(f"{what} {value!r} is not a mnemonic (2-64 capital letters, digits, '_' or '-', "
-                             "not starting with '_' or '-')")
+        raise InvalidContent(f"{what + ' ' if what else ''}{value!r} is not a mnemonic (2-64 capital letters, "
+                             "digits, '_' or '-', not starting with '_' or '-')")
     return value
