@@ -49,7 +49,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -458,20 +458,28 @@ def postgres_delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
-async def wait_received(conn: asyncpg.Connection, processes: Processes, total: int, *, stall_s: float,
-                        deadline: float) -> int:
-    """Until ``total`` are recorded, or nothing new arrived for ``stall_s``, or the deadline."""
+async def wait_count(conn: asyncpg.Connection, processes: Processes, query: str, done: Callable[[int], bool], *,
+                     stall_s: float, deadline: float) -> int:
+    """Poll ``query``'s count until ``done`` holds, or it did not change for ``stall_s``, or the deadline; the
+    last count."""
     last, last_change = -1, time.monotonic()
     while True:
         processes.check()
-        got = await conn.fetchval("SELECT count(*) FROM receiver_messages WHERE receiver = 'portal'")
-        if got >= total:
-            return got
-        if got != last:
-            last, last_change = got, time.monotonic()
+        count = int(await conn.fetchval(query))
+        if done(count):
+            return count
+        if count != last:
+            last, last_change = count, time.monotonic()
         if time.monotonic() - last_change > stall_s or time.monotonic() > deadline:
-            return got
+            return count
         await asyncio.sleep(0.1)
+
+
+async def wait_received(conn: asyncpg.Connection, processes: Processes, total: int, *, stall_s: float,
+                        deadline: float) -> int:
+    """Until ``total`` are recorded, or nothing new arrived for ``stall_s``, or the deadline."""
+    return await wait_count(conn, processes, "SELECT count(*) FROM receiver_messages WHERE receiver = 'portal'",
+                            lambda got: got >= total, stall_s=stall_s, deadline=deadline)
 
 
 async def wait_delivered(conn: asyncpg.Connection, processes: Processes, *, stall_s: float, deadline: float) -> int:
@@ -480,17 +488,8 @@ async def wait_delivered(conn: asyncpg.Connection, processes: Processes, *, stal
 
     Every MessageID recorded is not every delivery done: a row whose answer the relay lost is still pending and
     is sent again after its backoff, a copy the count of doubled events must see before the processes stop."""
-    last, last_change = -1, time.monotonic()
-    while True:
-        processes.check()
-        pending = await conn.fetchval("SELECT count(*) FROM outbox WHERE status = 'pending'")
-        if pending == 0:
-            return 0
-        if pending != last:
-            last, last_change = pending, time.monotonic()
-        if time.monotonic() - last_change > stall_s or time.monotonic() > deadline:
-            return int(pending)
-        await asyncio.sleep(0.1)
+    return await wait_count(conn, processes, "SELECT count(*) FROM outbox WHERE status = 'pending'",
+                            lambda pending: pending == 0, stall_s=stall_s, deadline=deadline)
 
 
 # --- the run -------------------------------------------------------------------------------------------------
