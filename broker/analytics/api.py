@@ -137,7 +137,8 @@ def monitoring_router(*, pool: asyncpg.Pool, gate: Gate, options: MonitoringOpti
                       district: str | None = params.identifier("Only this district."),
                       vendor: str | None = params.identifier("Only this vendor's schools."),
                       status: SchoolStatus | None = None,
-                      as_of: str | None = params.instant_query("Judge status at this instant; default now (a past one by whole school days)")
+                      as_of: str | None = params.instant_query(
+                          "Judge status at this instant; default now (a past one by whole school days)")
                       ) -> JSONResponse:
         moment = params.instant(as_of, "as_of") or clock()
         found = await monitor.schools(as_of=moment, districts=districts_in_scope(principal, district),

@@ -61,7 +61,7 @@ async def test_a_school_judged_before_its_first_event_had_never_connected(db_set
     assert (await _school(db_pool)).status is SchoolStatus.LIVE  # at AS_OF, 30 minutes after it
 
 
-async def test_a_school_judged_at_a_past_instant_goes_by_its_events_up_to_then(db_settings, db_pool) -> None:  # noqa: ANN001
+async def test_a_school_at_a_past_instant_goes_by_its_events_up_to_then(db_settings, db_pool) -> None:  # noqa: ANN001
     """Events on 6 March (Moscow) and 20 March: on 10 March it had been silent for days, whatever came later."""
     await _consume(db_settings, db_pool)
     later = posted("n3", 1, "2026-03-20T09:00:00", student="st-anna1", subject="MATH", lesson="2026-03-19", mark="5")

@@ -143,9 +143,8 @@ def replay_command(settings: Settings, topic: str | None, from_time: str | None,
                    routing_file: Path | None) -> None:
     """Re-feed events through the router; the inbox keeps it from delivering anything twice."""
     try:
-        selection = ReplayRange(topic=topic or settings.events_topic,
-                                from_time=parse_moment(from_time), from_offset=from_offset,
-                                to_time=parse_moment(to_time), partition=partition)
+        selection = ReplayRange(topic=topic or settings.events_topic, from_time=parse_moment(from_time),
+                                from_offset=from_offset, to_time=parse_moment(to_time), partition=partition)
     except InvalidContent as fault:
         raise click.UsageError(fault.description) from None
 

@@ -2,8 +2,8 @@
 
 Faults end with the load, once every target has been killed; every target is running
 again before the drain, which waits until each acknowledged event reached each of its
-destinations (or the drain timeout). Samples of memory and table sizes are taken at the start, every
-minute and at the end.
+destinations (or the drain timeout). Samples of memory and table sizes are taken at the
+start, every minute and at the end.
 """
 
 from __future__ import annotations
