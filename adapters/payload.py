@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -118,6 +119,8 @@ def json_document(body: bytes, limits: PayloadLimits = PayloadLimits()) -> objec
     except ValueError as error:  # raised by the hooks below
         raise InvalidContent(f"body is not acceptable JSON: {error}") from None
     _check_json_depth(document, limits)
+    if _SURROGATE_ESCAPE.search(text):
+        _check_no_lone_surrogate(document, "")
     return document
 
 
@@ -155,6 +158,29 @@ def _check_json_depth(document: object, limits: PayloadLimits) -> None:
 
 
 _CONTAINERS = frozenset({dict, list})
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+"""How a surrogate is written in JSON; json joins a pair into one character and keeps a lone one as is."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_no_lone_surrogate(node: object, path: str) -> None:
+    """UTF-8 has no lone surrogate: refused here, with its path, instead of crashing the first encoder it meets
+    (the event id, the answer, the log). Recursion is bounded by the depth check that ran first."""
+    pairs = node.items() if type(node) is dict else enumerate(node) if type(node) is list else ()
+    for key, value in pairs:
+        if type(key) is str and _SURROGATE.search(key):  # the key is not quoted: it cannot be encoded either
+            raise _lone_surrogate(f"a key of the object at {path or '/'}", path or "/")
+        where = f"{path}/{key}"
+        if type(value) is str and _SURROGATE.search(value):
+            raise _lone_surrogate(f"the string at {where}", where)
+        _check_no_lone_surrogate(value, where)
+
+
+def _lone_surrogate(what: str, path: str) -> InvalidContent:
+    return InvalidContent(f"{what} holds a lone surrogate (\\ud800-\\udfff), which UTF-8 cannot carry",
+                          details={"path": path})
 
 
 def _too_deep(limits: PayloadLimits) -> InvalidContent:

@@ -242,6 +242,8 @@ HOSTILE = [
     ("json", b'{"type": "GradePosted", "comment": "\xff"}'),
     ("json", b'{"type": "GradePosted", "type": "GradeRetracted"}'),
     ("json", b"not json"),
+    ("json", json.dumps(grade("X")).encode().replace(b'"X"', b'"\\ud800"')),  # a lone surrogate: no UTF-8 for it
+    ("json", json.dumps({**grade("r-1"), "X": 1}).encode().replace(b'"X"', b'"\\udc80"')),
     ("xml", b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;">]>'
             b'<GradePosted xmlns="urn://ejx/events/1">&b;</GradePosted>'),
     ("xml", b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><GradePosted>&e;</GradePosted>'),

@@ -115,3 +115,19 @@ def test_hostile_xml_is_invalid_content(body):
     with pytest.raises(InvalidContent) as caught:
         xml_events(body, PayloadLimits())
     assert caught.value.http_status == 400
+
+
+@pytest.mark.parametrize(("body", "path"), [
+    (b'{"source_record_id": "\\ud800"}', "/source_record_id"),
+    (b'[{"a": 1}, {"comment": "ok \\udc80 not"}]', "/1/comment"),
+    (b'{"mark": {"\\uDBFF": "5"}}', "/mark"),
+])
+def test_a_lone_surrogate_is_invalid_content_with_its_path(body, path):
+    """UTF-8 cannot carry one: refused here rather than crashing the event id, the answer or the log later."""
+    with pytest.raises(InvalidContent, match="lone surrogate") as caught:
+        json_events(body, PayloadLimits())
+    assert caught.value.details == {"path": path}
+
+
+def test_paired_surrogates_and_an_escaped_backslash_are_text():
+    assert json_document(b'{"comment": "\\ud83d\\ude00 \\\\ud800"}') == {"comment": "\U0001f600 \\ud800"}
