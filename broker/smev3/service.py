@@ -79,7 +79,11 @@ def root_part(content_type: str, body: bytes) -> bytes:
         head = b"Content-Type: " + content_type.encode("ascii") + b"\r\n\r\n"
     except UnicodeEncodeError:
         raise InvalidContent("the Content-Type of a multipart request must be ASCII") from None
-    package = email.message_from_bytes(head + body, policy=email.policy.HTTP)
+    try:
+        package = email.message_from_bytes(head + body, policy=email.policy.HTTP)
+    except RecursionError:  # one recursion per nested multipart: a megabyte holds thousands of levels
+        raise InvalidContent("a multipart/related request nested too deep; send the SOAP envelope as its "
+                             "one part") from None
     parts = list(package.iter_parts()) if package.is_multipart() else []
     if not parts:
         raise InvalidContent("a multipart/related request without a part (is its boundary right?)")

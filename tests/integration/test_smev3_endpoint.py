@@ -342,3 +342,15 @@ async def test_an_mtom_package_with_an_attachment_or_no_part_is_invalid_content(
         response = await endpoint.post(f"/smev3/{V13.value}", content=body, headers=headers)
         assert (response.status_code, fault_code(answer_of(response, V13))) == (500, "InvalidContent")
     assert await db_pool.fetchval("SELECT sum(deliveries) FROM smev_queue") == 0
+
+
+async def test_an_mtom_package_nested_thousands_of_levels_deep_is_invalid_content(endpoint, db_pool, keys):
+    """The MIME parser recurses once per level: deep nesting within the size limit must be a SOAP fault, not
+    a plain-text 500 and a traceback."""
+    levels = 3000
+    body = b"".join(b"--b%d\r\nContent-Type: multipart/related; boundary=b%d\r\n\r\n" % (i, i + 1)
+                    for i in range(levels)) + b"--b%d\r\n\r\n<a/>\r\n--b%d--\r\n" % (levels, levels)
+    response = await endpoint.post(f"/smev3/{V13.value}", content=body,
+                                   headers={"Content-Type": "multipart/related; boundary=b0"})
+    assert (response.status_code, fault_code(answer_of(response, V13))) == (500, "InvalidContent")
+    assert "nested" in response.text
