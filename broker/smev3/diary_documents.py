@@ -129,5 +129,6 @@ def _text(element: etree._Element, name: str) -> str | None:
 
 
 def _day(element: etree._Element, name: str) -> date | None:
+    """xs:date collapses whitespace, so the schema has accepted an indented day: read it the same way."""
     text = _text(element, name)
-    return None if text is None else date.fromisoformat(text)
+    return None if text is None else date.fromisoformat(text.strip(" \t\r\n"))

@@ -381,3 +381,15 @@ async def test_the_requester_gives_up_with_a_clear_failure_when_no_response_come
         await request_diary(silent, ANNA, version=V13, schemas=SCHEMAS,
                             options=RequesterOptions(wait_s=0.5, poll_s=0.05))
     assert silent.polls > 2
+
+
+async def test_a_pretty_printed_date_of_the_range_is_read_as_the_schema_reads_it(endpoint, db_pool, keys):
+    """xs:date collapses surrounding whitespace, so the schema accepts an indented From; the reader must too,
+    rather than answering a valid request with a retriable SMEVFailure the requester would repeat forever."""
+    content = diary_request(DiaryQuery("st-anna1", date(2026, 3, 1)))
+    content.find(f"{{{DIARY_NS}}}From").text = "\n      2026-03-01\n    "
+    _, answer = await _send(endpoint, V13, keys["epgu"].key, content=content)
+    assert not _local(answer, "Fault"), etree.tostring(answer)
+    message = await _response(endpoint, V13, keys["epgu"].key)
+    assert _local(message, "MessagePrimaryContent")
+    assert [e.text for e in _local(message, "From")] == ["2026-03-01"]
