@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +20,12 @@ RETENTION_MINIMUMS_S = {"outbox_retention_s": 3600.0, "inbox_retention_s": 8 * D
                         "ingest_record_retention_s": 30 * DAY_S}
 """Shortest retentions production accepts: the inbox and the origins outlive a 7-day topic; a day of vendor retries;
 a month of grade corrections."""
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+"""Levels EJX_LOG_LEVEL may name (any case; ``warn`` too)."""
+
+_KAFKA_ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\],]+)(:\d{1,5})?")
+"""One bootstrap server as Kafka clients read it: host, host:port, [IPv6] or [IPv6]:port."""
 
 BROKERS_FILE = "brokers"
 """Under ``<state_dir>/kafka``: how many nodes the local Kafka was set up with."""
@@ -153,6 +162,41 @@ class Settings(BaseSettings):
         except InvalidContent as refused:  # pydantic reports a ValueError under the variable's name
             raise ValueError(refused.description) from None
 
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        """Checked here: structlog refused an unknown level with a traceback from whichever command ran first."""
+        level = value.strip().lower()
+        level = "warning" if level == "warn" else level
+        if level not in LOG_LEVELS:
+            raise ValueError(f"{value!r} is not a log level ({', '.join(LOG_LEVELS)})")
+        return level
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_url(cls, value: str | None) -> str | None:
+        """A DSN asyncpg cannot parse was a traceback at the first connection; the password is never echoed."""
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError("not a postgresql:// URL (postgresql://user:password@host:5432/database)")
+        for host in parts.netloc.rpartition("@")[2].split(","):  # asyncpg takes several hosts, each with a port
+            _, colon, port = host.rpartition("]")[2].partition(":")
+            if colon and not port.isdigit():
+                raise ValueError(f"port {port!r} is not a number")
+        return value
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _kafka_addresses(cls, value: str | None) -> str | None:
+        """A server aiokafka cannot parse was a traceback at the first client's start, not a named setting."""
+        for server in (value.split(",") if value else ()):
+            server = server.strip()
+            if _KAFKA_ADDRESS.fullmatch(server) is None and not _ipv6(server):
+                raise ValueError(f"{server!r} is not host:port (e.g. kafka1:9092,kafka2:9092)")
+        return value
+
     @model_validator(mode="after")
     def _safe_retention(self) -> Settings:
         """A dedup key forgotten while its duplicate can still arrive would let the duplicate through."""
@@ -215,3 +259,11 @@ class Settings(BaseSettings):
     @property
     def trusted_certs_file(self) -> Path:
         return self.trust_file or self.signing_cert_file
+
+
+def _ipv6(server: str) -> bool:
+    """A bare IPv6 literal (no port), which Kafka clients take as it is."""
+    try:
+        return ipaddress.ip_address(server).version == 6
+    except ValueError:
+        return False

@@ -44,10 +44,14 @@ def test_ejx_relay_takes_the_lease_and_retention_of_settings_as_the_served_relay
 
 
 def test_a_bad_setting_is_one_line_naming_its_variable_not_a_traceback(monkeypatch) -> None:
-    """EJX_SENDER is every envelope's Sender: one the schema refuses would send every event to the DLQ."""
+    """EJX_SENDER is every envelope's Sender: one the schema refuses would send every event to the DLQ; a
+    mistyped level or address failed only where first used, with a traceback."""
     for variable, value, says in (
             ("EJX_SENDER", "ejx-broker", "EJX_SENDER: 'ejx-broker' is not a mnemonic"),
-            ("EJX_OUTBOX_RETENTION_S", "1", "retention below the safe minimum")):
+            ("EJX_OUTBOX_RETENTION_S", "1", "retention below the safe minimum"),
+            ("EJX_LOG_LEVEL", "verbose", "EJX_LOG_LEVEL: 'verbose' is not a log level"),
+            ("EJX_DATABASE_URL", "ejx@db:5432/ejx", "EJX_DATABASE_URL: not a postgresql:// URL"),
+            ("EJX_KAFKA_BOOTSTRAP", "kafka1:9092,kafka2:abc", "EJX_KAFKA_BOOTSTRAP: 'kafka2:abc' is not host:port")):
         result = CliRunner().invoke(main, ["outbox", "status"], env={variable: value})
         assert result.exit_code == 1, result.output
         assert result.stderr.startswith("InvalidContent: settings: ") and says in result.stderr, result.stderr
