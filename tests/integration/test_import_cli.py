@@ -73,3 +73,18 @@ async def test_import_oneroster_directory(ingest_settings, db_pool, env, tmp_pat
     records = await read_topic(ingest_settings, ingest_settings.events_topic)
     assert sorted(r.headers["event_type"] for r in records) == [
         "GradePosted", "GradePosted", "GradePosted", "GradeRetracted"]
+
+
+@pytest.mark.parametrize("command", ["csv", "oneroster"])
+async def test_a_rejects_file_that_cannot_be_written_fails_in_one_line_before_publishing(ingest_settings, db_pool,
+                                                                                         env, tmp_path, command):
+    """An export on a read-only share puts its default rejects file where nobody may write."""
+    await register(db_pool)
+    source = FIXTURES / "attendance_en.csv" if command == "csv" else FIXTURES / "oneroster" / "json"
+    rejects = tmp_path / "missing-dir" / "rejects.csv"
+    result = await asyncio.to_thread(
+        CliRunner().invoke, main, ["import", command, str(source), "--vendor", VENDOR, "--rejects", str(rejects)],
+        env=env)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert result.stderr.splitlines()[-1].startswith(f"Failure: cannot write the rejects file {rejects}: ")
+    assert await read_topic(ingest_settings, ingest_settings.events_topic) == []

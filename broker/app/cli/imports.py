@@ -34,7 +34,7 @@ from adapters.oneroster import OneRosterMapper, read_bundle
 from adapters.problems import Problem
 from broker.app import bootstrap
 from broker.domain.calendar import SCHOOL_TIMEZONE
-from broker.domain.faults import InvalidContent
+from broker.domain.faults import Failure, InvalidContent
 from broker.settings import Settings
 
 
@@ -47,6 +47,14 @@ def _zone(name: str) -> ZoneInfo:
 
 def _rejects_path(source: Path, given: Path | None) -> Path:
     return given or source.with_name(source.name.rstrip("/") + ".rejects.csv")
+
+
+def _rejects_file(path: Path) -> RejectsFile:
+    """Opened before anything is published: an export on a read-only share has its default rejects file there."""
+    try:
+        return RejectsFile(path)
+    except OSError as error:
+        raise Failure(f"cannot write the rejects file {path}: {error.strerror or error} (give --rejects)") from None
 
 
 def _summary(console: Console, report: ImportReport, rejects: Path, *, skipped: int = 0) -> None:
@@ -83,7 +91,7 @@ def import_csv_command(settings: Settings, file: Path, vendor: str, rejects: Pat
     async def run() -> ImportReport:
         async with bootstrap.ingest_service(settings) as service:
             sender = await service.registry.vendor(vendor)
-            sink = RejectsFile(rejects_path)
+            sink = _rejects_file(rejects_path)
             columns = [TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
                        TransferSpeedColumn(), TimeRemainingColumn()]
             try:
@@ -131,7 +139,7 @@ def import_oneroster_command(settings: Settings, directory: Path, vendor: str, r
 async def _publish_mapped(service: IngestService, sender, events, problems: list[Problem], skipped: int,  # noqa: ANN001
                           rejects_path: Path, batch_size: int, console: Console, *, total: int) -> ImportReport:
     report = ImportReport(rows=total, rejected=len(problems))
-    sink = RejectsFile(rejects_path)
+    sink = _rejects_file(rejects_path)
     try:
         for problem in problems:
             sink.write(problem)
