@@ -42,7 +42,8 @@ class GateOptions:
     """Limits of authentication."""
 
     bad_tokens_per_window: int = 20
-    """Unknown tokens (or sessions) one client may present per window before every request is 429."""
+    """Unknown tokens one client may present per window before every request is 429 (ended sessions do not
+    count)."""
     bad_token_window_s: float = 60.0
     """The sliding window of bad-token counting, in seconds."""
     session_ttl_s: float = 8 * 3600
@@ -151,7 +152,9 @@ class Gate:
         if session_id:
             digest = self.sessions.token_hash(session_id)
             if digest is None:
-                self._throttle.failed(client)
+                # Not a bad token: every tab left open over a restart or the expiry presents its ended session
+                # (the page's calls, then its reload), and an office behind one address would be locked out of
+                # signing in again. A session id is 256 random bits, so there is nothing to guess at.
                 raise SenderIsNotRegistered("the dashboard session has ended; sign in again")
             try:
                 return await self.credentials.by_hash(digest)

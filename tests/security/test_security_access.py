@@ -138,3 +138,22 @@ async def test_repeated_bad_tokens_from_one_client_get_429(faces: Faces) -> None
     assert refused.json()["code"] == "TooManyRequests" and refused.json()["retriable"] is True
     async with faces.client("authority", address="10.1.2.4") as someone_else:
         assert (await someone_else.get("/v1/monitoring/schools")).status_code == 200
+
+
+async def test_dashboards_left_open_over_a_restart_do_not_lock_their_office_out(faces: Faces) -> None:
+    """After a restart (or the 8 h expiry) every open tab of an office behind one address calls the JSON APIs with
+    its ended session and reloads into the sign-in form: signing in again must still work from that address."""
+    stale = {"Cookie": "ejx_session=a-session-of-the-process-before-the-restart"}
+    async with faces.client(address="10.7.7.7") as office:
+        for _ in range(6):  # six tabs: each page load makes four JSON calls, then reloads
+            for path in ("/v1/monitoring/schools", "/v1/monitoring/pipeline", "/v1/analytics/grades",
+                         "/v1/analytics/grades"):
+                assert (await office.get(path, headers=stale)).status_code == 401
+            assert 'id="sign-in"' in (await office.get("/dashboard", headers=stale)).text
+        signed_in = await office.post("/dashboard/session", data={"token": faces.tokens["authority"],
+                                                                   "next": "/dashboard"}, headers=stale)
+        assert signed_in.status_code == 303, signed_in.text
+        assert (await office.get("/v1/monitoring/schools")).status_code == 200
+        guessing = [(await office.get("/v1/monitoring/schools", headers={"Authorization": "Bearer ejx_guess"})
+                     ).status_code for _ in range(25)]
+    assert guessing[:20] == [401] * 20 and set(guessing[20:]) == {429}  # unknown tokens are still throttled
