@@ -109,6 +109,25 @@ class Participants:
                  not_after=certificate.not_after.isoformat())
         return bool(owner)
 
+    async def revoke(self, mnemonic: str, *, serial_number: str | None = None) -> list[Participant]:
+        """Forget ``mnemonic``'s certificates (only the one of ``serial_number``, if given) and return them: a
+        leaked key stops working on its very next request (the owner is looked up per request, no cache).
+        Its queue stays, for a certificate added later. InvalidContent when nothing matched."""
+        serial = None if serial_number is None else _serial(serial_number)
+        with outage_as_failure("the participant registry"):
+            rows = await self._pool.fetch(
+                """DELETE FROM participants WHERE mnemonic = $1 AND ($2::text IS NULL OR serial_number = $2)
+                   RETURNING mnemonic, service, subject, serial_number, not_before, not_after, cert_sha256""",
+                mnemonic, serial)
+        if not rows:
+            which = "any certificate" if serial is None else f"a certificate of serial {serial}"
+            raise InvalidContent(f"participant {mnemonic[:64]!r} has no {which}; see `ejx participants list`")
+        removed = [Participant(**dict(row)) for row in rows]
+        for participant in removed:
+            log.info("participants.revoked", mnemonic=mnemonic, subject=participant.subject,
+                     serial_number=participant.serial_number)
+        return removed
+
     async def all(self) -> list[Participant]:
         with outage_as_failure("the participant registry"):
             rows = await self._pool.fetch(
@@ -135,3 +154,10 @@ class Participants:
                 f"{participant.not_before.isoformat()} to {participant.not_after.isoformat()}, not at "
                 f"{moment.isoformat()}", details={"reason": "CertificateIsExpired"})
         return participant
+
+
+def _serial(text: str) -> str:
+    """A serial as ``participants list`` shows it, however a certificate tool printed it (``0x``, colons, case,
+    leading zeros)."""
+    digits = text.strip().lower().removeprefix("0x").replace(":", "").lstrip("0")
+    return digits or "0"

@@ -14,9 +14,11 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 import pytest
+from click.testing import CliRunner
 from fastapi import FastAPI
 
 from broker.access.participants import Participants
+from broker.app.cli import main
 from broker.domain.faults import InvalidContent
 from broker.smev3 import codec
 from broker.smev3.codec import Version
@@ -354,3 +356,34 @@ async def test_an_mtom_package_nested_thousands_of_levels_deep_is_invalid_conten
                                    headers={"Content-Type": "multipart/related; boundary=b0"})
     assert (response.status_code, fault_code(answer_of(response, V13))) == (500, "InvalidContent")
     assert "nested" in response.text
+
+
+def _participants_cli(db_settings, *args: str) -> str:
+    result = CliRunner().invoke(main, ["participants", *args], env={"EJX_DATABASE_URL": db_settings.database_dsn})
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+async def test_a_revoked_certificate_is_refused_on_its_next_request_and_its_queue_waits(endpoint, db_pool, db_settings,
+                                                                                        keys):
+    """A leaked key is cut off by the operator at once, one certificate of a mnemonic or all of them."""
+    mine = await enqueue(db_pool, keys["ejx"].key)
+    assert _message_id(answer_of(await _post(endpoint, V12, get_request(V12, keys["rsmev-next"].key)), V12)) == mine
+    serial = keys["rsmev-next"].facts.serial_number
+    out = await asyncio.to_thread(_participants_cli, db_settings, "revoke", "RSMEV", "--serial", f"0x{serial.upper()}")
+    assert f"certificate {serial} " in out and "revoked" in out
+    refused = await _post(endpoint, V12, get_request(V12, keys["rsmev-next"].key))
+    assert (refused.status_code, fault_code(answer_of(refused, V12))) == (500, "SenderIsNotRegistered")
+    assert (await _post(endpoint, V12, ack(V12, keys["rsmev"].key, mine))).status_code == 200  # the other one works
+
+    again = await enqueue(db_pool, keys["ejx"].key, record="term-2")
+    await asyncio.to_thread(_participants_cli, db_settings, "revoke", "RSMEV")
+    for name in ("rsmev", "rsmev-next"):
+        refused = await _post(endpoint, V12, get_request(V12, keys[name].key))
+        assert fault_code(answer_of(refused, V12)) == "SenderIsNotRegistered"
+    assert await db_pool.fetchval("SELECT acked_at IS NULL AND deliveries = 0 FROM smev_queue WHERE message_id = $1",
+                                  uuid.UUID(again))
+    assert [p.mnemonic for p in await Participants(db_pool).all()] == ["EPGU"]
+    unknown = await asyncio.to_thread(CliRunner().invoke, main, ["participants", "revoke", "RSMEV"],
+                                      env={"EJX_DATABASE_URL": db_settings.database_dsn})
+    assert unknown.exit_code == 1 and "InvalidContent" in unknown.output

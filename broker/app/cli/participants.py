@@ -41,6 +41,21 @@ def add_participant_command(settings: Settings, mnemonic: str, cert_file: Path, 
                f"{'registered' if added else 'was registered already'}")
 
 
+@participants_group.command("revoke")
+@click.argument("mnemonic")
+@click.option("--serial", default=None, help="Only the certificate of this serial (hexadecimal, as "
+                                            "`ejx participants list` shows it); without it, every one of MNEMONIC.")
+@click.pass_obj
+def revoke_participant_command(settings: Settings, mnemonic: str, serial: str | None) -> None:
+    """Stop MNEMONIC's certificate(s) at once (a leaked key): its next SMEV 3 request is SenderIsNotRegistered."""
+    async def run():
+        async with connected(settings, max_size=1) as pool:
+            return await Participants(pool).revoke(mnemonic, serial_number=serial)
+
+    for p in asyncio.run(run()):
+        click.echo(f"{mnemonic}: certificate {p.serial_number} ({p.subject}) revoked")
+
+
 @participants_group.command("list")
 @click.pass_obj
 def list_participants_command(settings: Settings) -> None:
