@@ -173,21 +173,30 @@ async def destinations(settings: Settings, *, pool: asyncpg.Pool, producer: AIOK
 @asynccontextmanager
 async def ingest_service(settings: Settings, *, pool: asyncpg.Pool | None = None, schemas: Schemas | None = None,
                          publisher_options: PublisherOptions | None = None) -> AsyncIterator[IngestService]:
-    """The ingest service over Kafka and PostgreSQL (REST, CSV and OneRoster imports); closed on exit."""
+    """The ingest service over Kafka and PostgreSQL (REST, CSV and OneRoster imports); closed on exit.
+
+    Its transactional ids are random unless ``publisher_options`` fix them: only the served ingest takes the
+    instance's stable ones (:func:`served_publisher`). An import on the same host with those ids would fence
+    the live server's producers, and the server's next request would fence the import in turn.
+    """
     async with AsyncExitStack() as stack:
         await kafka.ensure_topics(settings, [settings.events_topic])
         if pool is None:
             pool = await stack.enter_async_context(connected(settings, max_size=4))
-        if publisher_options is None:
-            prefix = f"ejx-ingest-{settings.instance_id}" if settings.instance_id else None
-            publisher_options = PublisherOptions(transactional_id_prefix=prefix)
-        publisher = KafkaPublisher(settings, options=publisher_options)
+        publisher = KafkaPublisher(settings, options=publisher_options or PublisherOptions())
         stack.push_async_callback(publisher.stop)
         service = IngestService(registry=Registry(pool), ledger=IngestLedger(pool), sink=publisher,
                                 schemas=schemas or Schemas.load(),
                                 parsing=ParseOptions(deadline_s=settings.parse_deadline_s))
         stack.callback(service.close)
         yield service
+
+
+def served_publisher(settings: Settings) -> PublisherOptions:
+    """The served ingest's producers: transactional ids fixed by EJX_INSTANCE_ID when it is set, so a restarted
+    instance fences its predecessor and aborts what it left open."""
+    prefix = f"ejx-ingest-{settings.instance_id}" if settings.instance_id else None
+    return PublisherOptions(transactional_id_prefix=prefix)
 
 
 @dataclass
@@ -272,7 +281,8 @@ async def http_app(settings: Settings, built: Runtime, wanted: set[str], stack: 
     app.include_router(health_router(pool=built.pool, gate=gate, probes={
         "postgresql": postgres_probe(built.pool), "kafka": kafka_probe(settings.kafka_address)}))
     if "ingest" in wanted:
-        service = await stack.enter_async_context(ingest_service(settings, pool=built.pool, schemas=built.schemas))
+        service = await stack.enter_async_context(ingest_service(settings, pool=built.pool, schemas=built.schemas,
+                                                                 publisher_options=served_publisher(settings)))
         app.include_router(ingest_router(service, gate))
     if "smev" in wanted:
         app.include_router(smev3_router(message_exchange(settings, pool=built.pool, schemas=built.schemas)))

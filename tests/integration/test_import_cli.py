@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from adapters.publisher import EventRecord, KafkaPublisher
+from broker.app import bootstrap
 from broker.app.cli import main
 from tests.integration.ingest_support import VENDOR, read_topic, register
 
@@ -88,3 +91,24 @@ async def test_a_rejects_file_that_cannot_be_written_fails_in_one_line_before_pu
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
     assert result.stderr.splitlines()[-1].startswith(f"Failure: cannot write the rejects file {rejects}: ")
     assert await read_topic(ingest_settings, ingest_settings.events_topic) == []
+
+
+async def test_an_import_beside_a_served_ingest_with_an_instance_id_does_not_fence_it(ingest_settings, db_pool, env,
+                                                                                       tmp_path):
+    """EJX_INSTANCE_ID fixes the served ingest's transactional ids; an import on the same host reads the same
+    variable, and with the same ids its producers fenced the live server's (ProducerFenced on its next request)."""
+    await register(db_pool)
+    served = ingest_settings.model_copy(update={"instance_id": "box-1"})
+    publisher = KafkaPublisher(served, options=replace(bootstrap.served_publisher(served), producers=1))
+    try:
+        await publisher.publish([EventRecord(b"sch-1", b"<served-before/>", ())])
+        export = tmp_path / "journal.csv"
+        shutil.copy(FIXTURES / "grades_ru_cp1251.csv", export)
+        result = await asyncio.to_thread(invoke, ["import", "csv", str(export), "--vendor", VENDOR],
+                                         {**env, "EJX_INSTANCE_ID": "box-1"})
+        assert result.exit_code == 0, result.output
+        await publisher.publish([EventRecord(b"sch-1", b"<served-after/>", ())])
+    finally:
+        await publisher.stop()
+    values = [record.value for record in await read_topic(ingest_settings, ingest_settings.events_topic)]
+    assert b"<served-before/>" in values and b"<served-after/>" in values and len(values) == 5
