@@ -131,3 +131,12 @@ def test_smev3_transform_prints_the_octets_a_digest_is_taken_over(ejx, tmp_path)
                                    '</ns2:Leaf><ns1:T>«5» &amp; &gt;</ns1:T></ns1:Root>').encode()
     (tmp_path / "bad.xml").write_bytes(b"<Root>no namespace</Root>")
     assert "has no namespace" in fault_line(ejx("smev3", "transform", tmp_path / "bad.xml"), "InvalidContent")
+
+
+def test_pull_into_a_directory_it_cannot_create_is_one_failure_line(ejx, tmp_path):
+    """A file where the --out directory should be: one line naming the path, before anything is pulled."""
+    key_path, cert_path = keys.write_dev_pair(tmp_path / "keys", algorithm=keys.KeyAlgorithm.GOST2012_256)
+    (tmp_path / "taken").write_text("not a directory")
+    result = ejx("smev3", "pull", "--url", "http://127.0.0.1:1/smev3/1.2", "--key", key_path, "--cert", cert_path,
+                 "--once", "--out", tmp_path / "taken" / "inbox")
+    assert "taken/inbox" in fault_line(result, "Failure")

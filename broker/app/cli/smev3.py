@@ -17,6 +17,7 @@ from rich.table import Table
 from broker.app import bootstrap
 from broker.app.cli.documents import DOCUMENT, read_document
 from broker.app.cli.moments import MOSCOW
+from broker.domain.faults import Failure
 from broker.infra.backoff import pause
 from broker.smev3.client import (
     ClientOptions,
@@ -77,7 +78,10 @@ def pull(url: str, key_file: Path, cert_file: Path, trust_file: Path | None, mes
     client = Smev3Client(url, SigningKey.from_pem_files(key_file, cert_file),
                          trusted=pinned_certificates(trust_file) if trust_file else None,
                          options=ClientOptions(version=version, namespace_uri=namespace, root_local_name=root))
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file in the path, permissions: before anything is pulled
+        raise Failure(f"cannot write messages into {out}: {error.strerror or error}") from None
 
     async def main(stop: asyncio.Event) -> None:
         try:
