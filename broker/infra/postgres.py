@@ -103,7 +103,12 @@ def _command_timeout(settings: Settings, *, maintenance: bool) -> float:
 
 
 def _unreachable(settings: Settings, error: BaseException) -> Failure:
-    return Failure(f"PostgreSQL at {masked_dsn(settings.database_dsn)} is unreachable: {type(error).__name__}")
+    """A server that answered and refused (a wrong role or password, a missing database) is named as such, with
+    its reason: on-call checks the credentials, not the network. The server's reason never holds the password."""
+    where = f"PostgreSQL at {masked_dsn(settings.database_dsn)}"
+    if isinstance(error, asyncpg.PostgresError):
+        return Failure(f"{where} refused the connection: {error}")
+    return Failure(f"{where} is unreachable: {type(error).__name__}")
 
 
 async def connect(settings: Settings, *, maintenance: bool = True) -> asyncpg.Connection:

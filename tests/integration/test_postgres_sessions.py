@@ -1,11 +1,14 @@
 """What the server is told about each session ejx opens (how it detects a client gone silent), and what a
-session keeps between two uses of a pooled connection (nothing but its settings)."""
+session keeps between two uses of a pooled connection (nothing but its settings); how a refused session is told."""
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
+from broker.domain.faults import Failure
 from broker.infra.postgres import connect, create_pool, session_lock
 
 pytestmark = pytest.mark.postgres
@@ -128,3 +131,18 @@ async def test_a_connection_whose_unlock_failed_is_terminated_not_pooled(db_sett
             assert await conn.fetchval("SELECT 1") == 1
     finally:
         await pool.close()
+
+
+async def test_a_missing_database_or_role_is_named_not_called_unreachable(db_settings):
+    """The server answered: the Failure says what it refused, so nobody goes looking at the network."""
+    url = urlsplit(db_settings.database_dsn)
+    stranger = url._replace(netloc="ejx_no_such_role:secret@" + url.netloc.rpartition("@")[2])
+    for dsn, reason in ((url._replace(path="/ejx_no_such_database").geturl(),
+                         'database "ejx_no_such_database" does not exist'),
+                        (stranger.geturl(), "ejx_no_such_role")):
+        settings = db_settings.model_copy(update={"database_url": dsn})
+        for opening in (connect, create_pool):
+            with pytest.raises(Failure) as refused:
+                await opening(settings)
+            assert "refused the connection" in str(refused.value) and reason in str(refused.value)
+            assert "secret" not in str(refused.value)
